@@ -1,0 +1,105 @@
+"""Deploy: a registered model -> its serving image -> live behind the load balancer, or rolled back.
+
+Trigger by hand with the form: model version or alias, target (local: containers behind HAProxy on
+this machine; ecs: ECS services behind an ALB), strategy (blue_green, canary, rolling), canary
+percent and steps, bake time and health thresholds. Every step is a task; each canary step is its
+own `shift_N` task (steps a plan does not use are skipped). Any failure runs `rollback` (trigger
+rule one_failed), which restores the previous revision with 100% of traffic, writes the reason
+into the deployment record (s3://flightdeck-deployments/records/<target>/<run>.json) and tags the
+MLflow model version; the run then ends failed. Clearing a failed `rollback` retries it; clearing
+`start_new` (with downstream) of an older run redeploys exactly that run's image digest. One
+deploy at a time (max_active_runs=1): a second run waits in the queue.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+from flightdeck.deploy.flow import MAX_SHIFT_STEPS, Deploy, StepNotInPlan
+
+STEP = {"retries": 0}  # a deploy step that fails must hand over to rollback at once
+
+
+def _run(step: str, params: dict, run_id: str, *args: int) -> dict:
+    try:
+        return getattr(Deploy(run_id, params), step)(*args)
+    except StepNotInPlan as e:
+        raise AirflowSkipException(str(e)) from None
+
+
+@dag(
+    dag_id=Path(__file__).stem,
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["flightdeck", "deploy"],
+    doc_md=__doc__,
+    default_args={"retries": 0},
+    params={
+        "model": Param("champion", type="string", title="Model version or alias",
+                       description="A version number, an alias (champion, challenger, previous) or 'none' "
+                                   "with an image below"),
+        "model_name": Param("", type="string", title="Registered model (empty: the platform default)"),
+        "target": Param("local", enum=["local", "ecs"], title="Target"),
+        "strategy": Param("blue_green", enum=["blue_green", "canary", "rolling"], title="Strategy"),
+        "canary_percent": Param(10, type="integer", minimum=1, maximum=100, title="Canary: first step %"),
+        "canary_steps": Param(3, type="integer", minimum=1, maximum=MAX_SHIFT_STEPS,
+                              title="Canary: steps to 100%"),
+        "step_seconds": Param(10, type="integer", minimum=0, title="Watch time per canary step (s)"),
+        "bake_seconds": Param(20, type="integer", minimum=0, title="Bake time at 100% (s)"),
+        "replicas": Param(1, type="integer", minimum=1, maximum=4, title="Replicas"),
+        "healthy_timeout_seconds": Param(90, type="integer", minimum=5, title="Wait-healthy timeout (s)"),
+        "max_5xx_rate": Param(0.05, type="number", minimum=0, maximum=1, title="Max 5xx rate"),
+        "min_requests": Param(20, type="integer", minimum=1, title="Min responses to judge the 5xx rate"),
+        "unhealthy_polls": Param(2, type="integer", minimum=1, title="Consecutive unhealthy polls to fail"),
+        "require_approval": Param(False, type="boolean", title="Hold the canary for approval"),
+        "image": Param("", type="string", title="Advanced: deploy this image instead of building"),
+        "env": Param({}, type="object", title="Advanced: extra container environment"),
+    },
+)
+def deploy():
+    def step(name: str, *args: int, trigger_rule: str = "all_success"):
+        @task(task_id=name, trigger_rule=trigger_rule, **STEP)
+        def run(params: dict | None = None, run_id: str | None = None) -> dict:
+            return _run(name.split("_")[0] if name.startswith("shift_") else name, params, run_id, *args)
+
+        return run()
+
+    resolve, build, push, register = (step(n) for n in ("resolve", "build", "push", "register"))
+    start_new, wait_healthy = step("start_new"), step("wait_healthy")
+    shifts = [step(f"shift_{i}", i, trigger_rule="none_failed") for i in range(1, MAX_SHIFT_STEPS + 1)]
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def approval_wanted(params: dict | None = None) -> bool:
+        return bool(params["require_approval"]) and params["strategy"] == "canary"
+
+    approve = ApprovalOperator(
+        task_id="approve_canary", subject="Promote the canary of {{ run_id }} beyond its first step?",
+        body="Target {{ params.target }}, model {{ params.model }}, strategy {{ params.strategy }}. "
+             "Reject (or no answer in 30 minutes) rolls back.",
+        response_timeout=timedelta(minutes=30), fail_on_reject=True)
+    bake = step("bake", trigger_rule="none_failed")
+    finalize = step("finalize")
+
+    @task(task_id="rollback", trigger_rule="one_failed", retries=1, retry_delay=timedelta(seconds=5))
+    def rollback(params: dict | None = None, run_id: str | None = None) -> dict:
+        return _run("rollback", params, run_id)
+
+    chain = [resolve, build, push, register, start_new, wait_healthy, shifts[0]]
+    for a, b in zip(chain, chain[1:], strict=False):
+        a >> b
+    gate = approval_wanted()
+    shifts[0] >> gate >> approve >> shifts[1]
+    for a, b in zip(shifts[1:], shifts[2:], strict=False):
+        a >> b
+    shifts[-1] >> bake >> finalize
+    [*chain, *shifts, gate, approve, bake, finalize] >> rollback()
+
+
+deploy()

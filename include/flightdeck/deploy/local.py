@@ -1,0 +1,210 @@
+"""The embedded target: containers on the local Docker engine behind a local HAProxy.
+
+Each revision gets `replicas` containers, each published on a fixed LB slot port; the container
+labels are the source of truth for which slot belongs to which revision (so every Airflow task,
+in its own process, sees the same state), and a small weights file lets a restarted HAProxy get
+the traffic split back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import docker
+from docker.errors import ImageNotFound
+from flightdeck import settings as settings_mod
+from flightdeck.deploy.backend import RevisionSpec, TargetHealth
+from flightdeck.deploy.haproxy import HAProxy, HealthCheck, LbConfig
+
+log = logging.getLogger(__name__)
+
+CONTAINER_PORT = 8080
+WEIGHT_SCALE = 2  # HAProxy weights run 0..256: percent x 2 keeps 1% steps with room for replicas
+L_TARGET, L_REV, L_SLOT, L_SPEC = (
+    "org.flightdeck.target", "org.flightdeck.revision", "org.flightdeck.slot", "org.flightdeck.spec")
+
+
+class LocalBackend:
+    """Backend over Docker SDK containers and HAProxy's runtime API."""
+
+    def __init__(self, lb: LbConfig, name: str = "local", client: docker.DockerClient | None = None,
+                 drain_timeout: float = 5.0) -> None:
+        self.name = name
+        self.lb = lb
+        self.haproxy = HAProxy(lb)
+        self.docker = client or docker.from_env()
+        self.drain_timeout = drain_timeout
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def _weights_path(self) -> Path:
+        return self.lb.state_dir / "weights.json"
+
+    @property
+    def _specs_path(self) -> Path:
+        return self.lb.state_dir / "specs.json"
+
+    def _read_json(self, path: Path) -> dict:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_json(self, path: Path, data: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(path)
+
+    def _containers(self, revision: str | None = None) -> list:
+        labels = [f"{L_TARGET}={self.name}"]
+        if revision is not None:
+            labels.append(f"{L_REV}={revision}")
+        return self.docker.containers.list(all=True, filters={"label": labels})
+
+    def slots(self, revision: str) -> list[int]:
+        return sorted(int(c.labels[L_SLOT]) for c in self._containers(revision))
+
+    def _free_slots(self, n: int) -> list[int]:
+        used = {int(c.labels[L_SLOT]) for c in self._containers()}
+        free = [s for s in range(1, self.lb.slots + 1) if s not in used]
+        if len(free) < n:
+            raise RuntimeError(f"target {self.name}: {n} LB slots needed, {len(free)} free")
+        return free[:n]
+
+    def _ensure_image(self, ref: str) -> None:
+        try:
+            self.docker.images.get(ref)
+        except ImageNotFound:
+            log.info("pulling %s", ref)
+            self.docker.images.pull(ref)
+
+    # -- Backend interface -------------------------------------------------------------------------
+    def start_revision(self, spec: RevisionSpec) -> None:
+        if not self.haproxy.running():
+            self.haproxy.start()
+        existing = self._containers(spec.revision)
+        running = [c for c in existing if c.status == "running"]
+        if existing and len(running) == spec.replicas:
+            log.info("revision %s already has %d running containers: adopting them", spec.revision,
+                     len(running))
+        else:
+            for c in existing:  # half-started earlier (task retried): start clean
+                c.remove(force=True)
+            self._ensure_image(spec.image)
+            for i, slot in enumerate(self._free_slots(spec.replicas)):
+                name = f"fd-{self.name}-{spec.revision}-{i}"
+                c = self.docker.containers.run(
+                    spec.image, detach=True, name=name,
+                    labels={L_TARGET: self.name, L_REV: spec.revision, L_SLOT: str(slot),
+                            L_SPEC: json.dumps(spec.to_dict())},
+                    environment=dict(spec.env),
+                    ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", self.lb.slot_port(slot))},
+                )
+                log.info("started container %s (%s) for revision %s on slot %d (port %d)", name,
+                         c.short_id, spec.revision, slot, self.lb.slot_port(slot))
+        specs = self._read_json(self._specs_path)
+        specs[spec.revision] = spec.to_dict()
+        self._write_json(self._specs_path, specs)
+        # In the LB with weight 0: health checks run, no traffic yet.
+        for slot in self.slots(spec.revision):
+            self.haproxy.set_weight(slot, 0)
+            self.haproxy.enable(slot)
+
+    def target_health(self, revision: str) -> TargetHealth:
+        containers = self._containers(revision)
+        stats = self.haproxy.stats() if self.haproxy.running() else {}
+        states: dict[str, str] = {}
+        healthy = requests = errors = 0
+        for c in containers:
+            slot = int(c.labels[L_SLOT])
+            row = stats.get(slot, {})
+            status = row.get("status", "NOLB")
+            if c.status != "running":
+                status = f"CONTAINER_{c.status.upper()}"
+            states[f"{c.name}@s{slot}"] = status
+            if status == "UP":
+                healthy += 1
+            counts = [int(row.get(f"hrsp_{k}xx") or 0) for k in range(1, 6)]
+            requests += sum(counts)
+            errors += counts[4]
+        spec = self.spec(revision)
+        total = spec.replicas if spec else len(containers)
+        return TargetHealth(revision=revision, total=total, healthy=healthy, states=states,
+                            requests=requests, errors_5xx=errors)
+
+    def set_weights(self, weights: Mapping[str, int]) -> None:
+        plan: dict[int, int] = {}
+        for revision, pct in weights.items():
+            slots = self.slots(revision)
+            if not slots and pct > 0:
+                raise RuntimeError(f"revision {revision} has no containers on target {self.name}")
+            for slot in slots:
+                plan[slot] = 0 if pct <= 0 else max(1, round(pct * WEIGHT_SCALE / len(slots)))
+        # raise the gaining side first so the backend never has zero total weight mid-change
+        for slot, w in sorted(plan.items(), key=lambda kv: -kv[1]):
+            self.haproxy.set_weight(slot, w)
+        self._write_json(self._weights_path, {r: int(p) for r, p in weights.items()})
+        log.info("target %s weights now %s", self.name, dict(weights))
+
+    def stop_revision(self, revision: str) -> None:
+        containers = self._containers(revision)
+        if self.haproxy.running():
+            slots = [int(c.labels[L_SLOT]) for c in containers]
+            for slot in slots:
+                self.haproxy.set_weight(slot, 0)
+                self.haproxy.drain(slot)
+            deadline = time.monotonic() + self.drain_timeout
+            while slots and time.monotonic() < deadline:
+                stats = self.haproxy.stats()
+                if all(int(stats.get(s, {}).get("scur") or 0) == 0 for s in slots):
+                    break
+                time.sleep(0.1)
+            for slot in slots:
+                self.haproxy.disable(slot)
+        for c in containers:
+            c.stop(timeout=5)
+            c.remove(force=True)
+            log.info("stopped container %s of revision %s", c.name, revision)
+        weights = self._read_json(self._weights_path)
+        if weights.pop(revision, None) is not None:
+            self._write_json(self._weights_path, weights)
+
+    def weights(self) -> dict[str, int]:
+        live = {c.labels[L_REV] for c in self._containers()}
+        stored = self._read_json(self._weights_path)
+        return {r: int(stored.get(r, 0)) for r in sorted(live)}
+
+    def spec(self, revision: str) -> RevisionSpec | None:
+        for c in self._containers(revision):
+            return RevisionSpec.from_dict(json.loads(c.labels[L_SPEC]))
+        stored = self._read_json(self._specs_path).get(revision)
+        return RevisionSpec.from_dict(stored) if stored else None
+
+    # -- LB lifecycle (scripts/lb.sh) --------------------------------------------------------------
+    def resync(self) -> None:
+        """After an LB (re)start: put running revisions' slots back with their stored weights."""
+        weights = self.weights()
+        for revision in weights:
+            for slot in self.slots(revision):
+                self.haproxy.set_weight(slot, 0)
+                self.haproxy.enable(slot)
+        if weights:
+            self.set_weights(weights)
+
+
+def platform_lb(check: HealthCheck | None = None) -> LbConfig:
+    """The platform's public LB: settings.lb_url, slot ports 8400+, state under the state dir."""
+    s = settings_mod.load()
+    url = urlparse(s.lb_url)
+    return LbConfig(state_dir=s.state_dir / "deploy" / "lb", bind_host=url.hostname or "127.0.0.1",
+                    bind_port=url.port or 8090, port_base=8400, slots=16, check=check or HealthCheck())
+
+
+def platform_backend() -> LocalBackend:
+    return LocalBackend(platform_lb(), name="local")

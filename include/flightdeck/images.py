@@ -1,0 +1,241 @@
+"""Build the serving image with a model baked in, label its lineage, push it, record the digest.
+
+The build context is assembled in a temp dir from exactly what the Dockerfile COPYs (plus the
+downloaded model), so the repo's large .venv never reaches the engine. A hash of every input file
+and build argument is stored as a label: building the same inputs again finds that image and
+reuses it, and pushing an image the registry already holds is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from flightdeck import settings as settings_mod
+
+log = logging.getLogger(__name__)
+
+LABEL_INPUTS = "org.flightdeck.inputs"
+MODEL_DIR_IN_CONTEXT = "model"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved registered model version and its lineage."""
+
+    name: str
+    version: str
+    run_id: str = ""
+    data_version: str = ""
+    alias: str = ""
+
+
+@dataclass
+class BuiltImage:
+    tag: str  # registry/repository:tag
+    image_id: str
+    inputs_hash: str
+    reused: bool
+    labels: dict[str, str] = field(default_factory=dict)
+    digest: str = ""  # registry manifest digest once pushed
+    pushed: bool = False
+
+    @property
+    def repository(self) -> str:
+        return self.tag.rsplit(":", 1)[0]
+
+    @property
+    def pinned(self) -> str:
+        """repo@digest when pushed, else the local image id (still immutable)."""
+        return f"{self.repository}@{self.digest}" if self.digest else self.image_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "repository": self.repository, "pinned": self.pinned}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BuiltImage:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def git_sha(repo: Path = settings_mod.REPO_ROOT) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def resolve_model(name: str, version_or_alias: str, tracking_uri: str | None = None) -> ModelRef:
+    """A version number or an alias (champion, challenger, ...) -> the registered version."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri or settings_mod.load().mlflow_uri)
+    alias = ""
+    if str(version_or_alias).isdigit():
+        mv = client.get_model_version(name, str(version_or_alias))
+    else:
+        alias = str(version_or_alias)
+        mv = client.get_model_version_by_alias(name, alias)
+    data_version = ""
+    if mv.run_id:
+        run = client.get_run(mv.run_id)
+        for src in (run.data.tags, run.data.params):
+            data_version = data_version or src.get("data_version", "") or src.get("data.version", "")
+    return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id or "", data_version=data_version,
+                    alias=alias)
+
+
+def download_model(model: ModelRef, dest: Path, tracking_uri: str | None = None) -> Path:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri or settings_mod.load().mlflow_uri)
+    dest.mkdir(parents=True, exist_ok=True)
+    path = mlflow.artifacts.download_artifacts(f"models:/{model.name}/{model.version}", dst_path=str(dest))
+    return Path(path)
+
+
+def copied_paths(dockerfile: Path) -> list[str]:
+    """Local sources the Dockerfile COPYs/ADDs (not `--from` stage copies), relative to its context."""
+    sources: list[str] = []
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    for line in text.splitlines():
+        parts = line.strip().split()
+        if not parts or parts[0].upper() not in ("COPY", "ADD"):
+            continue
+        args = [p for p in parts[1:] if not p.startswith("--")]
+        if any(p.startswith("--from") for p in parts[1:]) or len(args) < 2:
+            continue
+        if args[0].startswith("["):  # JSON form
+            args = json.loads(" ".join(args))
+        sources.extend(a for a in args[:-1] if "$" not in a)
+    return sources
+
+
+def hash_tree(paths: Sequence[Path], root: Path, extra: Mapping[str, str]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(extra):
+        h.update(f"arg:{key}={extra[key]}\n".encode())
+    files: list[Path] = []
+    for p in paths:
+        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
+    for f in sorted(set(files)):
+        h.update(f"file:{f.relative_to(root).as_posix()}\n".encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def assemble_context(dockerfile: Path, model_dir: Path | None, dest: Path,
+                     source_root: Path | None = None) -> Path:
+    """A minimal build context: Dockerfile (+ .dockerignore), what it COPYs, and the model."""
+    root = source_root or dockerfile.parent
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copy2(dockerfile, dest / "Dockerfile")
+    if (root / ".dockerignore").exists():
+        shutil.copy2(root / ".dockerignore", dest / ".dockerignore")
+    for src in copied_paths(dockerfile):
+        for match in root.glob(src.rstrip("/")) if any(c in src for c in "*?[") else [root / src.rstrip("/")]:
+            if not match.exists() or match.name == MODEL_DIR_IN_CONTEXT and model_dir is not None:
+                continue
+            target = dest / match.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if match.is_dir():
+                shutil.copytree(match, target, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".venv"))
+            else:
+                shutil.copy2(match, target)
+    if model_dir is not None:
+        shutil.copytree(model_dir, dest / MODEL_DIR_IN_CONTEXT)
+    return dest
+
+
+def image_labels(model: ModelRef, sha: str, inputs_hash: str, tag: str) -> dict[str, str]:
+    return {
+        "org.opencontainers.image.title": f"{model.name} serving",
+        "org.opencontainers.image.version": f"{model.name}/{model.version}",
+        "org.opencontainers.image.revision": sha,
+        "org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "org.opencontainers.image.source": "flightdeck",
+        "org.opencontainers.image.ref.name": tag,
+        "org.flightdeck.model.name": model.name,
+        "org.flightdeck.model.version": model.version,
+        "org.flightdeck.model.run_id": model.run_id,
+        "org.flightdeck.data.version": model.data_version,
+        LABEL_INPUTS: inputs_hash,
+    }
+
+
+def build_image(model: ModelRef, *, registry: str, model_dir: Path | None, dockerfile: Path | None = None,
+                target: str | None = "serving", sha: str | None = None, repository: str | None = None,
+                workdir: Path | None = None, client: docker.DockerClient | None = None) -> BuiltImage:
+    """Build (or reuse) the serving image for `model`; `model_dir` is baked in as ./model."""
+    client = client or docker.from_env()
+    dockerfile = dockerfile or settings_mod.REPO_ROOT / "Dockerfile"
+    if not dockerfile.exists():
+        raise FileNotFoundError(f"no Dockerfile at {dockerfile}: the serving image cannot be built")
+    sha = sha or git_sha()
+    repository = repository or model.name
+    tag = f"{registry}/{repository}:v{model.version}-{sha[:7]}"
+    build_args = {"MODEL_DIR": MODEL_DIR_IN_CONTEXT, "MODEL_NAME": model.name, "MODEL_VERSION": model.version,
+                  "RUN_ID": model.run_id, "DATA_VERSION": model.data_version, "GIT_SHA": sha}
+    with tempfile.TemporaryDirectory(prefix="fd-build-", dir=workdir) as tmp:
+        ctx = assemble_context(dockerfile, model_dir, Path(tmp) / "ctx")
+        inputs = hash_tree([ctx], ctx, {**build_args, "TARGET": target or ""})
+        found = client.images.list(filters={"label": f"{LABEL_INPUTS}={inputs}"})
+        if found:
+            image = found[0]
+            image.tag(tag.rsplit(":", 1)[0], tag.rsplit(":", 1)[1])
+            log.info("reusing image %s for inputs %s (tag %s)", image.short_id, inputs[:12], tag)
+            return BuiltImage(tag=tag, image_id=image.id, inputs_hash=inputs, reused=True,
+                              labels=dict(image.labels))
+        labels = image_labels(model, sha, inputs, tag)
+        t0 = time.monotonic()
+        image, logs = client.images.build(path=str(ctx), tag=tag, target=target, buildargs=build_args,
+                                          labels=labels, rm=True, forcerm=True)
+        for chunk in logs:
+            if "stream" in chunk and chunk["stream"].strip():
+                log.debug("build: %s", chunk["stream"].rstrip())
+        log.info("built %s (%s) in %.1fs", tag, image.short_id, time.monotonic() - t0)
+        return BuiltImage(tag=tag, image_id=image.id, inputs_hash=inputs, reused=False, labels=labels)
+
+
+def push_image(built: BuiltImage, *, auth_config: Mapping[str, str] | None = None,
+               client: docker.DockerClient | None = None) -> BuiltImage:
+    """Push the tag and record its manifest digest; skip when the registry already has this image."""
+    client = client or docker.from_env()
+    repo, tag = built.tag.rsplit(":", 1)
+    image = client.images.get(built.image_id)
+    known = [d.split("@", 1)[1] for d in image.attrs.get("RepoDigests", []) if d.startswith(repo + "@")]
+    if known:
+        try:
+            data = client.images.get_registry_data(built.tag, auth_config=dict(auth_config or {}) or None)
+            if data.id in known:
+                log.info("registry already has %s at %s: push skipped", built.tag, data.id)
+                built.digest, built.pushed = data.id, False
+                return built
+        except docker.errors.APIError as e:  # tag absent (or registry reset): push it
+            log.info("registry lookup of %s failed (%s): pushing", built.tag, e)
+    digest = ""
+    for chunk in client.images.push(repo, tag=tag, stream=True, decode=True,
+                                    auth_config=dict(auth_config) if auth_config else None):
+        if "error" in chunk:  # push errors arrive in the stream, they are not raised
+            raise RuntimeError(f"push of {built.tag} failed: {chunk['error']}")
+        digest = chunk.get("aux", {}).get("Digest", digest)
+    if not digest:
+        raise RuntimeError(f"push of {built.tag} reported no digest")
+    log.info("pushed %s -> %s", built.tag, digest)
+    built.digest, built.pushed = digest, True
+    return built
