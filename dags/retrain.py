@@ -1,0 +1,81 @@
+"""
+### Retrain: the next data batch in S3 -> a validated, promoted model in MLflow
+
+1. **sync_data** validates the batches under `s3://<data bucket>/landing/<dataset>/` (malformed ones
+   go to `quarantine/` with the reason in the log), merges the good ones into the DVC-tracked dataset
+   and `dvc push`es it; the data version is the dataset's DVC md5.
+2. **has_changes** short-circuits the rest when this data version and these params were already trained.
+3. **check_data** (gate): schema, nulls, ranges, row count, label balance. Pass -> the candidate
+   becomes the dataset's current version; fail -> its batches are quarantined, nothing else changes.
+4. **train** runs the DVC pipeline (`dvc repro`: prepare -> train -> evaluate, stage by stage in the
+   log) in the dataset's workspace and logs one MLflow run (params, metrics, model, nested search runs).
+5. **register** makes a registry version, alias `challenger`.
+6. **threshold_gate** / **champion_gate**: absolute floors, then challenger vs champion on the same
+   holdout with a margin (the first model is gated on the floors alone). Gate results are version tags.
+7. **promote** moves `champion` (the former one becomes `previous`) and emits an Asset event on
+   `flightdeck://models/<model name>/champion` that a deploy DAG can be scheduled on.
+
+Params: `dataset` (a key of params.yaml `datasets`; empty = params.yaml's default) and `force`
+(train even when data and params are unchanged).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset, AssetAlias, Param, dag, task
+from flightdeck import retrain as steps
+
+# Promotion events go through an alias: the concrete Asset depends on the dataset's model name.
+CHAMPION_EVENTS = AssetAlias("flightdeck-champion")
+
+
+@task(outlets=[CHAMPION_EVENTS])
+def promote(registered: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+    """Move the champion alias and announce it as an Asset event."""
+    result = steps.promote(registered)
+    outlet_events[CHAMPION_EVENTS].add(
+        Asset(result["asset_uri"]),
+        extra={
+            "model_name": result["model_name"],
+            "version": result["version"],
+            "previous": result["previous"],
+            "data_version": result["data_version"],
+        },
+    )
+    return result
+
+
+@dag(
+    dag_id=Path(__file__).stem,
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # runs share the dataset's workspace and aliases
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "owner": "flightdeck"},
+    tags=["flightdeck", "retrain", "mlflow", "dvc"],
+    doc_md=__doc__,
+    render_template_as_native_obj=True,
+    params={
+        "dataset": Param("", type="string", description="params.yaml `datasets` key; empty = the default"),
+        "force": Param(False, type="boolean", description="retrain even if data and params are unchanged"),
+    },
+)
+def retrain() -> None:
+    synced = task(steps.sync_data, task_id="sync_data")(dataset="{{ params.dataset }}")
+    changed = task.short_circuit(steps.has_changes, task_id="has_changes")(synced, force="{{ params.force }}")
+    data_ok = task.short_circuit(steps.check_data, task_id="check_data")(synced)
+    trained = task(steps.train, task_id="train")(synced, dag_id="{{ dag.dag_id }}", run_id="{{ run_id }}")
+    registered = task(steps.register, task_id="register")(trained)
+    thresholds_ok = task.short_circuit(steps.threshold_gate, task_id="threshold_gate")(registered)
+    beats_champion = task.short_circuit(steps.champion_gate, task_id="champion_gate")(registered)
+    promoted = promote(registered)
+
+    changed >> data_ok >> trained
+    registered >> thresholds_ok >> beats_champion >> promoted
+
+
+retrain()

@@ -1,0 +1,1 @@
+"""Data: batch generation, validation, quarantine and the DVC-tracked dataset in S3."""

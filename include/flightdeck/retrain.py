@@ -1,0 +1,350 @@
+"""The retrain flow's steps as plain functions: the DAG (dags/retrain.py) wires one task per step, and
+`python -m flightdeck.retrain run` chains the same functions as a script (the benchmark's baseline).
+
+Each step takes and returns JSON-able dicts (XCom), re-reads its configuration and rebuilds the DVC
+workspace from S3 when needed, so any worker can run any step and a retried step is idempotent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+from flightdeck import pipeline_config
+
+# Heavy modules (pandas, sklearn, mlflow, dvc, the Amazon provider) are imported inside the steps: the
+# DAG file imports this module, and DAG parsing must stay fast and do no work.
+
+log = logging.getLogger(__name__)
+
+
+def _cfg(synced: dict[str, Any]) -> pipeline_config.DatasetConfig:
+    return pipeline_config.load(synced["dataset"], model_name=synced.get("model_name"))
+
+
+def sync_data(dataset: str | None = None, *, aws_conn_id: str | None = "aws_default") -> dict[str, Any]:
+    """Step 1: validate landed batches (quarantine bad ones), merge, `dvc push`, report the data version."""
+    from flightdeck.data import sync as data_sync
+    from flightdeck.data.store import ObjectStore
+
+    cfg = pipeline_config.load(dataset or None)
+    return data_sync.sync(cfg, ObjectStore(aws_conn_id=aws_conn_id))
+
+
+def has_changes(synced: dict[str, Any], force: bool = False) -> bool:
+    """Short-circuit: False when this data version and these params already went through the gates."""
+    if not synced.get("data_version"):
+        log.warning("dataset %s has no data yet (land a batch first): nothing to train", synced["dataset"])
+        return False
+    if synced["new_batches"]:
+        log.info(
+            "new data: %d batch(es) -> candidate data_version=%s",
+            len(synced["new_batches"]),
+            synced["data_version"],
+        )
+        return True
+    from flightdeck import tracking
+
+    cfg = _cfg(synced)
+    done = tracking.already_trained(cfg, synced["data_version"], synced["params_hash"])
+    if done is None:
+        log.info(
+            "data_version=%s with params %s was never trained: training",
+            synced["data_version"],
+            synced["params_hash"],
+        )
+        return True
+    if force:
+        log.info("unchanged data and params, but force=True: training again")
+        return True
+    log.info(
+        "unchanged: data_version=%s and params %s were trained by MLflow run %s (outcome %s); "
+        "skipping the rest of the run",
+        synced["data_version"],
+        synced["params_hash"],
+        done.info.run_id,
+        done.data.tags.get(tracking.TAG_OUTCOME),
+    )
+    return False
+
+
+def check_data(synced: dict[str, Any], *, aws_conn_id: str | None = "aws_default") -> bool:
+    """Gate: data checks on the candidate dataset. Pass -> it becomes the current version; fail ->
+    its new batches go to quarantine with the reason and the dataset stays as it was."""
+    import pandas as pd
+
+    from flightdeck import gates
+    from flightdeck.data import sync as data_sync
+    from flightdeck.data.store import ObjectStore
+
+    cfg = _cfg(synced)
+    store = ObjectStore(aws_conn_id=aws_conn_id)
+    ws = data_sync.Workspace(cfg, store)
+    ws.ensure()
+    ws.checkout(synced["data_version"], synced["holdout_version"], synced["size"], synced["holdout_size"])
+    result = gates.check_data(
+        pd.read_csv(ws.dataset_path), pd.read_csv(ws.holdout_path), cfg.target, cfg.params["gates"]["data"]
+    )
+    if result.passed:
+        log.info("GATE PASSED: %s", result.message)
+        data_sync.commit(cfg, synced, store)
+        return True
+    log.error("GATE FAILED: %s", result.message)
+    moved = data_sync.reject(cfg, synced, result.message, store)
+    log.error("dataset %s stays at %s; quarantined %s", cfg.name, synced["previous_version"], moved)
+    return False
+
+
+def run_dvc_repro(root: Any) -> None:
+    """`dvc repro` in the workspace, its output (stage by stage) streamed into this task's log."""
+    from flightdeck.data import sync as data_sync
+
+    cmd = [sys.executable, "-m", "dvc", "repro"]
+    log.info("running %s in %s", " ".join(cmd[1:]), root)
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=data_sync.stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            log.info("[dvc] %s", line)
+            tail = (tail + [line])[-20:]
+    if proc.wait() != 0:
+        raise RuntimeError(f"dvc repro failed (exit {proc.returncode}):\n" + "\n".join(tail))
+
+
+def train(
+    synced: dict[str, Any],
+    *,
+    dag_id: str = "manual",
+    run_id: str | None = None,
+    aws_conn_id: str | None = "aws_default",
+) -> dict[str, Any]:
+    """Step 2: the DVC pipeline (prepare -> train -> evaluate) and one MLflow run for its outputs."""
+    from flightdeck import tracking
+    from flightdeck.data import sync as data_sync
+    from flightdeck.data.store import ObjectStore
+
+    cfg = _cfg(synced)
+    tracking.client()  # fail fast, naming MLflow, before spending time on training
+    ws = data_sync.Workspace(cfg, ObjectStore(aws_conn_id=aws_conn_id))
+    ws.ensure()
+    ws.checkout(synced["data_version"], synced["holdout_version"], synced["size"], synced["holdout_size"])
+    run_dvc_repro(ws.root)
+    ctx = tracking.RunContext(
+        dag_id=dag_id,
+        run_id=run_id or f"manual__{uuid.uuid4().hex[:12]}",
+        data_version=synced["data_version"],
+        holdout_version=synced["holdout_version"],
+        params_hash=synced["params_hash"],
+    )
+    summary = tracking.log_training_run(cfg, ws.root, ctx)
+    return {
+        **summary,
+        "dataset": cfg.name,
+        "model_name": cfg.model_name,
+        "data_version": ctx.data_version,
+        "holdout_version": ctx.holdout_version,
+        "holdout_size": synced["holdout_size"],
+        "params_hash": ctx.params_hash,
+        "dag_id": ctx.dag_id,
+        "run_id": ctx.run_id,
+    }
+
+
+def register(trained: dict[str, Any]) -> dict[str, Any]:
+    """Step 3: a registry version for the run's model, alias `challenger`, lineage tags."""
+    from flightdeck import model_registry, tracking
+
+    tags = {
+        tracking.TAG_DATASET: trained["dataset"],
+        tracking.TAG_DATA_VERSION: trained["data_version"],
+        tracking.TAG_HOLDOUT_VERSION: trained["holdout_version"],
+        tracking.TAG_PARAMS_HASH: trained["params_hash"],
+        tracking.TAG_GIT_SHA: tracking.git_sha(),
+        tracking.TAG_DAG_ID: trained["dag_id"],
+        tracking.TAG_RUN_ID: trained["run_id"],
+        "mlflow_run_id": trained["mlflow_run_id"],
+    }
+    version = model_registry.register(
+        trained["model_name"], trained["mlflow_run_id"], trained["model_uri"], tags
+    )
+    return {**trained, "version": version}
+
+
+def _reject(registered: dict[str, Any], result: Any) -> None:
+    from flightdeck import model_registry, tracking
+
+    model_registry.tag_version(
+        registered["model_name"],
+        registered["version"],
+        {**model_registry.gate_tags(result), model_registry.TAG_PROMOTION: "rejected"},
+    )
+    tracking.set_outcome(registered["mlflow_run_id"], "rejected")
+
+
+def threshold_gate(registered: dict[str, Any]) -> bool:
+    """Gate: the holdout metrics against the absolute floors in params (gates.thresholds)."""
+    from flightdeck import gates, model_registry
+
+    cfg = _cfg(registered)
+    result = gates.check_thresholds(registered["metrics"], cfg.params["gates"]["thresholds"])
+    if not result.passed:
+        log.error("GATE FAILED: %s (v%s stays a challenger)", result.message, registered["version"])
+        _reject(registered, result)
+        return False
+    log.info("GATE PASSED: %s", result.message)
+    model_registry.tag_version(
+        registered["model_name"], registered["version"], model_registry.gate_tags(result)
+    )
+    return True
+
+
+def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_default") -> bool:
+    """Gate: challenger vs champion, both loaded from the registry and scored on the same holdout."""
+    import mlflow
+    import pandas as pd
+
+    from flightdeck import gates, model_registry, modeling, tracking
+    from flightdeck.data import sync as data_sync
+    from flightdeck.data.store import ObjectStore
+
+    cfg = _cfg(registered)
+    name, version = registered["model_name"], registered["version"]
+    rule = cfg.params["gates"]["champion"]
+    metric = rule["metric"]
+    champion = model_registry.alias_version(name, model_registry.CHAMPION)
+    champion_score = None
+    challenger_score = float(registered["metrics"][metric])
+    if champion is not None and champion != version:
+        ws = data_sync.Workspace(cfg, ObjectStore(aws_conn_id=aws_conn_id))
+        ws.ensure()
+        ws.checkout_file(
+            data_sync.HOLDOUT_FILE, registered["holdout_version"], registered.get("holdout_size")
+        )
+        holdout = pd.read_csv(ws.holdout_path)
+        X, y = holdout.drop(columns=[cfg.target]), holdout[cfg.target]
+        scores = {}
+        with tracking.mlflow_call("load the champion and the challenger"):
+            for label, v in (("champion", champion), ("challenger", version)):
+                model = mlflow.sklearn.load_model(f"models:/{name}/{v}")
+                try:
+                    scores[label] = modeling.metrics(model, X, y)[metric]
+                except (KeyError, ValueError) as exc:
+                    raise RuntimeError(
+                        f"v{v} cannot be scored on this holdout ({exc}); the schema changed? "
+                        "train under a new model name or promote by hand"
+                    ) from exc
+        champion_score, challenger_score = scores["champion"], scores["challenger"]
+    result = gates.compare_champion(
+        metric,
+        challenger_score,
+        champion_score,
+        min_delta=float(rule["min_delta"]),
+        challenger_version=version,
+        champion_version=champion,
+    )
+    if not result.passed:
+        log.error("GATE FAILED: %s; champion stays v%s", result.message, champion)
+        _reject(registered, result)
+        return False
+    log.info("GATE PASSED: %s", result.message)
+    model_registry.tag_version(name, version, model_registry.gate_tags(result))
+    return True
+
+
+def promote(registered: dict[str, Any]) -> dict[str, Any]:
+    """Step 4: champion -> this version (former champion -> previous)."""
+    from flightdeck import model_registry, tracking
+
+    moved = model_registry.promote(registered["model_name"], registered["version"])
+    tracking.set_outcome(registered["mlflow_run_id"], "promoted")
+    return {
+        **moved,
+        "data_version": registered["data_version"],
+        "dataset": registered["dataset"],
+        "asset_uri": champion_asset_uri(registered["model_name"]),
+    }
+
+
+def champion_asset_uri(model_name: str) -> str:
+    """The Airflow Asset a deploy DAG can schedule on; an event is emitted on every promotion."""
+    return f"flightdeck://models/{model_name}/champion"
+
+
+def run_all(
+    dataset: str | None = None, force: bool = False, aws_conn_id: str | None = "aws_default"
+) -> dict[str, Any]:
+    """Every step in order, as one plain process (what the DAG does, minus Airflow)."""
+    timings: dict[str, float] = {}
+
+    def timed(step: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        timings[step] = round(time.perf_counter() - start, 3)
+        return out
+
+    synced = timed("sync", sync_data, dataset, aws_conn_id=aws_conn_id)
+    outcome: dict[str, Any] = {"synced": synced, "timings": timings, "outcome": "skipped"}
+    if not timed("has_changes", has_changes, synced, force):
+        return outcome
+    if not timed("check_data", check_data, synced, aws_conn_id=aws_conn_id):
+        outcome["outcome"] = "data_rejected"
+        return outcome
+    trained = timed(
+        "train",
+        train,
+        synced,
+        dag_id="script",
+        run_id=f"script__{uuid.uuid4().hex[:12]}",
+        aws_conn_id=aws_conn_id,
+    )
+    registered = timed("register", register, trained)
+    outcome.update(registered=registered, outcome="rejected")
+    if timed("threshold_gate", threshold_gate, registered) and timed(
+        "champion_gate", champion_gate, registered, aws_conn_id=aws_conn_id
+    ):
+        outcome.update(promoted=timed("promote", promote, registered), outcome="promoted")
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flightdeck.retrain", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run every retrain step in this process")
+    run.add_argument("--dataset", default=None)
+    run.add_argument("--force", action="store_true")
+    ws = sub.add_parser("workspace", help="prepare the dataset's DVC workspace at its current version")
+    ws.add_argument("--dataset", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.cmd == "run":
+        result = run_all(args.dataset, args.force)
+        print(json.dumps({k: result.get(k) for k in ("outcome", "timings")}, indent=2))
+        return 0
+    from flightdeck.data import sync as data_sync
+    from flightdeck.data.store import ObjectStore
+
+    cfg = pipeline_config.load(args.dataset)
+    store = ObjectStore()
+    workspace = data_sync.Workspace(cfg, store)
+    workspace.ensure()
+    manifest = data_sync.Manifest.read(store, cfg.name)
+    if manifest and manifest.data_version and manifest.holdout_version:
+        workspace.checkout(
+            manifest.data_version, manifest.holdout_version, manifest.size, manifest.holdout_size
+        )
+    print(workspace.root)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,22 @@
+"""DVC stage entry points (`python -m flightdeck.stages.<stage>`), run by `dvc repro` in a workspace.
+
+Stages read params.yaml and files relative to the working directory DVC gives them, write only their
+declared outputs and know nothing about MLflow or Airflow: the pipeline reproduces offline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def read_params(root: Path | None = None) -> dict[str, Any]:
+    with open((root or Path.cwd()) / "params.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def read_schema(root: Path | None = None) -> dict[str, Any]:
+    return json.loads(((root or Path.cwd()) / "prepared" / "schema.json").read_text())

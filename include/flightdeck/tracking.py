@@ -1,0 +1,253 @@
+"""MLflow logging of a training run, idempotent per Airflow dag run.
+
+A retried task first looks its run up by tags (dag id, run id, data version, params hash): a complete
+run is reused as is, an incomplete one (the previous attempt died half way) is deleted with its nested
+runs before a fresh one is made, so the experiment never shows duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import Any
+
+from flightdeck import modeling
+from flightdeck import settings as settings_mod
+from flightdeck.pipeline_config import DatasetConfig
+from flightdeck.services import ServiceUnavailable, ping_mlflow
+
+log = logging.getLogger(__name__)
+
+# Tag names (the deploy side reads the version tags; see the README of the retrain pipeline).
+TAG_DATASET = "dataset"
+TAG_DATA_VERSION = "data_version"
+TAG_HOLDOUT_VERSION = "holdout_version"
+TAG_PARAMS_HASH = "params_hash"
+TAG_GIT_SHA = "git_sha"
+TAG_DAG_ID = "airflow.dag_id"
+TAG_RUN_ID = "airflow.run_id"
+TAG_ROLE = "flightdeck.role"
+TAG_MODEL_URI = "flightdeck.model_uri"
+TAG_COMPLETE = "flightdeck.complete"
+TAG_OUTCOME = "flightdeck.outcome"
+
+# What the serving image needs to load the model: the sklearn stack pinned to what trained it, and
+# the flask-free MLflow client. Giving the list also skips MLflow's ~12 s requirement inference.
+SERVING_PACKAGES = ("mlflow-skinny", "scikit-learn", "numpy", "scipy", "pandas", "skops", "joblib")
+
+
+def pip_requirements() -> list[str]:
+    return [
+        f"{name}=={pkg_version('mlflow' if name == 'mlflow-skinny' else name)}" for name in SERVING_PACKAGES
+    ]
+
+
+def git_sha() -> str:
+    """The project's commit (FLIGHTDECK_GIT_SHA wins, e.g. inside an image without .git)."""
+    if os.environ.get("FLIGHTDECK_GIT_SHA"):
+        return os.environ["FLIGHTDECK_GIT_SHA"]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(settings_mod.REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    dag_id: str
+    run_id: str
+    data_version: str
+    holdout_version: str
+    params_hash: str
+
+    def tags(self, cfg: DatasetConfig) -> dict[str, str]:
+        return {
+            TAG_DATASET: cfg.name,
+            TAG_DATA_VERSION: self.data_version,
+            TAG_HOLDOUT_VERSION: self.holdout_version,
+            TAG_PARAMS_HASH: self.params_hash,
+            TAG_DAG_ID: self.dag_id,
+            TAG_RUN_ID: self.run_id,
+        }
+
+
+def client():
+    """An MlflowClient on the configured server, after a fast health probe that names the service."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    # The client's default retries last minutes; Airflow's task retries are the retry policy here.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    uri = settings_mod.load().mlflow_uri
+    ping_mlflow(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def mlflow_call(what: str):
+    """Context manager turning MLflow client errors into ServiceUnavailable naming MLflow."""
+    import contextlib
+
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    @contextlib.contextmanager
+    def _guard():
+        try:
+            yield
+        except (requests.RequestException, MlflowException) as exc:
+            # 4xx answers are our own mistakes (bad filter, missing alias): not an outage.
+            if isinstance(exc, MlflowException) and exc.get_http_status_code() < 500:
+                raise
+            raise ServiceUnavailable("MLflow", settings_mod.load().mlflow_uri, f"{what}: {exc}") from exc
+
+    return _guard()
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def find_runs(cl, cfg: DatasetConfig, tags: dict[str, str], *, only_complete: bool = False) -> list[Any]:
+    exp = cl.get_experiment_by_name(cfg.experiment_name)
+    if exp is None:
+        return []
+    clauses = [f"tags.`{k}` = {_quote(v)}" for k, v in sorted(tags.items())]
+    clauses.append(f"tags.`{TAG_ROLE}` = 'training'")
+    if only_complete:
+        clauses.append(f"tags.`{TAG_COMPLETE}` = 'true'")
+    return list(cl.search_runs([exp.experiment_id], " and ".join(clauses), max_results=50))
+
+
+def already_trained(cfg: DatasetConfig, data_version: str, params_hash: str) -> Any | None:
+    """A training run on exactly this data and params that went through the gates, if any."""
+    cl = client()
+    with mlflow_call("search runs"):
+        runs = find_runs(
+            cl,
+            cfg,
+            {TAG_DATASET: cfg.name, TAG_DATA_VERSION: data_version, TAG_PARAMS_HASH: params_hash},
+            only_complete=True,
+        )
+    gated = [r for r in runs if r.data.tags.get(TAG_OUTCOME)]
+    return gated[0] if gated else None
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, list | bool) or value is None else str(value)
+
+
+def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> dict[str, Any]:
+    """Log the outputs of `dvc repro` in `workspace` as one MLflow run (reused if already complete)."""
+    import joblib
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    cl = client()
+    tags = ctx.tags(cfg)
+    with mlflow_call("look up runs of this dag run"):
+        for run in find_runs(cl, cfg, tags):
+            if run.data.tags.get(TAG_COMPLETE) == "true":
+                log.info("reusing complete MLflow run %s of this dag run (retry)", run.info.run_id)
+                return _summary(run.info.run_id, run.data.tags[TAG_MODEL_URI], run.data.metrics)
+            _delete_with_children(cl, run)
+
+    schema = json.loads((workspace / "prepared" / "schema.json").read_text())
+    search = json.loads((workspace / "model" / "search.json").read_text())
+    scores = json.loads((workspace / "metrics.json").read_text())
+    model = joblib.load(workspace / "model" / "model.joblib")
+    holdout = pd.read_csv(workspace / "prepared" / "holdout.csv")
+    X = holdout[schema["features"]]
+    example = X.head(3)
+    signature = infer_signature(example, model.predict(example))
+    params: dict[str, str] = {}
+    _flatten("", cfg.params, params)
+    family = cfg.params["train"]["family"]
+
+    with mlflow_call("log the training run"):
+        mlflow.set_experiment(cfg.experiment_name)
+        run_name = f"{cfg.name}-{ctx.data_version[:8]}-{ctx.run_id[-19:]}"
+        with mlflow.start_run(
+            run_name=run_name, tags={**tags, TAG_GIT_SHA: git_sha(), TAG_ROLE: "training"}
+        ) as run:
+            mlflow.log_params(params)
+            mlflow.log_params({f"best.{k}": str(v) for k, v in search["best_params"].items()})
+            for i, cand in enumerate(search["candidates"]):
+                with mlflow.start_run(
+                    run_name=f"candidate-{i}", nested=True, tags={**tags, TAG_ROLE: "candidate"}
+                ):
+                    mlflow.log_params({k: str(v) for k, v in cand["params"].items()})
+                    mlflow.log_metrics(
+                        {
+                            f"cv_{cand['scoring']}": cand["mean_score"],
+                            f"cv_{cand['scoring']}_std": cand["std_score"],
+                        }
+                    )
+            mlflow.log_metrics(
+                {
+                    **scores,
+                    "best_cv_score": float(search["best_cv_score"]),
+                    "train_rows": float(schema["train_rows"]),
+                }
+            )
+            for name in ("prepared/schema.json", "model/search.json", "metrics.json", "params.yaml"):
+                mlflow.log_artifact(str(workspace / name))
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                pip_requirements=pip_requirements(),
+                serialization_format="skops",
+                skops_trusted_types=modeling.SKOPS_TRUSTED_TYPES.get(family) or None,
+            )
+            mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_COMPLETE: "true"})
+            run_id = run.info.run_id
+    log.info(
+        "MLflow run %s (experiment %s): %s; model %s",
+        run_id,
+        cfg.experiment_name,
+        ", ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())),
+        info.model_uri,
+    )
+    return _summary(run_id, info.model_uri, scores)
+
+
+def _summary(run_id: str, model_uri: str, metrics: dict[str, float]) -> dict[str, Any]:
+    return {"mlflow_run_id": run_id, "model_uri": model_uri, "metrics": dict(metrics)}
+
+
+def _delete_with_children(cl, run) -> None:
+    children = cl.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    for child in children:
+        cl.delete_run(child.info.run_id)
+    cl.delete_run(run.info.run_id)
+    log.warning(
+        "deleted incomplete MLflow run %s (%d nested) left by an earlier attempt",
+        run.info.run_id,
+        len(children),
+    )
+
+
+def set_outcome(mlflow_run_id: str, outcome: str) -> None:
+    cl = client()
+    with mlflow_call("tag the run outcome"):
+        cl.set_tag(mlflow_run_id, TAG_OUTCOME, outcome)
