@@ -4,11 +4,11 @@ Trigger by hand with the form: model version or alias, target (local: containers
 this machine; ecs: ECS services behind an ALB), strategy (blue_green, canary, rolling), canary
 percent and steps, bake time and health thresholds. Every step is a task; each canary step is its
 own `shift_N` task (steps a plan does not use are skipped). Any failure runs `rollback` (trigger
-rule one_failed), which restores the previous revision with 100% of traffic, writes the reason
-into the deployment record (s3://flightdeck-deployments/records/<target>/<run>.json) and tags the
-MLflow model version; the run then ends failed. Clearing a failed `rollback` retries it; clearing
-`start_new` (with downstream) of an older run redeploys exactly that run's image digest. One
-deploy at a time (max_active_runs=1): a second run waits in the queue.
+rule one_failed): it restores the previous revision with 100% of traffic, writes the reason into
+the deployment record (s3://flightdeck-deployments/records/<target>/<run>.json) and tags the MLflow
+model version; `outcome` then prints the record and fails the run with the reason. Clearing a
+failed `rollback` retries it; clearing `start_new` (with downstream) of an older run redeploys
+exactly that run's image digest. One deploy at a time (max_active_runs=1): a second run waits.
 """
 
 from __future__ import annotations
@@ -99,7 +99,14 @@ def deploy():
     for a, b in zip(shifts[1:], shifts[2:], strict=False):
         a >> b
     shifts[-1] >> bake >> finalize
-    [*chain, *shifts, gate, approve, bake, finalize] >> rollback()
+    undo = rollback()
+    [*chain, *shifts, gate, approve, bake, finalize] >> undo
+
+    @task(task_id="outcome", trigger_rule="all_done")
+    def outcome(params: dict | None = None, run_id: str | None = None) -> dict:
+        return _run("outcome", params, run_id)
+
+    [finalize, undo] >> outcome()
 
 
 deploy()

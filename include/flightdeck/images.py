@@ -239,3 +239,19 @@ def push_image(built: BuiltImage, *, auth_config: Mapping[str, str] | None = Non
     log.info("pushed %s -> %s", built.tag, digest)
     built.digest, built.pushed = digest, True
     return built
+
+
+def pin_given(ref: str, client: docker.DockerClient | None = None) -> dict[str, Any]:
+    """A ready-made image reference pinned to what it points at now (registry digest, else image id)."""
+    client = client or docker.from_env()
+    repo = ref.split("@")[0].rsplit(":", 1)[0] if ":" in ref.split("/")[-1] or "@" in ref else ref
+    if "@sha256:" in ref:
+        digest = ref.split("@", 1)[1]
+        return {"tag": ref, "pinned": ref, "digest": digest, "reused": True, "given": True}
+    try:
+        digest = client.images.get_registry_data(ref).id
+        pinned = f"{repo}@{digest}"
+    except docker.errors.APIError:  # not in a registry: the local image id is just as immutable
+        digest, pinned = "", client.images.get(ref).id
+    log.info("given image %s pinned as %s", ref, pinned)
+    return {"tag": ref, "pinned": pinned, "digest": digest, "reused": True, "given": True}

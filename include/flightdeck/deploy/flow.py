@@ -9,6 +9,7 @@ exactly that model version and image digest.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
@@ -24,6 +25,10 @@ from flightdeck.deploy.backend import Backend, RevisionSpec
 log = logging.getLogger(__name__)
 
 MAX_SHIFT_STEPS = 4  # the DAG has this many shift tasks; a plan uses the first N of them
+
+
+class DeployFailed(RuntimeError):
+    """The run's deploy did not succeed (rolled back or failed); the message says why."""
 
 
 class StepNotInPlan(Exception):
@@ -154,9 +159,8 @@ class Deploy:
             return r["image"]
 
         def go() -> dict[str, Any]:
-            if self.p["image"]:  # deploy a given image (hotfix, tests): no build
-                return {"tag": self.p["image"], "pinned": self.p["image"], "digest": "", "reused": True,
-                        "given": True}
+            if self.p["image"]:  # deploy a given image (hotfix, tests): no build, but pin it now
+                return images.pin_given(self.p["image"])
             m = images.ModelRef(**r["model"])
             registry = self.settings.registry
             if self.target == "ecs":
@@ -199,8 +203,8 @@ class Deploy:
 
         def go() -> dict[str, Any]:
             image, model = r["image"], r["model"]
-            key = (image.get("digest") or image["pinned"]).split(":")[-1][:10]
-            run_key = rec.deployment_id(self.run_id)[-6:].replace(".", "")
+            key = hashlib.sha256(image["pinned"].encode()).hexdigest()[:8]
+            run_key = hashlib.sha256(self.run_id.encode()).hexdigest()[:6]
             revision = f"v{model['version']}-{key}-{run_key}".lower()
             env = {"MODEL_NAME": model["name"], "MODEL_VERSION": str(model["version"]),
                    "IMAGE_REF": image["pinned"], **{str(k): str(v) for k, v in (self.p["env"] or {}).items()}}
@@ -285,6 +289,16 @@ class Deploy:
         log.error("deploy of %s rolled back: %s failed: %s", spec.revision, failure["step"],
                   failure["reason"])
         return {"restored": restored, "reason": failure["reason"]}
+
+    def outcome(self) -> dict[str, Any]:
+        """Print the record; fail (with the reason) unless the deploy succeeded."""
+        r = self.store.get(self.target, self.dep_id) or {}
+        log.info("%s", rec.render(r) if r else f"no deployment record for {self.run_id}")
+        if r.get("outcome") != "succeeded":
+            why = ((r.get("rollback") or {}).get("reason") or (r.get("failure") or {}).get("reason")
+                   or "unknown")
+            raise DeployFailed(f"deploy {r.get('outcome', 'failed')} on {self.target}: {why}")
+        return {"outcome": "succeeded", "revision": r.get("revision"), "weights": r.get("weights")}
 
     # -- registry tags ------------------------------------------------------------------------------
     def _tag_models(self, live: RevisionSpec | None, others: ctl.Snapshot, status: str, reason: str,

@@ -208,3 +208,42 @@ def platform_lb(check: HealthCheck | None = None) -> LbConfig:
 
 def platform_backend() -> LocalBackend:
     return LocalBackend(platform_lb(), name="local")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flightdeck.deploy.local start|stop|status` (what scripts/lb.sh runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="lb", description="the platform's local load balancer")
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    lb = platform_lb()
+    proxy = HAProxy(lb)
+    if args.action == "start":
+        proxy.start()
+        try:
+            platform_backend().resync()
+        except docker.errors.DockerException as e:  # the LB is useful before Docker is up
+            log.warning("could not re-attach running revisions: %s", e)
+        return 0
+    if args.action == "stop":
+        proxy.stop()
+        print("haproxy stopped")
+        return 0
+    if not proxy.running():
+        print(f"haproxy: down (config {lb.cfg_path})")
+        return 1
+    print(f"haproxy: up pid {proxy.pid()} on {lb.bind_host}:{lb.bind_port}, runtime API {lb.socket_path}")
+    try:
+        backend = platform_backend()
+        for revision, pct in backend.weights().items():
+            h = backend.target_health(revision)
+            print(f"  {revision}: {pct}% traffic, {h.healthy}/{h.total} healthy {dict(h.states)}")
+    except docker.errors.DockerException as e:
+        print(f"  revisions unknown (docker: {e})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

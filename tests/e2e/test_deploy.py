@@ -1,0 +1,224 @@
+"""The deploy DAG through the running scheduler, on the local target: real image builds, real
+containers behind the real HAProxy on settings.lb_url, health checks on /readyz.
+
+Order matters (module state): two good versions go live by blue/green, clearing the first run's
+`start_new` brings the first version back, a never-ready image and a model failing on /predict are
+each rolled back while the old version keeps serving, and a canary shifts in steps.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+from flightdeck import settings as settings_mod
+from flightdeck.deploy import records as rec
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+DAG = "deploy"
+MODEL = "deploy-test-model"
+STUB_DIR = Path(__file__).resolve().parents[2] / "bench" / "deploy" / "stub_server"
+FAST = {"bake_seconds": 6, "step_seconds": 4, "healthy_timeout_seconds": 45, "min_requests": 10}
+
+
+def _register(bad: bool) -> str:
+    """Register a breast-cancer logistic regression. `bad` puts log1p in front of it: it loads, passes
+    the serving image's smoke prediction (zeros) and reports ready, but any row with a value below -1
+    (what the watcher sends) turns into NaN and /predict fails inside the model with a 500."""
+    import mlflow
+    import numpy as np
+    import sklearn
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    s = settings_mod.load()
+    mlflow.set_tracking_uri(s.mlflow_uri)
+    mlflow.set_experiment("deploy-tests")
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = LogisticRegression(max_iter=5000)
+    if bad:
+        model = make_pipeline(FunctionTransformer(np.log1p, feature_names_out="one-to-one"), model)
+    model.fit(X, y)
+    with mlflow.start_run(run_name="deploy-test-bad" if bad else "deploy-test-good"):
+        info = mlflow.sklearn.log_model(
+            model, name="model", signature=infer_signature(X, y), registered_model_name=MODEL,
+            serialization_format="skops", skops_trusted_types=["numpy.log1p"] if bad else None,
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"])
+    return str(info.registered_model_version)
+
+
+@pytest.fixture(scope="module")
+def lb() -> str:
+    return settings_mod.load().lb_url
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, str]:
+    return {"good1": _register(False), "good2": _register(False), "bad": _register(True)}
+
+
+@pytest.fixture(scope="module")
+def never_ready_image() -> str:
+    """An image that starts but never passes /readyz (the stub server with NEVER_READY baked in)."""
+    import docker
+
+    s = settings_mod.load()
+    client = docker.from_env()
+    ref = f"{s.registry}/deploy-test-never-ready:1"
+    client.images.build(path=str(STUB_DIR), tag=ref, buildargs={"MODEL_VERSION": "never"}, rm=True)
+    for chunk in client.images.push(ref.rsplit(":", 1)[0], tag="1", stream=True, decode=True):
+        assert "error" not in chunk, chunk
+    return ref
+
+
+@pytest.fixture(scope="module")
+def store():
+    from flightdeck.deploy.aws import s3_client
+
+    return rec.RecordStore(s3_client("aws_default"), settings_mod.load().deploy_bucket)
+
+
+def _version(lb: str) -> str:
+    return str(requests.get(f"{lb}/version", timeout=5).json()["model_version"])
+
+
+class Watcher:
+    """Polls the LB during a run: which versions answered /version, and any failed request."""
+
+    def __init__(self, lb: str, predict: bool = False) -> None:
+        self.lb, self.predict = lb, predict
+        self.versions: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.predict_codes: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        s = requests.Session()
+        rows = {"rows": [{c: -2.0 for c in _columns()}]}
+        while not self._stop.is_set():
+            try:
+                r = s.get(f"{self.lb}/version", timeout=5)
+                if r.status_code != 200:
+                    self.failures.append(f"/version {r.status_code}")
+                else:
+                    self.versions[str(r.json()["model_version"])] += 1
+                if self.predict:
+                    self.predict_codes[s.post(f"{self.lb}/predict", json=rows, timeout=5).status_code] += 1
+            except requests.RequestException as e:
+                self.failures.append(repr(e))
+            time.sleep(0.02)
+
+    def __enter__(self) -> Watcher:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def _columns() -> list[str]:
+    from sklearn.datasets import load_breast_cancer
+
+    return list(load_breast_cancer(as_frame=True).frame.columns[:30])
+
+
+def _deploy(airflow, conf: dict) -> tuple[str, str]:
+    run_id = airflow.trigger(DAG, conf={"model_name": MODEL, "target": "local", **FAST, **conf})
+    return run_id, airflow.wait(DAG, run_id, timeout=900)
+
+
+RUNS: dict[str, str] = {}
+
+
+def test_blue_green_good_model_goes_live(airflow, models, lb, store):
+    run1, state1 = _deploy(airflow, {"model": models["good1"], "strategy": "blue_green"})
+    assert state1 == "success", airflow.task_states(DAG, run1)
+    assert _version(lb) == models["good1"]
+    RUNS["good1"] = run1
+    with Watcher(lb) as w:
+        run2, state2 = _deploy(airflow, {"model": models["good2"], "strategy": "blue_green"})
+    assert state2 == "success", airflow.task_states(DAG, run2)
+    assert _version(lb) == models["good2"]
+    RUNS["good2"] = run2
+    assert w.failures == [], w.failures[:5]  # the switch cost no request
+    assert set(w.versions) <= {models["good1"], models["good2"]} and w.versions[models["good2"]] > 0
+    record = store.get("local", rec.deployment_id(run2))
+    assert record["outcome"] == "succeeded" and record["model"]["version"] == models["good2"]
+    assert record["image"]["digest"].startswith("sha256:")
+    assert record["image"]["labels"]["org.flightdeck.model.version"] == models["good2"]
+    assert "deployment record:" in airflow.task_log(DAG, run2, "finalize")
+
+
+def test_clearing_an_earlier_run_redeploys_its_digest(airflow, lb, store, models):
+    run1 = RUNS["good1"]
+    first = store.get("local", rec.deployment_id(run1))
+    airflow.post(f"/dags/{DAG}/clearTaskInstances", {
+        "dag_run_id": run1, "task_ids": ["start_new"], "include_downstream": True, "only_failed": False,
+        "dry_run": False, "reset_dag_runs": True})
+    time.sleep(3)
+    assert airflow.wait(DAG, run1, timeout=600) == "success", airflow.task_states(DAG, run1)
+    assert _version(lb) == models["good1"]
+    again = store.get("local", rec.deployment_id(run1))
+    assert again["image"]["digest"] == first["image"]["digest"]
+    assert again["spec"]["image"].endswith(first["image"]["digest"])  # pulled by that digest
+    assert [s["step"] for s in again["steps"]].count("start_new") == 2
+
+
+def test_never_ready_image_is_rolled_back(airflow, lb, models, never_ready_image, store):
+    before = _version(lb)
+    with Watcher(lb) as w:
+        run, state = _deploy(airflow, {"model": "none", "image": never_ready_image, "strategy": "blue_green",
+                                       "healthy_timeout_seconds": 15})
+    assert state == "failed"
+    states = airflow.task_states(DAG, run)
+    assert states["wait_healthy"] == "failed" and states["rollback"] == "success", states
+    assert states["shift_1"] == "upstream_failed"
+    assert _version(lb) == before
+    assert w.failures == [] and set(w.versions) == {before}, (w.failures[:5], w.versions)
+    record = store.get("local", rec.deployment_id(run))
+    assert record["outcome"] == "rolled_back" and record["rollback"]["failed_step"] == "wait_healthy"
+    assert "not healthy" in airflow.task_log(DAG, run, "outcome")
+
+
+def test_model_failing_on_predict_is_rolled_back(airflow, lb, models, store):
+    from mlflow import MlflowClient
+
+    before = _version(lb)
+    with Watcher(lb, predict=True) as w:
+        run, state = _deploy(airflow, {"model": models["bad"], "strategy": "blue_green"})
+    assert state == "failed"
+    states = airflow.task_states(DAG, run)
+    assert states["bake"] == "failed" and states["rollback"] == "success", states
+    assert _version(lb) == before
+    assert w.predict_codes[500] > 0 and w.predict_codes[200] > 0, w.predict_codes  # exposed, then restored
+    assert w.failures == [], w.failures[:5]
+    record = store.get("local", rec.deployment_id(run))
+    assert record["outcome"] == "rolled_back" and "5xx rate" in record["rollback"]["reason"]
+    tags = MlflowClient(settings_mod.load().mlflow_uri).get_model_version(MODEL, models["bad"]).tags
+    assert tags["deploy.local.status"] == "rolled_back" and "5xx" in tags["deploy.local.rollback_reason"]
+    assert "5xx rate" in airflow.task_log(DAG, run, "outcome")
+
+
+def test_canary_shifts_in_steps(airflow, lb, models, store):
+    with Watcher(lb) as w:
+        run, state = _deploy(airflow, {"model": models["good2"], "strategy": "canary", "canary_percent": 20,
+                                       "canary_steps": 3})
+    assert state == "success", airflow.task_states(DAG, run)
+    states = airflow.task_states(DAG, run)
+    assert [states[f"shift_{i}"] for i in (1, 2, 3, 4)] == ["success"] * 3 + ["skipped"]
+    record = store.get("local", rec.deployment_id(run))
+    shifted = [s["weights"][record["revision"]] for s in record["steps"] if s["step"].startswith("shift_")]
+    assert shifted == [20, 60, 100], json.dumps(record["steps"], indent=1)
+    assert _version(lb) == models["good2"]
+    assert w.failures == [], w.failures[:5]
