@@ -1,0 +1,317 @@
+"""The AWS target: one ECS service + ALB target group per revision behind a weighted listener.
+
+start_revision registers a task definition (awslogs to CloudWatch Logs), creates a target group
+(health check on /readyz) and an ECS service attached to it (deployment circuit breaker with
+rollback on), and registers Application Auto Scaling (min/max, CPU target tracking).
+set_weights rewrites the listener's weighted forward; target_health reads the target group's
+health and the ALB's per-target-group request/5xx counts from CloudWatch. All clients come from
+the Amazon provider's hooks (EcsHook, and AwsBaseHook for elbv2, autoscaling, CloudWatch, logs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flightdeck.deploy.backend import RevisionSpec, TargetHealth
+
+log = logging.getLogger(__name__)
+
+TAG_REV = "org.flightdeck.revision"
+SPEC_TAGS = ("revision", "image", "digest", "model_name", "model_version", "replicas", "run_id")
+
+
+@dataclass(frozen=True)
+class EcsConfig:
+    cluster: str
+    listener_arn: str
+    vpc_id: str
+    app: str = "flightdeck-serving"
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    launch_type: str = "FARGATE"
+    network_mode: str = "awsvpc"  # bridge for EC2 capacity (and moto)
+    cpu: str = "256"
+    memory: str = "512"
+    execution_role_arn: str = ""
+    container_port: int = 8080
+    log_group: str = "/flightdeck/serving"
+    region: str = "us-east-1"
+    min_capacity: int = 1
+    max_capacity: int = 4
+    cpu_target: float = 60.0
+    health_interval_s: int = 10
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
+    metrics_window_s: int = 300
+    extra_tags: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> EcsConfig:
+        e = os.environ.get
+        return cls(cluster=e("FLIGHTDECK_ECS_CLUSTER", "flightdeck"),
+                   listener_arn=e("FLIGHTDECK_ECS_LISTENER_ARN", ""),
+                   vpc_id=e("FLIGHTDECK_ECS_VPC_ID", ""), app=e("FLIGHTDECK_ECS_APP", "flightdeck-serving"),
+                   subnets=tuple(filter(None, e("FLIGHTDECK_ECS_SUBNETS", "").split(","))),
+                   security_groups=tuple(filter(None, e("FLIGHTDECK_ECS_SECURITY_GROUPS", "").split(","))),
+                   launch_type=e("FLIGHTDECK_ECS_LAUNCH_TYPE", "FARGATE"),
+                   network_mode=e("FLIGHTDECK_ECS_NETWORK_MODE", "awsvpc"),
+                   execution_role_arn=e("FLIGHTDECK_ECS_EXECUTION_ROLE_ARN", ""),
+                   region=e("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+class EcsBackend:
+    """Backend over ECS services, ALB target groups and a weighted listener."""
+
+    def __init__(self, cfg: EcsConfig, clients: Callable[[str], Any], name: str = "ecs") -> None:
+        self.cfg = cfg
+        self.name = name
+        self._client = clients
+        self.ecs, self.elb = clients("ecs"), clients("elbv2")
+        self.scaling = clients("application-autoscaling")
+        self.cw, self.logs = clients("cloudwatch"), clients("logs")
+
+    @classmethod
+    def from_settings(cls, aws_conn_id: str | None = "aws_default",
+                      cfg: EcsConfig | None = None) -> EcsBackend:
+        from flightdeck.deploy.aws import client as hook_client
+
+        def clients(service: str) -> Any:
+            if service == "ecs":
+                from airflow.providers.amazon.aws.hooks.ecs import EcsHook
+
+                return EcsHook(aws_conn_id=aws_conn_id).conn
+            if service == "logs":
+                from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
+
+                return AwsLogsHook(aws_conn_id=aws_conn_id).conn
+            return hook_client(service, aws_conn_id)
+
+        return cls(cfg or EcsConfig.from_env(), clients)
+
+    # -- naming ----------------------------------------------------------------------------------
+    def service_name(self, revision: str) -> str:
+        return f"{self.cfg.app}-{revision}"
+
+    def family(self, revision: str) -> str:
+        return f"{self.cfg.app}-{revision}"
+
+    @staticmethod
+    def tg_name(revision: str) -> str:
+        return f"fd-{revision}"[:32].rstrip("-")
+
+    def _tg_arn(self, revision: str) -> str | None:
+        try:
+            tgs = self.elb.describe_target_groups(Names=[self.tg_name(revision)])["TargetGroups"]
+        except self.elb.exceptions.TargetGroupNotFoundException:
+            return None
+        return tgs[0]["TargetGroupArn"] if tgs else None
+
+    def _scaling_resource(self, revision: str) -> str:
+        return f"service/{self.cfg.cluster}/{self.service_name(revision)}"
+
+    # -- Backend interface -------------------------------------------------------------------------
+    def register(self, spec: RevisionSpec) -> str:
+        """Register the revision's task definition (idempotent by family + tags); returns its ARN."""
+        c = self.cfg
+        try:
+            self.logs.create_log_group(logGroupName=c.log_group)
+        except self.logs.exceptions.ResourceAlreadyExistsException:
+            pass
+        container: dict[str, Any] = {
+            "name": "serving", "image": spec.image, "essential": True,
+            "portMappings": [{"containerPort": c.container_port, "protocol": "tcp"}],
+            "environment": [{"name": k, "value": str(v)} for k, v in sorted(spec.env.items())],
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": c.log_group, "awslogs-region": c.region,
+                "awslogs-stream-prefix": spec.revision}},
+            "healthCheck": {"command": ["CMD-SHELL", f"python3 -c \"import urllib.request as u; u.urlopen("
+                                        f"'http://127.0.0.1:{c.container_port}/healthz')\""],
+                            "interval": 10, "timeout": 5, "retries": 3, "startPeriod": 30},
+        }
+        kwargs: dict[str, Any] = {"family": self.family(spec.revision), "networkMode": c.network_mode,
+                                  "containerDefinitions": [container],
+                                  "tags": [{"key": f"fd.{k}", "value": str(getattr(spec, k))[:256]}
+                                           for k in SPEC_TAGS]}
+        if c.network_mode == "awsvpc":
+            kwargs.update(requiresCompatibilities=[c.launch_type], cpu=c.cpu, memory=c.memory)
+        else:
+            container["memory"] = int(c.memory)
+        if c.execution_role_arn:
+            kwargs["executionRoleArn"] = c.execution_role_arn
+        arn = self.ecs.register_task_definition(**kwargs)["taskDefinition"]["taskDefinitionArn"]
+        log.info("registered task definition %s (%s)", arn, spec.image)
+        return arn
+
+    def start_revision(self, spec: RevisionSpec) -> None:
+        c = self.cfg
+        existing = self.ecs.describe_services(cluster=c.cluster, services=[self.service_name(spec.revision)])
+        if any(s["status"] == "ACTIVE" for s in existing.get("services", [])):
+            log.info("service %s exists: adopting it", self.service_name(spec.revision))
+            return
+        task_def = self.register(spec)
+        tg_arn = self._tg_arn(spec.revision)
+        if tg_arn is None:
+            tg = self.elb.create_target_group(
+                Name=self.tg_name(spec.revision), Protocol="HTTP", Port=c.container_port, VpcId=c.vpc_id,
+                TargetType="ip" if c.network_mode == "awsvpc" else "instance",
+                HealthCheckProtocol="HTTP", HealthCheckPath="/readyz", Matcher={"HttpCode": "200"},
+                HealthCheckIntervalSeconds=c.health_interval_s, HealthyThresholdCount=c.healthy_threshold,
+                UnhealthyThresholdCount=c.unhealthy_threshold,
+                Tags=[{"Key": TAG_REV, "Value": spec.revision},
+                      {"Key": "org.flightdeck.app", "Value": c.app}],
+            )["TargetGroups"][0]
+            tg_arn = tg["TargetGroupArn"]
+        service: dict[str, Any] = {
+            "cluster": c.cluster, "serviceName": self.service_name(spec.revision), "taskDefinition": task_def,
+            "desiredCount": spec.replicas, "launchType": c.launch_type,
+            "loadBalancers": [{"targetGroupArn": tg_arn, "containerName": "serving",
+                               "containerPort": c.container_port}],
+            "healthCheckGracePeriodSeconds": 30,
+            "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                                        "maximumPercent": 200, "minimumHealthyPercent": 100},
+            "tags": [{"key": TAG_REV, "value": spec.revision}],
+        }
+        if c.network_mode == "awsvpc":
+            service["networkConfiguration"] = {"awsvpcConfiguration": {
+                "subnets": list(c.subnets), "securityGroups": list(c.security_groups),
+                "assignPublicIp": "DISABLED"}}
+        self.ecs.create_service(**service)
+        resource = self._scaling_resource(spec.revision)
+        self.scaling.register_scalable_target(ServiceNamespace="ecs", ResourceId=resource,
+                                              ScalableDimension="ecs:service:DesiredCount",
+                                              MinCapacity=max(c.min_capacity, spec.replicas),
+                                              MaxCapacity=max(c.max_capacity, spec.replicas))
+        self.scaling.put_scaling_policy(
+            PolicyName=f"{self.service_name(spec.revision)}-cpu", ServiceNamespace="ecs", ResourceId=resource,
+            ScalableDimension="ecs:service:DesiredCount", PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": c.cpu_target, "ScaleInCooldown": 60, "ScaleOutCooldown": 60,
+                "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"}})
+        log.info("created service %s behind %s with autoscaling %d..%d", self.service_name(spec.revision),
+                 tg_arn, c.min_capacity, c.max_capacity)
+
+    def _metric(self, name: str, tg_arn: str) -> int:
+        lb_dim = self._lb_dimension()
+        dims = [{"Name": "TargetGroup", "Value": tg_arn.split(":")[-1]}]
+        if lb_dim:
+            dims.append({"Name": "LoadBalancer", "Value": lb_dim})
+        end = dt.datetime.now(dt.UTC)
+        points = self.cw.get_metric_statistics(
+            Namespace="AWS/ApplicationELB", MetricName=name, Dimensions=dims, Statistics=["Sum"], Period=60,
+            StartTime=end - dt.timedelta(seconds=self.cfg.metrics_window_s), EndTime=end)["Datapoints"]
+        return int(sum(p["Sum"] for p in points))
+
+    def _lb_dimension(self) -> str:
+        # listener arn: arn:...:listener/app/NAME/LBID/LISTENERID -> "app/NAME/LBID"
+        parts = self.cfg.listener_arn.split(":")[-1].split("/")
+        return "/".join(parts[1:4]) if len(parts) >= 4 else ""
+
+    def target_health(self, revision: str) -> TargetHealth:
+        tg_arn = self._tg_arn(revision)
+        services = self.ecs.describe_services(cluster=self.cfg.cluster,
+                                              services=[self.service_name(revision)]).get("services", [])
+        desired = services[0]["desiredCount"] if services and services[0]["status"] == "ACTIVE" else 0
+        if tg_arn is None:
+            return TargetHealth(revision=revision, total=desired, healthy=0)
+        descs = self.elb.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]
+        states = {f"{d['Target']['Id']}:{d['Target'].get('Port', '')}": d["TargetHealth"]["State"]
+                  for d in descs}
+        healthy = sum(1 for s in states.values() if s == "healthy")
+        return TargetHealth(revision=revision, total=desired, healthy=healthy, states=states,
+                            requests=self._metric("RequestCount", tg_arn),
+                            errors_5xx=self._metric("HTTPCode_Target_5XX_Count", tg_arn))
+
+    def _listener_weights(self) -> dict[str, int]:
+        listener = self.elb.describe_listeners(ListenerArns=[self.cfg.listener_arn])["Listeners"][0]
+        out: dict[str, int] = {}
+        for action in listener["DefaultActions"]:
+            for tg in (action.get("ForwardConfig") or {}).get("TargetGroups", []):
+                out[tg["TargetGroupArn"]] = int(tg.get("Weight", 1))
+            if action.get("TargetGroupArn") and not action.get("ForwardConfig"):
+                out[action["TargetGroupArn"]] = 100
+        return out
+
+    def set_weights(self, weights: Mapping[str, int]) -> None:
+        groups = []
+        for revision, pct in sorted(weights.items()):
+            arn = self._tg_arn(revision)
+            if arn is None:
+                if pct > 0:
+                    raise RuntimeError(f"revision {revision} has no target group")
+                continue
+            groups.append({"TargetGroupArn": arn, "Weight": int(pct)})
+        # keep groups this deploy does not mention (weight unchanged) out of the forward: it is ours
+        self.elb.modify_listener(ListenerArn=self.cfg.listener_arn, DefaultActions=[{
+            "Type": "forward", "ForwardConfig": {"TargetGroups": groups,
+                                                 "TargetGroupStickinessConfig": {"Enabled": False}}}])
+        log.info("listener %s weights now %s", self.cfg.listener_arn.rsplit("/", 1)[-1], dict(weights))
+
+    def stop_revision(self, revision: str) -> None:
+        tg_arn = self._tg_arn(revision)
+        if tg_arn is not None:
+            current = self._listener_weights()
+            if tg_arn in current:
+                rest = [{"TargetGroupArn": a, "Weight": w} for a, w in current.items() if a != tg_arn]
+                if rest:
+                    self.elb.modify_listener(ListenerArn=self.cfg.listener_arn, DefaultActions=[{
+                        "Type": "forward", "ForwardConfig": {"TargetGroups": rest}}])
+        name = self.service_name(revision)
+        try:
+            self.scaling.deregister_scalable_target(
+                ServiceNamespace="ecs", ResourceId=self._scaling_resource(revision),
+                ScalableDimension="ecs:service:DesiredCount")
+        except self.scaling.exceptions.ObjectNotFoundException:
+            pass
+        svc = self.ecs.describe_services(cluster=self.cfg.cluster, services=[name]).get("services", [])
+        if svc and svc[0]["status"] == "ACTIVE":
+            self.ecs.update_service(cluster=self.cfg.cluster, service=name, desiredCount=0)
+            self.ecs.delete_service(cluster=self.cfg.cluster, service=name, force=True)
+            log.info("deleted service %s", name)
+        if tg_arn is not None and tg_arn not in self._listener_weights():
+            self.elb.delete_target_group(TargetGroupArn=tg_arn)
+
+    def weights(self) -> dict[str, int]:
+        by_arn = self._listener_weights()
+        out: dict[str, int] = {}
+        arns = self.ecs.list_services(cluster=self.cfg.cluster).get("serviceArns", [])
+        prefix = f"{self.cfg.app}-"
+        for arn in arns:
+            name = arn.rsplit("/", 1)[-1]
+            if not name.startswith(prefix):
+                continue
+            svc = self.ecs.describe_services(cluster=self.cfg.cluster, services=[name])["services"][0]
+            if svc["status"] != "ACTIVE":
+                continue
+            revision = name[len(prefix):]
+            tg = self._tg_arn(revision)
+            out[revision] = by_arn.get(tg, 0) if tg else 0
+        return dict(sorted(out.items()))
+
+    def spec(self, revision: str) -> RevisionSpec | None:
+        try:
+            td = self.ecs.describe_task_definition(taskDefinition=self.family(revision), include=["TAGS"])
+        except self.ecs.exceptions.ClientException:
+            return None
+        tags = {t["key"][3:]: t["value"] for t in td.get("tags", []) if t["key"].startswith("fd.")}
+        container = td["taskDefinition"]["containerDefinitions"][0]
+        env = {e["name"]: e["value"] for e in container.get("environment", [])}
+        return RevisionSpec(revision=revision, image=tags.get("image", ""), digest=tags.get("digest", ""),
+                            model_name=tags.get("model_name", ""),
+                            model_version=tags.get("model_version", ""),
+                            replicas=int(tags.get("replicas", "1")), env=env, run_id=tags.get("run_id", ""))
+
+
+def deployment_state(ecs: Any, cluster: str, service: str) -> tuple[str, str]:
+    """(rolloutState, reason) of the service's PRIMARY deployment: IN_PROGRESS, COMPLETED or FAILED.
+
+    With the circuit breaker's rollback on, FAILED means ECS is already restoring the last
+    completed deployment; callers report it and fail the step.
+    """
+    svc = ecs.describe_services(cluster=cluster, services=[service])["services"][0]
+    primary = next(d for d in svc["deployments"] if d["status"] == "PRIMARY")
+    return primary.get("rolloutState", "IN_PROGRESS"), primary.get("rolloutStateReason", "")
