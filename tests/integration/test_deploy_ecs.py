@@ -1,0 +1,269 @@
+"""The ECS target against a moto server: every AWS call of the flow is a real API call with real
+request/response shapes (task definitions, services, target groups, listener weights, scaling,
+logs, CloudWatch metrics).
+
+moto cannot run tasks, register them in target groups, report targets unhealthy, count ALB
+requests or progress/roll back ECS deployments. Those states are INJECTED here, and each test
+says where: we register EC2 instances as targets to stand for "ECS registered healthy tasks",
+leave a target group empty for "tasks never became healthy", put ALB metrics into CloudWatch for
+"the ALB saw 5xx", and rewrite a describe_services answer for "the circuit breaker failed the
+deployment". Rollback itself is proven for real on the local target (test_deploy_local.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from flightdeck.deploy import controller as ctl
+from flightdeck.deploy.backend import RevisionSpec
+from flightdeck.deploy.ecs import EcsBackend, EcsConfig, deployment_state
+
+pytestmark = pytest.mark.integration
+
+PORT = 8481
+ENDPOINT = f"http://127.0.0.1:{PORT}"
+CONN = "moto_deploy"
+TH = ctl.Thresholds(healthy_timeout_s=3, poll_s=0.2, min_requests=10, max_5xx_rate=0.05)
+
+
+@pytest.fixture(scope="module")
+def moto():
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", PORT)) != 0, f"port {PORT} is taken: not starting moto there"
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p",
+                             str(PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "MOTO_ECS_SERVICE_RUNNING": "0"})
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", PORT)) == 0:
+                break
+        time.sleep(0.1)
+    os.environ[f"AIRFLOW_CONN_{CONN.upper()}"] = json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"endpoint_url": ENDPOINT, "region_name": "us-east-1"}})
+    yield ENDPOINT
+    proc.terminate()
+    proc.wait(10)
+
+
+def _boto(service: str):
+    return boto3.client(service, endpoint_url=ENDPOINT, region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+@pytest.fixture(scope="module")
+def env(moto):
+    """Network, ALB, listener and cluster: what a platform's infrastructure code would have made."""
+    ec2, elb = _boto("ec2"), _boto("elbv2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{z}")
+               ["Subnet"]["SubnetId"] for i, z in ((1, "a"), (2, "b"))]
+    alb = elb.create_load_balancer(Name="flightdeck", Subnets=subnets)["LoadBalancers"][0]
+    listener = elb.create_listener(
+        LoadBalancerArn=alb["LoadBalancerArn"], Protocol="HTTP", Port=80,
+        DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503"}}],
+    )["Listeners"][0]
+    _boto("ecs").create_cluster(clusterName="flightdeck")
+    ami = ec2.describe_images()["Images"][0]["ImageId"]
+    instances = [i["InstanceId"] for i in ec2.run_instances(ImageId=ami, MinCount=2, MaxCount=2,
+                                                             SubnetId=subnets[0])["Instances"]]
+    cfg = EcsConfig(cluster="flightdeck", listener_arn=listener["ListenerArn"], vpc_id=vpc,
+                    subnets=tuple(subnets), launch_type="EC2", network_mode="bridge", memory="256")
+    backend = EcsBackend.from_settings(aws_conn_id=CONN, cfg=cfg)
+    return {"cfg": cfg, "backend": backend, "instances": instances, "alb": alb}
+
+
+def _spec(version: str, replicas: int = 1) -> RevisionSpec:
+    digest = "sha256:" + f"{int(version):064x}"
+    return RevisionSpec(revision=f"v{version}-{digest[7:15]}-r{version}", digest=digest,
+                        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/flightdeck-model@{digest}",
+                        model_name="flightdeck-model", model_version=version, replicas=replicas,
+                        env={"MODEL_VERSION": version})
+
+
+def _inject_healthy_targets(env, backend: EcsBackend, revision: str, n: int = 1) -> None:
+    """INJECTED: stands for ECS registering the service's running tasks in its target group."""
+    arn = backend._tg_arn(revision)
+    _boto("elbv2").register_targets(TargetGroupArn=arn, Targets=[{"Id": i, "Port": 8080}
+                                                                 for i in env["instances"][:n]])
+
+
+def _inject_alb_metrics(backend: EcsBackend, revision: str, requests: int, errors: int) -> None:
+    """INJECTED: what the ALB would publish to CloudWatch for this target group."""
+    dims = [{"Name": "TargetGroup", "Value": backend._tg_arn(revision).split(":")[-1]},
+            {"Name": "LoadBalancer", "Value": backend._lb_dimension()}]
+    now = dt.datetime.now(dt.UTC)
+    _boto("cloudwatch").put_metric_data(Namespace="AWS/ApplicationELB", MetricData=[
+        {"MetricName": "RequestCount", "Dimensions": dims, "Value": requests, "Timestamp": now},
+        {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": dims, "Value": errors, "Timestamp": now}])
+
+
+def _listener_weights(env) -> dict[str, int]:
+    listener = _boto("elbv2").describe_listeners(ListenerArns=[env["cfg"].listener_arn])["Listeners"][0]
+    out = {}
+    for tg in listener["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]:
+        name = tg["TargetGroupArn"].split(":")[-1].split("/")[1]
+        out[name] = tg["Weight"]
+    return out
+
+
+def _deploy_ok(env, spec: RevisionSpec) -> ctl.Snapshot:
+    b = env["backend"]
+    snap = ctl.start(b, spec)
+    _inject_healthy_targets(env, b, spec.revision, spec.replicas)
+    ctl.wait_healthy(b, spec.revision, TH)
+    ctl.shift(b, spec.revision, 100, snap, TH)
+    ctl.finalize(b, spec.revision, snap)
+    return snap
+
+
+def test_first_revision_every_resource_and_call(env):
+    b, spec = env["backend"], _spec("1")
+    _deploy_ok(env, spec)
+    ecs, elb = _boto("ecs"), _boto("elbv2")
+    svc = ecs.describe_services(cluster="flightdeck", services=[b.service_name(spec.revision)])["services"][0]
+    assert svc["status"] == "ACTIVE" and svc["desiredCount"] == 1
+    tg = elb.describe_target_groups(Names=[b.tg_name(spec.revision)])["TargetGroups"][0]
+    assert svc["loadBalancers"][0]["targetGroupArn"] == tg["TargetGroupArn"]
+    assert tg["HealthCheckPath"] == "/readyz" and tg["Matcher"]["HttpCode"] == "200"
+    td = ecs.describe_task_definition(taskDefinition=svc["taskDefinition"], include=["TAGS"])
+    container = td["taskDefinition"]["containerDefinitions"][0]
+    assert container["image"].endswith("@" + spec.digest)  # pinned by digest
+    assert container["logConfiguration"]["logDriver"] == "awslogs"
+    assert container["logConfiguration"]["options"]["awslogs-group"] == "/flightdeck/serving"
+    assert {"key": "fd.model_version", "value": "1"} in td["tags"]
+    assert _listener_weights(env) == {b.tg_name(spec.revision): 100}
+    scaling = _boto("application-autoscaling")
+    target = scaling.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]
+    assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in target] == [
+        (f"service/flightdeck/{b.service_name(spec.revision)}", 1, 4)]
+    policy = scaling.describe_scaling_policies(ServiceNamespace="ecs")["ScalingPolicies"][0]
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    assert policy["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"][
+        "PredefinedMetricType"] == "ECSServiceAverageCPUUtilization"
+    assert _boto("logs").describe_log_groups(logGroupNamePrefix="/flightdeck/serving")["logGroups"]
+    assert b.weights() == {spec.revision: 100}
+    assert b.spec(spec.revision).image == spec.image  # what rollback would restart it from
+
+
+def test_blue_green_then_canary_shift_listener_weights(env):
+    b = env["backend"]
+    old = next(iter(b.weights()))
+    spec = _spec("2")
+    snap = ctl.start(b, spec)
+    assert snap.weights == {old: 100}
+    _inject_healthy_targets(env, b, spec.revision)
+    ctl.wait_healthy(b, spec.revision, TH)
+    for pct in ctl.plan_steps("canary", 10, 3):
+        ctl.shift(b, spec.revision, pct, snap, TH)
+        assert _listener_weights(env)[b.tg_name(spec.revision)] == pct
+        if pct < 100:
+            assert _listener_weights(env)[b.tg_name(old)] == 100 - pct
+    ctl.finalize(b, spec.revision, snap)
+    assert b.weights() == {spec.revision: 100}
+    svc = _boto("ecs").describe_services(cluster="flightdeck", services=[b.service_name(old)])["services"]
+    assert not svc or svc[0]["status"] != "ACTIVE"  # old service retired
+    with pytest.raises(_boto("elbv2").exceptions.TargetGroupNotFoundException):
+        _boto("elbv2").describe_target_groups(Names=[b.tg_name(old)])
+
+
+def test_never_healthy_revision_is_rolled_back(env):
+    """INJECTED: no target is ever registered for the new service (its tasks never pass /readyz)."""
+    b = env["backend"]
+    live = b.weights()
+    spec = _spec("3")
+    snap = ctl.start(b, spec)
+    with pytest.raises(ctl.DeployError, match="not healthy"):
+        ctl.wait_healthy(b, spec.revision, TH)
+    ctl.rollback(b, spec.revision, snap, TH)
+    assert b.weights() == live
+    assert set(_listener_weights(env)) == {b.tg_name(r) for r in live}
+    svc = _boto("ecs").describe_services(cluster="flightdeck", services=[b.service_name(spec.revision)])
+    assert all(s["status"] != "ACTIVE" for s in svc["services"])
+    ids = [t["ResourceId"] for t in _boto("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="ecs")["ScalableTargets"]]
+    assert f"service/flightdeck/{b.service_name(spec.revision)}" not in ids
+
+
+def test_5xx_during_canary_pulls_traffic_back_then_rollback(env):
+    """INJECTED: the ALB's CloudWatch metrics report 40% 5xx for the canary's target group."""
+    b = env["backend"]
+    live = b.weights()
+    spec = _spec("4")
+    snap = ctl.start(b, spec)
+    _inject_healthy_targets(env, b, spec.revision)
+    ctl.wait_healthy(b, spec.revision, TH)
+    ctl.shift(b, spec.revision, 10, snap, TH)
+    assert _listener_weights(env)[b.tg_name(spec.revision)] == 10
+    _inject_alb_metrics(b, spec.revision, requests=50, errors=20)
+    with pytest.raises(ctl.DeployError, match="5xx rate"):
+        ctl.bake(b, spec.revision, snap, 2, TH)
+    assert _listener_weights(env)[b.tg_name(spec.revision)] == 0  # the guard, before rollback runs
+    ctl.rollback(b, spec.revision, snap, TH)
+    assert b.weights() == live
+
+
+def test_rollback_restarts_a_retired_previous_revision(env):
+    """After finalize retired the old service, a later rollback must recreate it from its task definition."""
+    b = env["backend"]
+    (prev,) = b.weights()
+    spec = _spec("5")
+    snap = _deploy_ok(env, spec)
+    assert prev not in b.weights()
+
+    class ReinjectingBackend(EcsBackend):  # INJECTED: the recreated service's tasks register healthy
+        def start_revision(self, s: RevisionSpec) -> None:
+            super().start_revision(s)
+            _inject_healthy_targets(env, self, s.revision)
+
+    rb = ReinjectingBackend(b.cfg, b._client)
+    ctl.rollback(rb, spec.revision, snap, TH)
+    assert b.weights() == {prev: 100}
+
+
+def test_rolling_deployment_state_and_circuit_breaker(env):
+    """ECS's own rolling update: moto keeps deployments IN_PROGRESS; FAILED is INJECTED."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
+    from flightdeck_deploy_operators import EcsServiceDeployOperator
+
+    b = env["backend"]
+    (live,) = b.weights()
+    td = b.register(_spec("6"))
+    op = EcsServiceDeployOperator(task_id="roll", cluster="flightdeck", service=b.service_name(live),
+                                  task_definition=td, aws_conn_id=CONN, wait_for_completion=False)
+    deployment_id = op.execute({})
+    ecs = _boto("ecs")
+    svc = ecs.describe_services(cluster="flightdeck", services=[b.service_name(live)])["services"][0]
+    assert svc["taskDefinition"] == td
+    assert any(d["id"] == deployment_id and d["status"] == "PRIMARY" for d in svc["deployments"])
+    assert deployment_state(ecs, "flightdeck", b.service_name(live))[0] == "IN_PROGRESS"
+
+    class FailedRollout:  # INJECTED: moto's real answer with the circuit breaker's verdict written in
+        def describe_services(self, **kw):
+            resp = ecs.describe_services(**kw)
+            for d in resp["services"][0]["deployments"]:
+                if d["status"] == "PRIMARY":
+                    d.update(rolloutState="FAILED", rolloutStateReason="tasks failed to start")
+            return resp
+
+    assert deployment_state(FailedRollout(), "flightdeck", b.service_name(live)) == (
+        "FAILED", "tasks failed to start")
+    waiting = EcsServiceDeployOperator(task_id="roll2", cluster="flightdeck", service=b.service_name(live),
+                                       task_definition=td, aws_conn_id=CONN, waiter_delay=0,
+                                       waiter_max_attempts=2)
+    from airflow.sdk.exceptions import AirflowException
+
+    with pytest.raises(AirflowException, match="still in progress"):
+        waiting.execute({})
+    with pytest.raises(AirflowException, match="FAILED: tasks failed"):
+        waiting.execute_complete({}, {"status": "FAILED", "deployment_id": deployment_id,
+                                      "reason": "tasks failed"})
