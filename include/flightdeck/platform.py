@@ -1,0 +1,112 @@
+"""Provisioning helpers for the embedded platform, called by scripts/platform.sh.
+
+    python -m flightdeck.platform buckets [--check]   create (or check) the platform's S3 buckets
+    python -m flightdeck.platform aws-conn            the aws_default connection as Airflow JSON
+    python -m flightdeck.platform airflow-password    the generated admin password
+    python -m flightdeck.platform wait-airflow        wait until scheduler and dag processor report healthy
+
+Runs outside Airflow (before it exists), so it talks to S3 with boto3 directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from flightdeck import settings
+
+
+def s3_client():  # noqa: ANN201 - boto3 clients are untyped
+    import boto3
+    from botocore.config import Config
+
+    s = settings.load()
+    return boto3.client(
+        "s3",
+        endpoint_url=s.s3_endpoint,
+        region_name=s.aws_region,
+        config=Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=10),
+    )
+
+
+def ensure_buckets(check_only: bool = False) -> list[str]:
+    """Create the platform's buckets if missing; return the ones that were created."""
+    client = s3_client()
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    missing = [b for b in settings.load().buckets if b not in existing]
+    if check_only:
+        if missing:
+            raise SystemExit(f"missing buckets: {', '.join(missing)}")
+        return []
+    for bucket in missing:
+        client.create_bucket(Bucket=bucket)
+    return missing
+
+
+def aws_connection_json() -> str:
+    """The aws_default connection for Airflow, pointing every AWS client at the local S3 server."""
+    s = settings.load()
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": os.environ.get("AWS_ACCESS_KEY_ID", ""),
+            "password": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            "extra": {"endpoint_url": s.s3_endpoint, "region_name": s.aws_region},
+        }
+    )
+
+
+def airflow_password(airflow_home: Path | None = None) -> str:
+    home = airflow_home or settings.load().state_dir / "airflow"
+    data = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
+    return data["admin"]
+
+
+def wait_airflow(timeout: float) -> None:
+    """Block until every Airflow component reports healthy (the API answers before the scheduler is ready)."""
+    url = settings.load().airflow_url + "/api/v2/monitor/health"
+    deadline = time.monotonic() + timeout
+    last: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                last = json.load(resp)
+            parts = ("metadatabase", "scheduler", "dag_processor")
+            if all((last.get(p) or {}).get("status") == "healthy" for p in parts):
+                print("airflow: scheduler and dag processor healthy")
+                return
+        except OSError:
+            pass
+        time.sleep(2)
+    raise SystemExit(f"airflow components not healthy after {timeout:.0f} s: {last}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flightdeck.platform")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("buckets")
+    b.add_argument("--check", action="store_true")
+    sub.add_parser("aws-conn")
+    sub.add_parser("airflow-password")
+    w = sub.add_parser("wait-airflow")
+    w.add_argument("--timeout", type=float, default=120)
+    args = parser.parse_args(argv)
+    if args.cmd == "buckets":
+        created = ensure_buckets(check_only=args.check)
+        print("buckets created: " + (", ".join(created) if created else "none (all present)"))
+    elif args.cmd == "aws-conn":
+        print(aws_connection_json())
+    elif args.cmd == "airflow-password":
+        print(airflow_password())
+    elif args.cmd == "wait-airflow":
+        wait_airflow(args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
