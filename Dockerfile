@@ -1,0 +1,79 @@
+# Flightdeck images: one Dockerfile, one target per image. Classic syntax only (the legacy builder
+# builds it: no BuildKit mounts, heredocs or `# syntax=` lines).
+#
+#   docker build --target serving --build-arg MODEL_DIR=<model dir in the context> \
+#       --build-arg MODEL_NAME=... --build-arg MODEL_VERSION=... --build-arg RUN_ID=... \
+#       --build-arg DATA_VERSION=... --build-arg GIT_SHA=... -t flightdeck-serving:TAG .
+#
+# MODEL_DIR is an MLflow model directory as `mlflow.artifacts.download_artifacts("models:/NAME/VERSION")`
+# writes it. Without it the image holds no model and fetches MODEL_URI (models:/NAME@champion) from
+# MLFLOW_TRACKING_URI at start, which needs `--build-arg WITH_MLFLOW=1` (MLflow client + pandas, a
+# bigger image). Run-time env: IMAGE_TAG, IMAGE_DIGEST, SERVING_WORKERS, SERVING_THREADS, PORT.
+
+# ---- serving image ----
+
+# Dependencies in a venv; pip and build tools stay in this stage.
+FROM python:3.11-slim AS serving-deps
+ARG WITH_MLFLOW=0
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
+COPY serving/requirements.txt serving/requirements-mlflow.txt /tmp/req/
+# --no-compile + dropping test suites keeps the image small; the warm-up import below writes
+# bytecode only for the modules the server actually loads (fast start without shipping all .pyc).
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-compile -r /tmp/req/requirements.txt \
+ && if [ "$WITH_MLFLOW" = "1" ]; then /opt/venv/bin/pip install --no-compile -r /tmp/req/requirements-mlflow.txt; fi \
+ && /opt/venv/bin/pip uninstall -y -q pip setuptools \
+ && find /opt/venv -type d -name tests -prune -exec rm -rf {} + \
+ && find /opt/venv -name '*.pyi' -delete
+COPY serving /app/serving
+RUN cd /app && /opt/venv/bin/python -c "import serving.app, sklearn.linear_model, sklearn.ensemble, sklearn.tree, sklearn.pipeline, sklearn.preprocessing, skops.io, cloudpickle, gunicorn.workers.gthread" \
+ && /opt/venv/bin/python -m compileall -q /app/serving
+
+# The runtime: the base image, the venv, the app and the model. No compilers, not root.
+FROM python:3.11-slim AS serving
+RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin serving
+COPY --from=serving-deps /opt/venv /opt/venv
+COPY --from=serving-deps /app/serving /app/serving
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    OMP_NUM_THREADS=1 \
+    OPENBLAS_NUM_THREADS=1 \
+    PORT=8080 \
+    SERVING_MODEL_DIR=/opt/model \
+    SERVING_MODEL_CACHE_DIR=/opt/model-cache \
+    SERVING_WORKERS=2 \
+    SERVING_THREADS=1
+WORKDIR /app
+ARG MODEL_DIR=serving/no-model
+COPY ${MODEL_DIR} /opt/model
+# Load the baked model once at build time: a model the server cannot serve fails the build, not the
+# deploy. For sklearn this also stores the estimator as a pickle keyed by the model file's sha256
+# (loading skops imports all of sklearn, ~3 s of every start) and compiles the modules it needs.
+RUN if [ -f /opt/model/MLmodel ]; then cd /app && PYTHONDONTWRITEBYTECODE= python -m serving.model /opt/model /opt/model-cache; fi
+ARG MODEL_NAME=""
+ARG MODEL_VERSION=""
+ARG RUN_ID=""
+ARG DATA_VERSION=""
+ARG GIT_SHA=""
+LABEL org.opencontainers.image.title="flightdeck-serving" \
+      org.opencontainers.image.description="Flightdeck model server (Flask + gunicorn)" \
+      org.opencontainers.image.revision="$GIT_SHA" \
+      org.opencontainers.image.version="$MODEL_NAME/$MODEL_VERSION" \
+      flightdeck.model.name="$MODEL_NAME" \
+      flightdeck.model.version="$MODEL_VERSION" \
+      flightdeck.run_id="$RUN_ID" \
+      flightdeck.data_version="$DATA_VERSION" \
+      flightdeck.git_sha="$GIT_SHA"
+ENV MODEL_NAME=$MODEL_NAME \
+    MODEL_VERSION=$MODEL_VERSION \
+    RUN_ID=$RUN_ID \
+    DATA_VERSION=$DATA_VERSION \
+    GIT_SHA=$GIT_SHA
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '8080'), timeout=2).status != 200)"]
+CMD ["gunicorn", "-c", "serving/gunicorn.conf.py", "--no-control-socket", "serving.app:create_app()"]
+
+# ---- airflow image ----

@@ -1,0 +1,273 @@
+"""The Flask model server: `create_app(config=None)`, served by gunicorn (serving/gunicorn.conf.py).
+
+The model is loaded once, when the app is created (in the gunicorn master with preload_app, so the
+workers share it): from a directory baked into the image (SERVING_MODEL_DIR, default /opt/model)
+or, when that holds no model, fetched from MLflow at start (MODEL_URI, e.g.
+models:/flightdeck-model@champion, with MLFLOW_TRACKING_URI).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from serving.model import LoadedModel, ModelLoadError, fetch_model, load_model_dir
+from serving.observability import ACCESS_LOGGER, Metrics, configure_logging
+from serving.openapi import build_openapi
+from serving.schema import Batch, RequestError, parse_json
+
+log = logging.getLogger("serving")
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+ENV_REQUEST_ID = "flightdeck.request_id"
+ENV_ROWS = "flightdeck.rows"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def default_config() -> dict[str, Any]:
+    """Settings from the environment; `create_app(config)` overrides any of them."""
+    return {
+        "MODEL_DIR": os.environ.get("SERVING_MODEL_DIR", "/opt/model"),
+        "MODEL_CACHE_DIR": os.environ.get("SERVING_MODEL_CACHE_DIR") or None,
+        "MODEL_URI": os.environ.get("MODEL_URI") or None,
+        "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or None,
+        "MAX_ROWS": _env_int("SERVING_MAX_ROWS", 5000),
+        "MAX_CONTENT_LENGTH": _env_int("SERVING_MAX_BODY_BYTES", 8 * 1024 * 1024),
+        "ACCESS_LOG": os.environ.get("SERVING_ACCESS_LOG", "1") not in ("0", "false", "no"),
+        "LOG_LEVEL": os.environ.get("SERVING_LOG_LEVEL", "INFO"),
+        "MODEL": None,  # an already loaded LoadedModel (tests, embedding)
+    }
+
+
+def _load(config: Mapping[str, Any]) -> LoadedModel:
+    if config.get("MODEL") is not None:
+        return config["MODEL"]
+    model_dir = Path(config["MODEL_DIR"]) if config.get("MODEL_DIR") else None
+    if model_dir is not None and (model_dir / "MLmodel").is_file():
+        return load_model_dir(model_dir, max_rows=config["MAX_ROWS"], cache_dir=config.get("MODEL_CACHE_DIR"))
+    if config.get("MODEL_URI"):
+        local, lineage = fetch_model(config["MODEL_URI"], config.get("MLFLOW_TRACKING_URI"))
+        lineage["model_uri"] = config["MODEL_URI"]
+        return load_model_dir(local, max_rows=config["MAX_ROWS"], lineage=lineage)
+    raise ModelLoadError(f"no model: {model_dir} holds no MLmodel and MODEL_URI is not set")
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, mimetype="application/json"
+    )
+
+
+def _error(status: int, code: str, message: str, details: Mapping[str, Any] | None = None) -> Response:
+    body: dict[str, Any] = {"error": {"code": code, "message": message, "details": dict(details or {})}}
+    body["request_id"] = request.environ.get(ENV_REQUEST_ID)
+    return _json(body, status)
+
+
+def _body() -> Any:
+    ctype = request.environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise RequestError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type must be application/json, got {ctype or 'none'}",
+        )
+    return parse_json(request.get_data(cache=False))
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app and load the model (raises ModelLoadError if it cannot be served)."""
+    settings = default_config()
+    settings.update(config or {})
+    configure_logging(settings["LOG_LEVEL"])
+    app = Flask(__name__)
+    app.config.update(settings)
+    model = _load(settings)
+    lineage = {**model.lineage, "flavor": model.flavor, "predict_path": model.predict_path}
+    version = str(lineage.get("model_version") or "unknown")
+    metrics = Metrics(version, str(lineage.get("model_name") or "unknown"), model.predict_path)
+    validator = model.validator
+    openapi = orjson.dumps(
+        build_openapi(validator, f"{lineage.get('model_name') or 'model'} server", version)
+    )
+    app.extensions["flightdeck_model"] = model
+    app.extensions["flightdeck_metrics"] = metrics
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+
+    @app.errorhandler(RequestError)
+    def _request_error(exc: RequestError) -> Response:
+        return _error(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        if exc.code == 413:
+            limit = app.config["MAX_CONTENT_LENGTH"]
+            return _error(413, "body_too_large", f"the body exceeds {limit} bytes", {"max_bytes": limit})
+        return _error(exc.code or 500, code, exc.description or code)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error request_id=%s", request.environ.get(ENV_REQUEST_ID))
+        return _error(500, "internal_error", f"{type(exc).__name__} while handling the request")
+
+    def _score(batch: Batch) -> list[Any]:
+        request.environ[ENV_ROWS] = batch.n_rows
+        preds = model.predict(batch)
+        metrics.rows_child.inc(batch.n_rows)
+        return preds
+
+    @app.post("/predict")
+    def predict() -> Response:
+        body = _body()
+        if type(body) is not dict or len(body) != 1 or not ({"rows", "columns"} & body.keys()):
+            raise RequestError(
+                400,
+                "bad_shape",
+                'send {"rows": [{column: value, ...}, ...]} or {"columns": {column: [values]}}',
+            )
+        batch = validator.records(body["rows"]) if "rows" in body else validator.columnar(body["columns"])
+        return _json(
+            {
+                "predictions": _score(batch),
+                "model_name": lineage.get("model_name"),
+                "model_version": lineage.get("model_version"),
+                "request_id": request.environ.get(ENV_REQUEST_ID),
+            }
+        )
+
+    @app.post("/invocations")
+    def invocations() -> Response:
+        body = _body()
+        if type(body) is not dict:
+            raise RequestError(
+                400, "bad_shape", f"the body must be an object with one of {list(_MLFLOW_KEYS)}"
+            )
+        keys = [k for k in _MLFLOW_KEYS if k in body]
+        unknown = sorted(set(body) - set(_MLFLOW_KEYS) - {"params"})
+        if len(keys) != 1 or unknown:
+            raise RequestError(
+                400,
+                "bad_shape",
+                f"the body must have exactly one of {list(_MLFLOW_KEYS)}"
+                + (f"; unknown keys {unknown}" if unknown else ""),
+            )
+        if body.get("params"):
+            raise RequestError(422, "params_not_supported", "this model takes no inference params")
+        key = keys[0]
+        payload = body[key]
+        if key == "dataframe_split":
+            batch = validator.split(payload, key)
+        elif key == "dataframe_records" or type(payload) is list:
+            batch = validator.records(payload, key)
+        else:
+            batch = validator.columnar(payload, key)
+        return _json({"predictions": _score(batch)})
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        try:
+            model.smoke_test()
+        except Exception as exc:  # the model broke after loading: not ready, with the reason
+            log.warning("readiness smoke prediction failed: %s", exc)
+            return _error(503, "not_ready", f"smoke prediction failed: {type(exc).__name__}: {exc}")
+        return _json({"status": "ready", "model_version": lineage.get("model_version")})
+
+    @app.get("/version")
+    def version_info() -> Response:
+        return _json(
+            {
+                **lineage,
+                "columns": len(validator.order),
+                "max_rows": validator.max_rows,
+                "load_seconds": round(model.load_seconds, 3),
+                **model.extra,
+            }
+        )
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        return Response(metrics.render(), mimetype="text/plain", content_type="text/plain; version=0.0.4")
+
+    @app.get("/openapi.json")
+    def openapi_view() -> Response:
+        return Response(openapi, mimetype="application/json")
+
+    routes.update(rule.rule for rule in app.url_map.iter_rules())
+    app.wsgi_app = ObservedApp(app.wsgi_app, metrics, routes, version, settings["ACCESS_LOG"])  # type: ignore[method-assign]
+    return app
+
+
+class ObservedApp:
+    """WSGI middleware: request id, latency histogram, counters and one JSON access-log line.
+
+    Done at the WSGI level rather than with Flask hooks: it costs a fraction of before/after_request
+    with their context-local proxies, and it also sees the responses of Flask's error handlers.
+    """
+
+    def __init__(self, wsgi_app: Any, metrics: Metrics, routes: set[str], version: str, log: bool) -> None:
+        self.wsgi_app = wsgi_app
+        self.metrics = metrics
+        self.routes = routes
+        self.version = version
+        self.log = log
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        t0 = time.perf_counter()
+        rid = environ.get("HTTP_X_REQUEST_ID")
+        if not rid or not _REQUEST_ID.match(rid):
+            rid = uuid.uuid4().hex
+        environ[ENV_REQUEST_ID] = rid
+        seen: list[str] = []
+
+        def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            headers.append(("X-Request-ID", rid))
+            seen.append(status)
+            return start_response(status, headers, exc_info)
+
+        body = self.wsgi_app(environ, _start)
+        elapsed = time.perf_counter() - t0  # our responses are fully built by now
+        status = int(seen[-1][:3]) if seen else 500
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "")
+        self.metrics.observe(path if path in self.routes else "unmatched", method, status, elapsed)
+        if self.log:
+            access_log.info(
+                "%s %s %d",
+                method,
+                path,
+                status,
+                extra={
+                    "fields": {
+                        "request_id": rid,
+                        "method": method,
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "rows": environ.get(ENV_ROWS, 0),
+                        "model_version": self.version,
+                        "remote_addr": environ.get("REMOTE_ADDR"),
+                    }
+                },
+            )
+        return body

@@ -1,0 +1,47 @@
+"""gunicorn settings for the model server; every knob comes from the environment.
+
+Run: gunicorn -c serving/gunicorn.conf.py --no-control-socket 'serving.app:create_app()'
+
+SERVING_WORKERS (default 1) processes x SERVING_THREADS (default 1) threads. Prediction is CPU-bound
+and holds the GIL, so scale with workers; the gthread worker is used even with one thread because
+it keeps HTTP connections alive (the sync worker closes each one). The app is preloaded: the model
+is read once in the master and shared by the forked workers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+# Multi-process Prometheus: must be set before prometheus_client is imported by the app.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="serving-metrics-")
+else:  # stale samples from a previous run would be summed in
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+# The validator rejects NaN/inf before a row reaches the model, so sklearn's own finiteness scan
+# (a pass over every input per call) is redundant; read by sklearn at import, hence set here.
+os.environ.setdefault("SKLEARN_ASSUME_FINITE", "1")
+
+bind = f"{os.environ.get('SERVING_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
+workers = int(os.environ.get("SERVING_WORKERS") or 1)
+threads = int(os.environ.get("SERVING_THREADS") or 1)
+worker_class = "gthread"
+preload_app = True
+keepalive = int(os.environ.get("SERVING_KEEPALIVE") or 5)
+timeout = int(os.environ.get("SERVING_TIMEOUT") or 30)
+graceful_timeout = int(os.environ.get("SERVING_GRACEFUL_TIMEOUT") or 20)
+backlog = int(os.environ.get("SERVING_BACKLOG") or 256)
+accesslog = None  # the app writes structured JSON access logs itself
+errorlog = "-"
+loglevel = os.environ.get("SERVING_LOG_LEVEL", "info").lower()
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+control_socket_disable = True  # same as --no-control-socket (the image passes both)
+
+
+def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's hook signature
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,109 @@
+"""Prometheus metrics and structured JSON logs for the model server.
+
+Metrics live in a per-app registry (several apps can exist in one test process). Under gunicorn
+with several workers, `PROMETHEUS_MULTIPROC_DIR` (set by serving/gunicorn.conf.py before
+prometheus_client is imported) makes every worker write its samples to shared files, and /metrics
+aggregates them, so a scrape sees the whole container rather than one worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+ACCESS_LOGGER = "serving.access"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; fields passed with `extra={"fields": {...}}` are merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stdout for the serving loggers (idempotent; leaves other loggers alone)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    for name in ("serving", ACCESS_LOGGER):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+            logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+class Metrics:
+    """Request counters and a latency histogram, labelled with the served model version."""
+
+    def __init__(self, model_version: str, model_name: str, predict_path: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.model_version = model_version
+        self.requests = Counter(
+            "flightdeck_http_requests_total",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status", "model_version"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "flightdeck_http_request_duration_seconds",
+            "Time spent handling a request, by route",
+            ["route", "method", "model_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.rows = Counter(
+            "flightdeck_predicted_rows_total",
+            "Rows scored",
+            ["model_version"],
+            registry=self.registry,
+        )
+        self.info = Gauge(
+            "flightdeck_model_info",
+            "The model this server holds (value is always 1)",
+            ["model_name", "model_version", "predict_path"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.info.labels(model_name, model_version, predict_path).set(1)
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self.rows_child = self.rows.labels(model_version)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, str(status))
+        children = self._children.get(key)
+        if children is None:  # label lookups are cached: they cost more than the increment
+            children = (
+                self.requests.labels(route, method, key[2], self.model_version),
+                self.latency.labels(route, method, self.model_version),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
