@@ -15,8 +15,10 @@
 7. **promote** moves `champion` (the former one becomes `previous`) and emits an Asset event on
    `flightdeck://models/<model name>/champion` that a deploy DAG can be scheduled on.
 
-Params: `dataset` (a key of params.yaml `datasets`; empty = params.yaml's default) and `force`
-(train even when data and params are unchanged).
+Params: `dataset` (a key of params.yaml `datasets`; empty = params.yaml's default), `force` (train even
+when data and params are unchanged), `model_name` (override the registry name) and `namespace` (an
+isolated lineage: S3 prefixes, workspace and experiment; e.g. to try a config without touching the
+main one).
 """
 
 from __future__ import annotations
@@ -62,10 +64,16 @@ def promote(registered: dict[str, Any], *, outlet_events: Any = None) -> dict[st
     params={
         "dataset": Param("", type="string", description="params.yaml `datasets` key; empty = the default"),
         "force": Param(False, type="boolean", description="retrain even if data and params are unchanged"),
+        "model_name": Param("", type="string", description="registry name; empty = the dataset's configured one"),
+        "namespace": Param("", type="string", description="isolated lineage (S3 prefixes, workspace, experiment)"),
     },
 )
 def retrain() -> None:
-    synced = task(steps.sync_data, task_id="sync_data")(dataset="{{ params.dataset }}")
+    synced = task(steps.sync_data, task_id="sync_data")(
+        dataset="{{ params.dataset }}",
+        model_name="{{ params.model_name }}",
+        namespace="{{ params.namespace }}",
+    )
     changed = task.short_circuit(steps.has_changes, task_id="has_changes")(synced, force="{{ params.force }}")
     data_ok = task.short_circuit(steps.check_data, task_id="check_data")(synced)
     trained = task(steps.train, task_id="train")(synced, dag_id="{{ dag.dag_id }}", run_id="{{ run_id }}")

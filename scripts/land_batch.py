@@ -12,16 +12,15 @@ from flightdeck.data.store import ObjectStore
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--dataset", default=None, help="a key of params.yaml `datasets` (default dataset.name)"
-    )
+    parser.add_argument("--dataset", default=None, help="a key of params.yaml `datasets` (default dataset.name)")
     parser.add_argument("--kind", choices=land.KINDS, default="good")
     parser.add_argument("--malformed-kind", choices=generate.MALFORMED_KINDS, default="missing_column")
     parser.add_argument("--seq", type=int, default=None, help="batch number (default: the next unused one)")
+    parser.add_argument("--namespace", default=None, help="an isolated lineage (see pipeline_config)")
     parser.add_argument("--aws-conn-id", default="aws_default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = pipeline_config.load(args.dataset)
+    cfg = pipeline_config.load(args.dataset, namespace=args.namespace)
     key = land.land(cfg, ObjectStore(aws_conn_id=args.aws_conn_id), args.kind, args.malformed_kind, args.seq)
     print(key)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,18 @@ class DatasetConfig:
     model_name: str
     batches: dict[str, Any]
     params: dict[str, Any]  # the rendered params.yaml for the workspace
+    # An optional namespace isolates a lineage (S3 prefixes, workspace, experiment) from the main one,
+    # e.g. to try a dataset or a config, or for tests against a shared platform.
+    namespace: str = ""
+
+    @property
+    def key(self) -> str:
+        """Where this dataset's state lives: `<namespace>/<name>` or `<name>`."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
     @property
     def experiment_name(self) -> str:
-        return f"flightdeck-retrain-{self.name}"
+        return "flightdeck-retrain-" + self.key.replace("/", "-")
 
     @property
     def params_hash(self) -> str:
@@ -74,9 +83,17 @@ def read_params(path: Path | None = None) -> dict[str, Any]:
 
 
 def load(
-    dataset: str | None = None, path: Path | None = None, model_name: str | None = None
+    dataset: str | None = None,
+    path: Path | None = None,
+    model_name: str | None = None,
+    namespace: str | None = None,
 ) -> DatasetConfig:
-    """Resolve the configuration for `dataset` (default: params.yaml's `dataset.name`)."""
+    """Resolve the configuration for `dataset` (default: params.yaml's `dataset.name`).
+
+    `model_name` overrides the configured registry name; `namespace` isolates the lineage.
+    """
+    if namespace and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", namespace):
+        raise ConfigError(f"namespace {namespace!r}: use lowercase letters, digits, '-' and '_'")
     raw = read_params(path)
     name = dataset or (raw.get("dataset") or {}).get("name")
     datasets = raw.get("datasets") or {}
@@ -116,6 +133,7 @@ def load(
         model_name=resolved_model,
         batches=dict(block.get("batches") or {}),
         params=rendered,
+        namespace=namespace or "",
     )
 
 

@@ -25,15 +25,26 @@ log = logging.getLogger(__name__)
 
 
 def _cfg(synced: dict[str, Any]) -> pipeline_config.DatasetConfig:
-    return pipeline_config.load(synced["dataset"], model_name=synced.get("model_name"))
+    return pipeline_config.load(
+        synced["dataset"], model_name=synced.get("model_name"), namespace=synced.get("namespace")
+    )
 
 
-def sync_data(dataset: str | None = None, *, aws_conn_id: str | None = "aws_default") -> dict[str, Any]:
-    """Step 1: validate landed batches (quarantine bad ones), merge, `dvc push`, report the data version."""
+def sync_data(
+    dataset: str | None = None,
+    *,
+    model_name: str | None = None,
+    namespace: str | None = None,
+    aws_conn_id: str | None = "aws_default",
+) -> dict[str, Any]:
+    """Step 1: validate landed batches (quarantine bad ones), merge, `dvc push`, report the data version.
+
+    Empty strings (the DAG Params' defaults) mean "as configured".
+    """
     from flightdeck.data import sync as data_sync
     from flightdeck.data.store import ObjectStore
 
-    cfg = pipeline_config.load(dataset or None)
+    cfg = pipeline_config.load(dataset or None, model_name=model_name or None, namespace=namespace or None)
     return data_sync.sync(cfg, ObjectStore(aws_conn_id=aws_conn_id))
 
 
@@ -150,6 +161,7 @@ def train(
     return {
         **summary,
         "dataset": cfg.name,
+        "namespace": cfg.namespace,
         "model_name": cfg.model_name,
         "data_version": ctx.data_version,
         "holdout_version": ctx.holdout_version,
@@ -174,9 +186,7 @@ def register(trained: dict[str, Any]) -> dict[str, Any]:
         tracking.TAG_RUN_ID: trained["run_id"],
         "mlflow_run_id": trained["mlflow_run_id"],
     }
-    version = model_registry.register(
-        trained["model_name"], trained["mlflow_run_id"], trained["model_uri"], tags
-    )
+    version = model_registry.register(trained["model_name"], trained["mlflow_run_id"], trained["model_uri"], tags)
     return {**trained, "version": version}
 
 
@@ -202,9 +212,7 @@ def threshold_gate(registered: dict[str, Any]) -> bool:
         _reject(registered, result)
         return False
     log.info("GATE PASSED: %s", result.message)
-    model_registry.tag_version(
-        registered["model_name"], registered["version"], model_registry.gate_tags(result)
-    )
+    model_registry.tag_version(registered["model_name"], registered["version"], model_registry.gate_tags(result))
     return True
 
 
@@ -227,9 +235,7 @@ def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_
     if champion is not None and champion != version:
         ws = data_sync.Workspace(cfg, ObjectStore(aws_conn_id=aws_conn_id))
         ws.ensure()
-        ws.checkout_file(
-            data_sync.HOLDOUT_FILE, registered["holdout_version"], registered.get("holdout_size")
-        )
+        ws.checkout_file(data_sync.HOLDOUT_FILE, registered["holdout_version"], registered.get("holdout_size"))
         holdout = pd.read_csv(ws.holdout_path)
         X, y = holdout.drop(columns=[cfg.target]), holdout[cfg.target]
         scores = {}
@@ -281,7 +287,12 @@ def champion_asset_uri(model_name: str) -> str:
 
 
 def run_all(
-    dataset: str | None = None, force: bool = False, aws_conn_id: str | None = "aws_default"
+    dataset: str | None = None,
+    force: bool = False,
+    *,
+    model_name: str | None = None,
+    namespace: str | None = None,
+    aws_conn_id: str | None = "aws_default",
 ) -> dict[str, Any]:
     """Every step in order, as one plain process (what the DAG does, minus Airflow)."""
     timings: dict[str, float] = {}
@@ -292,7 +303,7 @@ def run_all(
         timings[step] = round(time.perf_counter() - start, 3)
         return out
 
-    synced = timed("sync", sync_data, dataset, aws_conn_id=aws_conn_id)
+    synced = timed("sync", sync_data, dataset, model_name=model_name, namespace=namespace, aws_conn_id=aws_conn_id)
     outcome: dict[str, Any] = {"synced": synced, "timings": timings, "outcome": "skipped"}
     if not timed("has_changes", has_changes, synced, force):
         return outcome
@@ -322,12 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run every retrain step in this process")
     run.add_argument("--dataset", default=None)
     run.add_argument("--force", action="store_true")
+    run.add_argument("--model-name", default=None)
+    run.add_argument("--namespace", default=None)
     ws = sub.add_parser("workspace", help="prepare the dataset's DVC workspace at its current version")
     ws.add_argument("--dataset", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cmd == "run":
-        result = run_all(args.dataset, args.force)
+        result = run_all(args.dataset, args.force, model_name=args.model_name, namespace=args.namespace)
         print(json.dumps({k: result.get(k) for k in ("outcome", "timings")}, indent=2))
         return 0
     from flightdeck.data import sync as data_sync
@@ -337,11 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     store = ObjectStore()
     workspace = data_sync.Workspace(cfg, store)
     workspace.ensure()
-    manifest = data_sync.Manifest.read(store, cfg.name)
+    manifest = data_sync.Manifest.read(store, cfg.key)
     if manifest and manifest.data_version and manifest.holdout_version:
-        workspace.checkout(
-            manifest.data_version, manifest.holdout_version, manifest.size, manifest.holdout_size
-        )
+        workspace.checkout(manifest.data_version, manifest.holdout_version, manifest.size, manifest.holdout_size)
     print(workspace.root)
     return 0
 

@@ -38,14 +38,14 @@ def land(
     """Write batch number `seq` (default: the next one) of the given kind to the landing prefix."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
-    seq = seq or next_seq(store, cfg.name)
+    seq = seq or next_seq(store, cfg.key)
     if kind == "good":
         payload = generate.to_csv_bytes(generate.good_batch(cfg, seq))
     elif kind == "degraded":
         payload = generate.to_csv_bytes(generate.degraded_batch(cfg, seq))
     else:
         payload = generate.malformed_batch(cfg, seq, malformed_kind)
-    key = f"{prefixes(cfg.name)['landing']}batch-{seq:04d}.csv"
+    key = f"{prefixes(cfg.key)['landing']}batch-{seq:04d}.csv"
     meta = {"kind": kind if kind != "malformed" else f"malformed:{malformed_kind}", "seq": str(seq)}
     store.write(key, payload, metadata=meta)
     log.info("landed s3://%s/%s (%s, %d bytes)", store.bucket, key, meta["kind"], len(payload))

@@ -192,7 +192,7 @@ class Workspace:
     def __init__(self, cfg: DatasetConfig, store: ObjectStore, root: Path | None = None) -> None:
         self.cfg = cfg
         self.store = store
-        self.root = root or settings_mod.load().state_dir / "workspace" / cfg.name
+        self.root = root or settings_mod.load().state_dir / "workspace" / cfg.key
 
     @property
     def dataset_path(self) -> Path:
@@ -267,8 +267,8 @@ def sync(
     store.ping()
     ws = workspace or Workspace(cfg, store)
     ws.ensure()
-    names = prefixes(cfg.name)
-    manifest = Manifest.read(store, cfg.name) or Manifest(dataset=cfg.name)
+    names = prefixes(cfg.key)
+    manifest = Manifest.read(store, cfg.key) or Manifest(dataset=cfg.key)
     if manifest.data_version and manifest.holdout_version:
         ws.checkout(manifest.data_version, manifest.holdout_version, manifest.size, manifest.holdout_size)
         holdout_version, holdout_size = manifest.holdout_version, manifest.holdout_size
@@ -294,7 +294,7 @@ def sync(
         check = validate_batch(key, store.read(key), features, cfg.target, classes)
         if not check.ok:
             quarantined.append(
-                {"key": key, "to": _quarantine(store, cfg.name, key, check.reason), "reason": check.reason}
+                {"key": key, "to": _quarantine(store, cfg.key, key, check.reason), "reason": check.reason}
             )
             continue
         assert check.frame is not None
@@ -312,6 +312,7 @@ def sync(
         data_version, size, rows = manifest.data_version, manifest.size, manifest.rows
     result = {
         "dataset": cfg.name,
+        "namespace": cfg.namespace,
         "data_version": data_version,
         "size": size,
         "rows": rows,
@@ -338,13 +339,13 @@ def sync(
 def commit(cfg: DatasetConfig, synced: dict[str, Any], store: ObjectStore | None = None) -> Manifest:
     """Make the synced candidate the dataset's current version and file its batches as processed."""
     store = store or ObjectStore()
-    names = prefixes(cfg.name)
-    manifest = Manifest.read(store, cfg.name) or Manifest(dataset=cfg.name)
+    names = prefixes(cfg.key)
+    manifest = Manifest.read(store, cfg.key) or Manifest(dataset=cfg.key)
     landed = set(store.list(names["landing"]))
     new_bases = [k.rsplit("/", 1)[-1] for k in synced["new_batches"]]
     if synced["data_version"] != manifest.data_version:
         manifest = Manifest(
-            dataset=cfg.name,
+            dataset=cfg.key,
             data_version=synced["data_version"],
             size=synced["size"],
             holdout_version=synced["holdout_version"],
@@ -372,9 +373,9 @@ def reject(
 ) -> list[str]:
     """Quarantine the batches of a candidate that failed the data checks; the dataset stays as it was."""
     store = store or ObjectStore()
-    landed = set(store.list(prefixes(cfg.name)["landing"]))
+    landed = set(store.list(prefixes(cfg.key)["landing"]))
     return [
-        _quarantine(store, cfg.name, key, f"merged dataset failed data checks: {reason}")
+        _quarantine(store, cfg.key, key, f"merged dataset failed data checks: {reason}")
         for key in synced["new_batches"]
         if key in landed
     ]
