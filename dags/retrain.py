@@ -29,6 +29,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, task
+
 from flightdeck import retrain as steps
 
 # Promotion events go through an alias: the concrete Asset depends on the dataset's model name.

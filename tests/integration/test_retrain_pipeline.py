@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from flightdeck import pipeline_config, retrain, settings, tracking
 from flightdeck.data import generate, land
 from flightdeck.data import sync as data_sync

@@ -7,6 +7,7 @@ import os
 import uuid
 
 import pytest
+
 from flightdeck import pipeline_config, retrain, settings, tracking
 from flightdeck.data import generate, land
 from flightdeck.data.store import ObjectStore

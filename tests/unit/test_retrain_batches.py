@@ -6,6 +6,7 @@ import io
 
 import pandas as pd
 import pytest
+
 from flightdeck import pipeline_config
 from flightdeck.data import generate
 from flightdeck.data.validate import validate_batch

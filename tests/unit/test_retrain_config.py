@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from flightdeck import pipeline_config, settings
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from flightdeck import modeling, pipeline_config
 from flightdeck.data import generate
 from flightdeck.stages import evaluate, prepare, train
