@@ -1,0 +1,36 @@
+"""Shared fixtures: the running local platform (started by `make up` / `make test`)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+from flightdeck import settings
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status < 500
+    except urllib.error.HTTPError as err:  # S3 answers anonymous requests with 403: it is up
+        return err.code < 500
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def platform() -> settings.Settings:
+    """The platform's addresses; fails (never skips) with the name of each service that does not answer."""
+    s = settings.load()
+    checks = {
+        "S3 (SeaweedFS)": s.s3_endpoint + "/",
+        "MLflow": s.mlflow_uri + "/health",
+        "Airflow": s.airflow_url + "/api/v2/monitor/health",
+        "image registry": f"http://{s.registry}/v2/",
+    }
+    down = [f"{name} at {url}" for name, url in checks.items() if not _answers(url)]
+    if down:
+        pytest.fail("platform services not answering (run `make up`): " + "; ".join(down), pytrace=False)
+    return s
