@@ -106,13 +106,22 @@ def download_model(model: ModelRef, dest: Path, tracking_uri: str | None = None)
     return Path(path)
 
 
-def copied_paths(dockerfile: Path) -> list[str]:
-    """Local sources the Dockerfile COPYs/ADDs (not `--from` stage copies), relative to its context."""
+def copied_paths(dockerfile: Path, target: str | None = None) -> list[str]:
+    """Local sources the Dockerfile COPYs/ADDs (not `--from` stage copies), relative to its context,
+    in the stages up to and including `target` (later stages are not built)."""
     sources: list[str] = []
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    in_target = False
     for line in text.splitlines():
         parts = line.strip().split()
-        if not parts or parts[0].upper() not in ("COPY", "ADD"):
+        if not parts:
+            continue
+        if parts[0].upper() == "FROM":
+            if in_target:
+                break
+            in_target = target is not None and len(parts) >= 4 and parts[-1] == target
+            continue
+        if parts[0].upper() not in ("COPY", "ADD"):
             continue
         args = [p for p in parts[1:] if not p.startswith("--")]
         if any(p.startswith("--from") for p in parts[1:]) or len(args) < 2:
@@ -137,7 +146,7 @@ def hash_tree(paths: Sequence[Path], root: Path, extra: Mapping[str, str]) -> st
 
 
 def assemble_context(dockerfile: Path, model_dir: Path | None, dest: Path,
-                     source_root: Path | None = None) -> Path:
+                     source_root: Path | None = None, target: str | None = None) -> Path:
     """A minimal build context: Dockerfile (+ .dockerignore), what it COPYs, and the model."""
     root = source_root or dockerfile.parent
     if dest.exists():
@@ -146,7 +155,7 @@ def assemble_context(dockerfile: Path, model_dir: Path | None, dest: Path,
     shutil.copy2(dockerfile, dest / "Dockerfile")
     if (root / ".dockerignore").exists():
         shutil.copy2(root / ".dockerignore", dest / ".dockerignore")
-    for src in copied_paths(dockerfile):
+    for src in copied_paths(dockerfile, target):
         for match in root.glob(src.rstrip("/")) if any(c in src for c in "*?[") else [root / src.rstrip("/")]:
             if not match.exists() or match.name == MODEL_DIR_IN_CONTEXT and model_dir is not None:
                 continue
@@ -192,7 +201,7 @@ def build_image(model: ModelRef, *, registry: str, model_dir: Path | None, docke
     build_args = {"MODEL_DIR": MODEL_DIR_IN_CONTEXT, "MODEL_NAME": model.name, "MODEL_VERSION": model.version,
                   "RUN_ID": model.run_id, "DATA_VERSION": model.data_version, "GIT_SHA": sha}
     with tempfile.TemporaryDirectory(prefix="fd-build-", dir=workdir) as tmp:
-        ctx = assemble_context(dockerfile, model_dir, Path(tmp) / "ctx")
+        ctx = assemble_context(dockerfile, model_dir, Path(tmp) / "ctx", target=target)
         inputs = hash_tree([ctx], ctx, {**build_args, "TARGET": target or ""})
         found = client.images.list(filters={"label": f"{LABEL_INPUTS}={inputs}"})
         if found:
