@@ -6,8 +6,6 @@ import json
 import logging
 from datetime import UTC, datetime
 
-import mlflow
-
 from flightdeck import settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +27,8 @@ def write_probe(run_id: str, aws_conn_id: str = "aws_default") -> str:
 
 def log_probe_run(run_id: str, probe_uri: str) -> str:
     """Log one MLflow run that points at the probe object; return the MLflow run id."""
+    import mlflow  # imported here: the DAG file must parse in milliseconds
+
     mlflow.set_tracking_uri(settings.load().mlflow_uri)
     mlflow.set_experiment(PROBE_EXPERIMENT)
     with mlflow.start_run(run_name=f"platform-check-{run_id}") as run:
