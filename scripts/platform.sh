@@ -22,10 +22,12 @@ fi
 s3_up() {
   if pid_alive "$RUN/s3.pid"; then echo "s3: running"; return; fi
   port_free "$FLIGHTDECK_S3_PORT" "S3 (SeaweedFS)"
-  # weed mini opens many ports; pin each one so it stays clear of Airflow's log servers (8793/8794).
+  # weed mini opens many ports (and each +10000 for gRPC); pin them next to the S3 port so a second
+  # platform with another S3 port never collides, and they stay clear of Airflow's log servers.
+  local p=$FLIGHTDECK_S3_PORT
   setsid weed mini -dir="$STATE/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
-    -s3.port="$FLIGHTDECK_S3_PORT" -master.port=9334 -volume.port=9341 -filer.port=8889 \
-    -webdav.port=7334 -admin.port=23647 -debug.port=6061 -s3.port.iceberg=0 -s3.port.lance=0 \
+    -s3.port="$p" -master.port=$((p + 1)) -volume.port=$((p + 2)) -filer.port=$((p + 3)) \
+    -webdav.port=$((p + 4)) -admin.port=$((p + 5)) -debug.port=$((p + 6)) -s3.port.iceberg=0 -s3.port.lance=0 \
     >"$LOGS/s3.log" 2>&1 </dev/null &
   echo $! >"$RUN/s3.pid"
   local deadline=$(( $(date +%s) + 60 ))
@@ -59,6 +61,9 @@ airflow_env() {
   export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-4}
   export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
   export AIRFLOW__API__PORT=$FLIGHTDECK_AIRFLOW_PORT
+  # Worker and triggerer log servers sit at the defaults (8793/8794) for API port 8080 and move with it.
+  export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$((FLIGHTDECK_AIRFLOW_PORT + 713))
+  export AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=$((FLIGHTDECK_AIRFLOW_PORT + 714))
   export AIRFLOW__API__BASE_URL=http://localhost:$FLIGHTDECK_AIRFLOW_PORT
   export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$FLIGHTDECK_AIRFLOW_PORT/execution/
   # New DAG files show up within seconds instead of the default 5 minutes.

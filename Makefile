@@ -1,0 +1,67 @@
+# Flightdeck: `make help` lists the targets. Everything runs on the embedded one-machine platform by default.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+ENV := source scripts/env.sh &&
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down status urls demo test test-fast lint lock bench bench-serving bench-retrain bench-deploy land-batch clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@bash scripts/install-system.sh
+	@command -v uv >/dev/null || python3 -m pip install -q uv
+	@test -x $(PY) || uv venv -q --python 3.11 $(VENV)
+	@echo "installing Python packages from requirements.txt (pinned lock) ..."
+	@uv pip install -q --python $(PY) -r requirements.txt
+	@uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed ## system packages (Debian), the venv from the lock, the flightdeck package
+
+up: install ## start the platform (S3, MLflow, Airflow, Docker engine + registry, load balancer); safe to repeat
+	@bash scripts/platform.sh up
+
+down: ## stop everything the platform started (data stays in .flightdeck/)
+	@bash scripts/platform.sh down
+
+status: ## list the platform's services and whether they answer
+	@bash scripts/platform.sh status
+
+urls: ## print the UI links and credentials
+	@bash scripts/platform.sh urls
+
+demo: up ## the main job: platform up -> retrain -> deploy -> a live prediction through the load balancer
+	@$(ENV) $(PY) scripts/demo.py
+
+test: up ## install, start (or reuse) the platform, run every test
+	@$(ENV) $(PY) -m pytest -p no:cacheprovider -ra --timeout=1200 $(PYTEST_ARGS)
+
+test-fast: install ## the tests that need no running platform (DAG integrity and unit tests)
+	@$(ENV) $(PY) -m pytest -p no:cacheprovider -ra tests/dags tests/unit $(PYTEST_ARGS)
+
+lint: install ## ruff
+	@$(VENV)/bin/ruff check .
+
+lock: ## recompile requirements.txt from requirements.in (uv resolves in seconds; pip would backtrack)
+	uv pip compile requirements.in --python-version 3.11 -o requirements.txt
+
+land-batch: up ## land the next batch of raw data in S3 (BATCH=degraded|malformed for the bad ones)
+	@$(ENV) $(PY) scripts/land_batch.py $(if $(BATCH),--kind $(BATCH),)
+
+bench: bench-serving bench-retrain bench-deploy ## every benchmark (prints figures)
+
+bench-serving: up ## our model server vs `mlflow models serve`
+	@$(ENV) $(PY) bench/serving/run.py
+
+bench-retrain: up ## retrain DAG vs the same steps as a plain script
+	@$(ENV) $(PY) bench/retrain/run.py
+
+bench-deploy: up ## requests failed during blue/green, rollback and canary under constant load
+	@$(ENV) $(PY) bench/deploy/run.py
+
+clean: down ## stop the platform and delete its state (all local data!)
+	rm -rf .flightdeck
