@@ -69,9 +69,7 @@ def _load(config: Mapping[str, Any]) -> LoadedModel:
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, mimetype="application/json"
-    )
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, mimetype="application/json")
 
 
 def _error(status: int, code: str, message: str, details: Mapping[str, Any] | None = None) -> Response:
@@ -103,9 +101,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     version = str(lineage.get("model_version") or "unknown")
     metrics = Metrics(version, str(lineage.get("model_name") or "unknown"), model.predict_path)
     validator = model.validator
-    openapi = orjson.dumps(
-        build_openapi(validator, f"{lineage.get('model_name') or 'model'} server", version)
-    )
+    openapi = orjson.dumps(build_openapi(validator, f"{lineage.get('model_name') or 'model'} server", version))
     app.extensions["flightdeck_model"] = model
     app.extensions["flightdeck_metrics"] = metrics
     routes = {rule.rule for rule in app.url_map.iter_rules()}
@@ -156,9 +152,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def invocations() -> Response:
         body = _body()
         if type(body) is not dict:
-            raise RequestError(
-                400, "bad_shape", f"the body must be an object with one of {list(_MLFLOW_KEYS)}"
-            )
+            raise RequestError(400, "bad_shape", f"the body must be an object with one of {list(_MLFLOW_KEYS)}")
         keys = [k for k in _MLFLOW_KEYS if k in body]
         unknown = sorted(set(body) - set(_MLFLOW_KEYS) - {"params"})
         if len(keys) != 1 or unknown:

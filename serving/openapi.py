@@ -35,8 +35,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         503: "Not ready",
     }
     return {
-        str(s): {"description": text[s], "content": {"application/json": {"schema": _ref("Error")}}}
-        for s in statuses
+        str(s): {"description": text[s], "content": {"application/json": {"schema": _ref("Error")}}} for s in statuses
     }
 
 

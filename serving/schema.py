@@ -244,9 +244,7 @@ class Validator:
         tuples = []
         for i, row in enumerate(rows):
             if type(row) is not dict:
-                raise RequestError(
-                    422, "bad_row", f"{where}[{i}] must be an object, got {_json_type(row)}", row=i
-                )
+                raise RequestError(422, "bad_row", f"{where}[{i}] must be an object, got {_json_type(row)}", row=i)
             self._check_names(set(row), where, row=i)
             tuples.append(tuple(row.get(name) for name in self.order))
         return self._finish_rows(tuples, where)
