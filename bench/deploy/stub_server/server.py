@@ -4,6 +4,7 @@ Env knobs (why: rollback paths need an image that misbehaves on purpose):
   NEVER_READY=1      /readyz always answers 503 (the image never becomes ready)
   FAIL_PREDICT=1     /predict answers 500 (starts fine, fails on traffic)
   READY_DELAY_S=N    /readyz answers 503 for the first N seconds
+  BREAK_AFTER_S=N    after N seconds /readyz answers 503 and /predict 500 (goes bad once exposed)
   MODEL_NAME, MODEL_VERSION, GIT_SHA, IMAGE_TAG   reported by /version
 """
 
@@ -34,8 +35,12 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _broken(self) -> bool:
+        after = ENV("BREAK_AFTER_S")
+        return after is not None and time.monotonic() - STARTED >= float(after)
+
     def _ready(self) -> bool:
-        if ENV("NEVER_READY") == "1":
+        if ENV("NEVER_READY") == "1" or self._broken():
             return False
         return time.monotonic() - STARTED >= float(ENV("READY_DELAY_S", "0"))
 
@@ -56,7 +61,7 @@ class Handler(BaseHTTPRequestHandler):
         self.rfile.read(length)
         if self.path != "/predict":
             self._send(404, {"error": "not found"})
-        elif ENV("FAIL_PREDICT") == "1":
+        elif ENV("FAIL_PREDICT") == "1" or self._broken():
             self._send(500, {"error": "model failed"})
         else:
             self._send(200, {"predictions": [0], "model_version": ENV("MODEL_VERSION", "0")})
