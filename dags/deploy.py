@@ -20,6 +20,7 @@ import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
+
 from flightdeck.deploy.flow import MAX_SHIFT_STEPS, Deploy, StepNotInPlan
 
 STEP = {"retries": 0}  # a deploy step that fails must hand over to rollback at once
@@ -100,7 +101,7 @@ def deploy():
         a >> b
     shifts[-1] >> bake >> finalize
     undo = rollback()
-    [*chain, *shifts, gate, approve, bake, finalize] >> undo
+    [*chain, *shifts, approve, bake, finalize] >> undo  # not `gate`: its skip would skip rollback
 
     @task(task_id="outcome", trigger_rule="all_done")
     def outcome(params: dict | None = None, run_id: str | None = None) -> dict:

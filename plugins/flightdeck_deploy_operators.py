@@ -19,6 +19,7 @@ from airflow.providers.amazon.aws.hooks.ecs import EcsHook
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
 from flightdeck.deploy.ecs import deployment_state
 
 

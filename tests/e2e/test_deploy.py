@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import records as rec
 
@@ -57,8 +58,8 @@ def _register(bad: bool) -> str:
 
 
 @pytest.fixture(scope="module")
-def lb() -> str:
-    return settings_mod.load().lb_url
+def lb(platform) -> str:
+    return platform.lb_url
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +82,10 @@ def never_ready_image() -> str:
 
 
 @pytest.fixture(scope="module")
-def store():
-    from flightdeck.deploy.aws import s3_client
+def store(platform):
+    from flightdeck.platform import s3_client
 
-    return rec.RecordStore(s3_client("aws_default"), settings_mod.load().deploy_bucket)
+    return rec.RecordStore(s3_client(), platform.deploy_bucket)
 
 
 def _version(lb: str) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+
 from flightdeck.deploy import controller as ctl
 from flightdeck.deploy.backend import RevisionSpec
 from flightdeck.deploy.ecs import EcsBackend, EcsConfig, deployment_state

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import docker
 from docker.errors import ImageNotFound
+
 from flightdeck import settings as settings_mod
 from flightdeck.deploy.backend import RevisionSpec, TargetHealth
 from flightdeck.deploy.haproxy import HAProxy, HealthCheck, LbConfig
