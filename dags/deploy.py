@@ -89,8 +89,13 @@ def deploy():
     finalize = step("finalize")
 
     @task(task_id="rollback", trigger_rule="one_failed", retries=1, retry_delay=timedelta(seconds=5))
-    def rollback(params: dict | None = None, run_id: str | None = None) -> dict:
-        return _run("rollback", params, run_id)
+    def rollback(params: dict | None = None, run_id: str | None = None, ti=None) -> dict:
+        try:  # which upstream failed: steps record their own reason, an approval does not
+            states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
+            failed = sorted(t for t, s in states.items() if s == "failed" and t != "rollback")
+        except Exception:  # noqa: BLE001 - the reason is a nicety; the rollback must run regardless
+            failed = []
+        return Deploy(run_id, params).rollback(failed_tasks=failed)
 
     chain = [resolve, build, push, register, start_new, wait_healthy, shifts[0]]
     for a, b in zip(chain, chain[1:], strict=False):

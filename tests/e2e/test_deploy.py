@@ -223,3 +223,36 @@ def test_canary_shifts_in_steps(airflow, lb, models, store):
     assert shifted == [20, 60, 100], json.dumps(record["steps"], indent=1)
     assert _version(lb) == models["good2"]
     assert w.failures == [], w.failures[:5]
+
+
+def test_rejected_canary_approval_rolls_back(airflow, lb, models, store):
+    before = _version(lb)
+    run = airflow.trigger(DAG, conf={"model_name": MODEL, "target": "local", **FAST, "model": models["good1"],
+                                     "strategy": "canary", "canary_percent": 20, "canary_steps": 2,
+                                     "require_approval": True})
+    deadline = time.monotonic() + 600
+    answered = False
+    while time.monotonic() < deadline and not answered:
+        state = airflow.task_states(DAG, run).get("approve_canary")
+        if state in ("deferred", "awaiting_input", "running"):
+            try:
+                # the canary holds 20% while a human decides
+                record = store.get("local", rec.deployment_id(run))
+                shift1 = [s for s in record["steps"] if s["step"] == "shift_1"][-1]
+                assert shift1["weights"][record["revision"]] == 20
+                airflow.patch(f"/dags/{DAG}/dagRuns/{run}/taskInstances/approve_canary/-1/hitlDetails",
+                              {"chosen_options": ["Reject"], "params_input": {}})
+                answered = True
+            except Exception:  # noqa: BLE001 - the HITL detail appears a moment after the state
+                time.sleep(2)
+        else:
+            assert state not in ("failed", "upstream_failed", "skipped"), airflow.task_states(DAG, run)
+            time.sleep(2)
+    assert answered, airflow.task_states(DAG, run)
+    assert airflow.wait(DAG, run, timeout=600) == "failed"
+    states = airflow.task_states(DAG, run)
+    assert states["approve_canary"] == "failed" and states["rollback"] == "success", states
+    assert states["shift_2"] == "upstream_failed"
+    assert _version(lb) == before
+    record = store.get("local", rec.deployment_id(run))
+    assert record["outcome"] == "rolled_back" and "approve_canary" in record["rollback"]["reason"]

@@ -258,9 +258,15 @@ class Deploy:
         log.info("%s", rec.render(r))
         return out
 
-    def rollback(self) -> dict[str, Any]:
+    def rollback(self, failed_tasks: list[str] | None = None) -> dict[str, Any]:
         """Restore the previous revision with 100% of traffic; reason from the failed step."""
         r = self.store.get(self.target, self.dep_id)
+        failed_tasks = failed_tasks or []
+        if r is not None and failed_tasks and (r.get("failure") or {}).get("step") not in failed_tasks:
+            why = ("canary approval rejected or timed out" if "approve_canary" in failed_tasks
+                   else "see that task's log")
+            r = self._update(failure={"step": ", ".join(failed_tasks), "reason": f"{', '.join(failed_tasks)} "
+                                      f"failed ({why})", "at": rec.now_iso()})
         if r is None or not r.get("previous"):
             reason = (r or {}).get("failure", {}).get("reason", "failed before any revision started")
             if r is not None:
