@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is heavy; only the data gate needs it, at call time
+    import pandas as pd
 
 
 @dataclass
@@ -31,6 +32,8 @@ def check_data(
 
     rules: min_rows, max_null_fraction, min_class_share, range_tolerance, max_out_of_range_fraction.
     """
+    import pandas as pd
+
     problems: list[str] = []
     facts: list[str] = []
     features = [c for c in reference.columns if c != target]

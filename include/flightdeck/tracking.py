@@ -11,12 +11,12 @@ import json
 import logging
 import os
 import subprocess
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Any
 
-from flightdeck import modeling
 from flightdeck import settings as settings_mod
 from flightdeck.pipeline_config import DatasetConfig
 from flightdeck.services import ServiceUnavailable, ping_mlflow
@@ -42,9 +42,7 @@ SERVING_PACKAGES = ("mlflow-skinny", "scikit-learn", "numpy", "scipy", "pandas",
 
 
 def pip_requirements() -> list[str]:
-    return [
-        f"{name}=={pkg_version('mlflow' if name == 'mlflow-skinny' else name)}" for name in SERVING_PACKAGES
-    ]
+    return [f"{name}=={pkg_version('mlflow' if name == 'mlflow-skinny' else name)}" for name in SERVING_PACKAGES]
 
 
 def git_sha() -> str:
@@ -161,6 +159,8 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
     import pandas as pd
     from mlflow.models import infer_signature
 
+    from flightdeck import modeling
+
     cl = client()
     tags = ctx.tags(cfg)
     with mlflow_call("look up runs of this dag run"):
@@ -185,15 +185,11 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
     with mlflow_call("log the training run"):
         mlflow.set_experiment(cfg.experiment_name)
         run_name = f"{cfg.name}-{ctx.data_version[:8]}-{ctx.run_id[-19:]}"
-        with mlflow.start_run(
-            run_name=run_name, tags={**tags, TAG_GIT_SHA: git_sha(), TAG_ROLE: "training"}
-        ) as run:
+        with mlflow.start_run(run_name=run_name, tags={**tags, TAG_GIT_SHA: git_sha(), TAG_ROLE: "training"}) as run:
             mlflow.log_params(params)
             mlflow.log_params({f"best.{k}": str(v) for k, v in search["best_params"].items()})
             for i, cand in enumerate(search["candidates"]):
-                with mlflow.start_run(
-                    run_name=f"candidate-{i}", nested=True, tags={**tags, TAG_ROLE: "candidate"}
-                ):
+                with mlflow.start_run(run_name=f"candidate-{i}", nested=True, tags={**tags, TAG_ROLE: "candidate"}):
                     mlflow.log_params({k: str(v) for k, v in cand["params"].items()})
                     mlflow.log_metrics(
                         {
@@ -210,15 +206,20 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
             )
             for name in ("prepared/schema.json", "model/search.json", "metrics.json", "params.yaml"):
                 mlflow.log_artifact(str(workspace / name))
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                signature=signature,
-                input_example=example,
-                pip_requirements=pip_requirements(),
-                serialization_format="skops",
-                skops_trusted_types=modeling.SKOPS_TRUSTED_TYPES.get(family) or None,
-            )
+            with warnings.catch_warnings():
+                # Saving walks module attributes; inside an Airflow worker that trips ~1000 deprecation (Future)
+                # warnings from airflow.utils shims, which drown the task log.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                info = mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=pip_requirements(),
+                    serialization_format="skops",
+                    skops_trusted_types=modeling.SKOPS_TRUSTED_TYPES.get(family) or None,
+                )
             mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_COMPLETE: "true"})
             run_id = run.info.run_id
     log.info(

@@ -17,7 +17,7 @@ from flightdeck import pipeline_config, tracking
 from flightdeck.data import land
 from flightdeck.data.store import ObjectStore
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 DAG = "retrain"
 NS = f"e2e-{uuid.uuid4().hex[:8]}"
@@ -48,7 +48,7 @@ def cfg():
 
 def _run(airflow) -> tuple[str, dict[str, str | None]]:
     run_id = airflow.trigger(DAG, CONF)
-    state = airflow.wait(DAG, run_id, timeout=420)
+    state = airflow.wait(DAG, run_id, timeout=600)
     states = airflow.task_states(DAG, run_id)
     assert state == "success", (state, states, airflow.task_log(DAG, run_id, "train")[-3000:])
     return run_id, states
