@@ -116,7 +116,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         if exc.code == 413:
             limit = app.config["MAX_CONTENT_LENGTH"]
             return _error(413, "body_too_large", f"the body exceeds {limit} bytes", {"max_bytes": limit})
-        return _error(exc.code or 500, code, exc.description or code)
+        response = _error(exc.code or 500, code, exc.description or code)
+        for name, value in exc.get_headers():  # e.g. Allow on a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -58,14 +58,30 @@ def build_openapi(validator: Validator, title: str, version: str) -> dict[str, A
         "additionalProperties": False,
     }
     rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": validator.max_rows}
+    # Columns may come in any order (they are matched by name); each data row has one value per column.
+    n = len(specs)
+    cell_types = [_JSON_SCHEMA.get(c.type, {"type": "string"}) for c in specs]
+    cell = cell_types[0] if all(t == cell_types[0] for t in cell_types) else {"anyOf": cell_types}
     split = {
         "type": "object",
         "properties": {
-            "columns": {"type": "array", "items": {"type": "string"}},
-            "data": {"type": "array", "items": {"type": "array"}, "minItems": 1},
+            "columns": {
+                "type": "array",
+                "items": {"type": "string", "enum": [c.name for c in specs]},
+                "uniqueItems": True,
+                "minItems": n,
+                "maxItems": n,
+            },
+            "data": {
+                "type": "array",
+                "items": {"type": "array", "items": cell, "minItems": n, "maxItems": n},
+                "minItems": 1,
+                "maxItems": validator.max_rows,
+            },
             "index": {"type": "array"},
         },
         "required": ["columns", "data"],
+        "additionalProperties": False,
     }
     predictions = {
         "type": "object",
