@@ -1,0 +1,52 @@
+"""The retrain DAG's shape: one task per step, gates as short-circuits, schedule and retry policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "retrain.py"
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAG_FILE))
+    assert bag.import_errors == {}
+    return bag.dags["retrain"]
+
+
+def test_schedule_and_defaults(dag):
+    assert dag.timetable.summary == "@daily"
+    assert dag.catchup is False
+    assert dag.start_date.year == 2026
+    assert {"flightdeck", "retrain"} <= set(dag.tags)
+    assert dag.max_active_runs == 1
+    assert all(t.retries >= 2 for t in dag.tasks)
+    assert set(dag.params) == {"dataset", "force", "model_name", "namespace"}
+
+
+def test_one_task_per_step_in_order(dag):
+    order = [
+        "sync_data",
+        "has_changes",
+        "check_data",
+        "train",
+        "register",
+        "threshold_gate",
+        "champion_gate",
+        "promote",
+    ]
+    assert sorted(dag.task_ids) == sorted(order)
+    for upstream, downstream in zip(order, order[1:], strict=False):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    gates = {t.task_id for t in dag.tasks if type(t).__name__ == "_ShortCircuitDecoratedOperator"}
+    assert gates == {"has_changes", "check_data", "threshold_gate", "champion_gate"}
+
+
+def test_promote_emits_through_the_champion_alias(dag):
+    outlets = dag.get_task("promote").outlets
+    assert [type(o).__name__ for o in outlets] == ["AssetAlias"]
+    assert outlets[0].name == "flightdeck-champion"
