@@ -19,7 +19,7 @@ def dag():
 
 
 def test_schedule_and_defaults(dag):
-    assert dag.timetable.summary == "@daily"
+    assert dag.schedule == "@daily"
     assert dag.catchup is False
     assert dag.start_date.year == 2026
     assert {"flightdeck", "retrain"} <= set(dag.tags)
