@@ -37,7 +37,8 @@ def processes_of(state: str) -> list[str]:
             if f"FLIGHTDECK_STATE_DIR={state}".encode() in env_file.read_bytes().split(b"\0"):
                 pid = env_file.parent.name
                 if int(pid) != os.getpid():
-                    found.append(f"{pid} {(env_file.parent / 'cmdline').read_bytes().replace(b'\0', b' ').decode()}")
+                    cmdline = (env_file.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    found.append(f"{pid} {cmdline}")
         except OSError:
             continue
     return found
