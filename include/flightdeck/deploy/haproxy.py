@@ -179,7 +179,10 @@ class HAProxy:
             raise RuntimeError(f"haproxy runtime API refused {cmd!r}: {out}")
 
     def enable(self, slot: int) -> None:
+        """Out of maintenance as DOWN: leaving MAINT would otherwise count the server UP before any
+        check ran, so it must now pass `rise` real checks first."""
         self._checked(f"set server {BACKEND}/s{slot} state ready")
+        self._checked(f"set server {BACKEND}/s{slot} health down")  # only after ready: MAINT ignores it
 
     def disable(self, slot: int) -> None:
         self._checked(f"set server {BACKEND}/s{slot} state maint")

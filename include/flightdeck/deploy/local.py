@@ -129,7 +129,8 @@ class LocalBackend:
             if c.status != "running":
                 status = f"CONTAINER_{c.status.upper()}"
             states[f"{c.name}@s{slot}"] = status
-            if status == "UP":
+            # "UP 1/2" = one failed check of `fall`: HAProxy still routes to it; its threshold debounces
+            if status == "UP" or status.startswith("UP "):
                 healthy += 1
             counts = [int(row.get(f"hrsp_{k}xx") or 0) for k in range(1, 6)]
             requests += sum(counts)
