@@ -134,8 +134,19 @@ def _columns() -> list[str]:
     return list(load_breast_cancer(as_frame=True).frame.columns[:30])
 
 
+def _trigger(airflow, conf: dict) -> str:
+    for attempt in range(3):  # the embedded Airflow's SQLite can answer 500 ("database is locked") under load
+        try:
+            return airflow.trigger(DAG, conf={"model_name": MODEL, "target": "local", **FAST, **conf})
+        except Exception:
+            if attempt == 2:
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
+
+
 def _deploy(airflow, conf: dict) -> tuple[str, str]:
-    run_id = airflow.trigger(DAG, conf={"model_name": MODEL, "target": "local", **FAST, **conf})
+    run_id = _trigger(airflow, conf)
     return run_id, airflow.wait(DAG, run_id, timeout=900)
 
 
@@ -227,9 +238,8 @@ def test_canary_shifts_in_steps(airflow, lb, models, store):
 
 def test_rejected_canary_approval_rolls_back(airflow, lb, models, store):
     before = _version(lb)
-    run = airflow.trigger(DAG, conf={"model_name": MODEL, "target": "local", **FAST, "model": models["good1"],
-                                     "strategy": "canary", "canary_percent": 20, "canary_steps": 2,
-                                     "require_approval": True})
+    run = _trigger(airflow, {"model": models["good1"], "strategy": "canary", "canary_percent": 20,
+                             "canary_steps": 2, "require_approval": True})
     deadline = time.monotonic() + 600
     answered = False
     while time.monotonic() < deadline and not answered:
