@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 
 import pytest
@@ -86,11 +87,15 @@ def test_run1_promotes_version_1(airflow, store, cfg):
         assert f"Running stage '{stage}'" in train_log
     assert "GATE PASSED: threshold gate passed: accuracy=" in airflow.task_log(DAG, run_id, "threshold_gate")
     # The promotion is announced as an Asset event a deploy DAG can be scheduled on.
+    # (An asset first seen through an alias is registered just after the run ends: poll briefly.)
     uri = f"flightdeck://models/{MODEL}/champion"
-    assets = airflow.get("/assets", uri_pattern=uri)["assets"]
+    deadline = time.monotonic() + 60
+    while not (assets := airflow.get("/assets", uri_pattern=uri)["assets"]) and time.monotonic() < deadline:
+        time.sleep(2)
     assert [a["uri"] for a in assets] == [uri]
     events = airflow.get("/assets/events", asset_id=assets[0]["id"])["asset_events"]
     assert [e["extra"]["version"] for e in events] == ["1"]
+    assert events[0]["extra"]["model_name"] == MODEL
     STATE["asset_id"] = assets[0]["id"]
 
 

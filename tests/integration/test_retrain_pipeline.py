@@ -197,3 +197,15 @@ def test_unreachable_s3_names_the_service(env):
         mp.setenv("AWS_MAX_ATTEMPTS", "1")
         with pytest.raises(ServiceUnavailable, match=r"^S3 unreachable at http://127.0.0.1:8298"):
             retrain.sync_data("breast_cancer", namespace=NS)
+
+
+def test_promoted_model_loads_in_the_serving_loader(first, tmp_path):
+    """What the serving image does with the champion: a local model dir, no MLflow at load time."""
+    import mlflow
+
+    from serving.model import load_model_dir
+
+    model_dir = mlflow.artifacts.download_artifacts(f"models:/{MODEL}@champion", dst_path=str(tmp_path))
+    loaded = load_model_dir(model_dir)
+    assert loaded.flavor == "sklearn" and loaded.predict_path == "sklearn-native"
+    assert set(loaded.smoke_test()) <= {0, 1}
