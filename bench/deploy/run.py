@@ -95,8 +95,8 @@ def start_wrk(seconds: int) -> subprocess.Popen:
     script = Path("/tmp/deploy/bench-post.lua")
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(LUA)
-    return subprocess.Popen(["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(script), "--timeout", "5s", f"{URL}/predict"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = ["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(script), "--timeout", "5s", f"{URL}/predict"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def stop_wrk(proc: subprocess.Popen) -> Wrk:
@@ -171,7 +171,7 @@ def main() -> int:
         r, s, steps = run("rollback_breaks", backend, spec("5", BREAK_AFTER_S="6"), "blue_green",
                           args.min_requests, bake_s=15)
         bad = [t for t, st, v in s.events if st != 200 or v == "5"]
-        exposed = next(e["mono"] for e in steps if e["step"] == "shift_1")
+        exposed = next(e["mono"] for e in steps if e["step"] == "shifting_1")
         first_bad = next((t for t, st, _ in s.events if st != 200), None)
         last_bad = max((t for t, st, _ in s.events if st != 200), default=None)
         r.extra = {"exposed_s_before_break": round((first_bad or exposed) - exposed, 2),
@@ -180,7 +180,7 @@ def main() -> int:
         results.append(r)
         r, s, steps = run("canary_rollback", backend, spec("4", FAIL_PREDICT="1"), "canary", args.min_requests,
                           canary_percent=10, canary_steps=3, step_hold_s=10)
-        exposed = next(e["mono"] for e in steps if e["step"] == "shift_1")
+        exposed = next(e["mono"] for e in steps if e["step"] == "shifting_1")
         failed_at = next(e["mono"] for e in steps if e["step"] == "failed")
         last_bad = max((t for t, st, _ in s.events if st != 200), default=exposed)
         rps = r.wrk.requests / max(r.wrk.seconds, 0.001)

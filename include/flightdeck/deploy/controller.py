@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -36,6 +37,7 @@ class Thresholds:
     min_requests: int = 20  # a window with fewer responses does not judge the 5xx rate
     unhealthy_polls: int = 2  # consecutive polls with a target down before failing
     poll_s: float = 0.5
+    window_s: float = 3.0  # sliding window for the 5xx rate
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Thresholds:
@@ -135,27 +137,38 @@ def wait_healthy(backend: Backend, revision: str, th: Thresholds, sleep: Callabl
 
 def watch(backend: Backend, revision: str, seconds: float, th: Thresholds,
           sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> dict:
-    """Watch health and the 5xx rate for `seconds`; raise DeployError at the first bad sign."""
+    """Watch health and the 5xx rate for `seconds`; raise DeployError at the first bad sign.
+
+    The 5xx rate is judged over a sliding window of `th.window_s` seconds (once it holds at least
+    `th.min_requests` responses), so a version that goes bad late in a long bake is caught as fast
+    as one that is bad from the start; the whole period is judged once more at the end.
+    """
     start_h = backend.target_health(revision)
     base_req, base_err = start_h.requests, start_h.errors_5xx
+    samples: deque[tuple[float, int, int]] = deque([(clock(), base_req, base_err)])
     bad_polls = 0
     deadline = clock() + seconds
     h = start_h
     while True:
         h = backend.target_health(revision)
+        now = clock()
         bad_polls = bad_polls + 1 if not h.all_healthy else 0
         if bad_polls >= th.unhealthy_polls:
             raise DeployError(f"revision {revision} unhealthy: {h.healthy}/{h.total} targets up "
                               f"({dict(h.states)})")
-        req, err = h.requests - base_req, h.errors_5xx - base_err
+        samples.append((now, h.requests, h.errors_5xx))
+        while len(samples) > 2 and samples[1][0] <= now - th.window_s:
+            samples.popleft()
+        _, req0, err0 = samples[0]
+        req, err = h.requests - req0, h.errors_5xx - err0
         if req >= th.min_requests and err / req > th.max_5xx_rate:
-            raise DeployError(f"revision {revision} 5xx rate {err / req:.1%} over {req} responses "
+            raise DeployError(f"revision {revision} 5xx rate {err / req:.1%} over the last {req} responses "
                               f"> {th.max_5xx_rate:.1%}")
-        if clock() >= deadline:
+        if now >= deadline:
             break
         sleep(th.poll_s)
     req, err = h.requests - base_req, h.errors_5xx - base_err
-    if req and err / req > th.max_5xx_rate:  # end of window: judge even a thin sample
+    if req and err / req > th.max_5xx_rate:  # end of the period: judge even a thin sample
         raise DeployError(f"revision {revision} 5xx rate {err / req:.1%} over {req} responses "
                           f"> {th.max_5xx_rate:.1%}")
     log.info("revision %s watched %.0fs: %d responses, %d 5xx, %d/%d targets up", revision, seconds, req,
@@ -264,6 +277,7 @@ def deploy(backend: Backend, spec: RevisionSpec, strategy: str, th: Thresholds, 
         note("healthy")
         plan = plan_steps(strategy, canary_percent, canary_steps, spec.replicas)
         for i, pct in enumerate(plan, 1):
+            note(f"shifting_{i}", percent=pct)  # the moment traffic moves (shift_i notes when it is done)
             hold = step_hold_s if pct < 100 else 0.0
             res = shift(backend, spec.revision, pct, snap, th, hold_s=hold)
             note(f"shift_{i}", percent=pct, **res)

@@ -179,3 +179,22 @@ def test_first_deploy_rollback_leaves_nothing_running():
 def test_thresholds_from_params_cast_types():
     th = ctl.Thresholds.from_dict({"max_5xx_rate": "0.1", "min_requests": "5", "other": 1})
     assert th.max_5xx_rate == 0.1 and th.min_requests == 5
+
+
+def test_late_breakage_is_judged_over_a_sliding_window():
+    b = MemoryBackend()
+    ctl.deploy(b, spec("1"), "blue_green", TH, bake_s=0)
+    b.counters["v1"] = (0, 0)
+    polls = {"n": 0}
+
+    def traffic(_: float) -> None:  # 200 good polls, then every answer is a 5xx
+        polls["n"] += 1
+        req, err = b.counters["v1"]
+        b.counters["v1"] = (req + 20, err + (20 if polls["n"] > 200 else 0))
+
+    ticks = iter(range(100000))
+    th = ctl.Thresholds(poll_s=0.01, min_requests=10, max_5xx_rate=0.05, window_s=0.05)
+    with pytest.raises(ctl.DeployError, match="5xx rate"):
+        ctl.watch(b, "v1", 100, th, sleep=traffic, clock=lambda: next(ticks) * 0.01)
+    # cumulative since the start it would take 11 more polls to cross 5%; the window sees it at once
+    assert 200 < polls["n"] <= 202
