@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from flightdeck import pipeline_config
 from flightdeck.data import generate, land
@@ -20,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aws-conn-id", default="aws_default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.aws_conn_id == "aws_default" and not os.environ.get("AIRFLOW_CONN_AWS_DEFAULT"):
+        from flightdeck.platform import aws_connection_json  # outside Airflow: the local platform's S3
+
+        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = aws_connection_json()
     cfg = pipeline_config.load(args.dataset, namespace=args.namespace)
     key = land.land(cfg, ObjectStore(aws_conn_id=args.aws_conn_id), args.kind, args.malformed_kind, args.seq)
     print(key)

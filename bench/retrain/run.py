@@ -6,7 +6,7 @@ rows and promotes v1. Then each runs again with no new data (the short-circuit).
 `python -m flightdeck.retrain run` in a fresh process (what one Airflow task process also pays);
 the DAG side is trigger -> final state through the REST API of the running Airflow.
 
-    .venv/bin/python bench/retrain/bench_retrain.py [--repeat 1] [--out bench/retrain/RESULTS.md]
+    make bench-retrain   (or .venv/bin/python bench/retrain/run.py [--repeat 1] [--out bench/retrain/RESULTS.md])
 """
 
 from __future__ import annotations
@@ -34,9 +34,22 @@ ROOT = Path(__file__).resolve().parents[2]
 def _script(dataset: str, ns: str, model: str) -> float:
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "flightdeck.retrain", "run", "--dataset", dataset, "--namespace", ns,
-         "--model-name", model],
-        check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "flightdeck.retrain",
+            "run",
+            "--dataset",
+            dataset,
+            "--namespace",
+            ns,
+            "--model-name",
+            model,
+        ],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return time.perf_counter() - start
 
@@ -65,8 +78,14 @@ def main() -> int:
     s = settings.load()
     client = AirflowClient(s.airflow_url, "admin", airflow_password())
     store = ObjectStore()
-    rows: dict[str, list[float]] = {"script": [], "dag": [], "dag_run": [], "script_noop": [], "dag_noop": [],
-                                    "dag_noop_run": []}
+    rows: dict[str, list[float]] = {
+        "script": [],
+        "dag": [],
+        "dag_run": [],
+        "script_noop": [],
+        "dag_noop": [],
+        "dag_noop_run": [],
+    }
     for i in range(args.repeat):
         tag = uuid.uuid4().hex[:6]
         sides = {"script": f"bench-s-{tag}", "dag": f"bench-d-{tag}"}
@@ -97,7 +116,7 @@ def main() -> int:
     lines = [
         "# Retrain benchmark",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `bench/retrain/bench_retrain.py --repeat {args.repeat}`"
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `bench/retrain/run.py --repeat {args.repeat}`"
         f" on {os.cpu_count()} cores ({py_platform.machine()}), dataset `{args.dataset}`, shared local platform",
         "(SeaweedFS S3, MLflow server, Airflow 3 standalone with LocalExecutor). Medians of "
         f"{args.repeat} run(s); both sides do identical work (fresh namespace, same first batch, promote v1).",
