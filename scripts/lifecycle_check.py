@@ -79,8 +79,8 @@ def main() -> int:
     assert not left, f"processes left after down: {left}"
     print("down left no process of ours")
 
-    print(f"second up: {platform('up', env):.0f} s")
     try:
+        print(f"second up: {platform('up', env):.0f} s")
         client = AirflowClient(s.airflow_url, "admin", airflow_password())
         assert client.run_state("platform_check", run_id) == "success"
         assert "wrote probe object" in client.task_log("platform_check", run_id, "write_probe")
