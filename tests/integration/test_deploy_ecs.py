@@ -268,3 +268,17 @@ def test_rolling_deployment_state_and_circuit_breaker(env):
     with pytest.raises(AirflowException, match="FAILED: tasks failed"):
         waiting.execute_complete({}, {"status": "FAILED", "deployment_id": deployment_id,
                                       "reason": "tasks failed"})
+
+
+def test_ecr_repository_and_login_through_the_hook(moto):
+    """ECR side of the flow (the push itself needs a real registry: moto does not serve one)."""
+    from flightdeck.deploy.aws import ecr_login, ensure_ecr_repository
+
+    uri = ensure_ecr_repository("flightdeck-model", CONN)
+    assert uri.endswith("/flightdeck-model")
+    assert ensure_ecr_repository("flightdeck-model", CONN) == uri  # idempotent
+    repo = _boto("ecr").describe_repositories(repositoryNames=["flightdeck-model"])["repositories"][0]
+    assert repo["imageTagMutability"] == "IMMUTABLE"
+    assert repo["imageScanningConfiguration"]["scanOnPush"] is True
+    host, auth = ecr_login(CONN)
+    assert host and auth["username"] == "AWS" and auth["password"]
