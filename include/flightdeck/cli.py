@@ -1,0 +1,144 @@
+"""`flightdeck`: ask the platform what serves where, and what changed between deployments.
+
+    flightdeck status [--target local] [--json]     live version, traffic, deployment, model, data, image
+    flightdeck diff RUN_A RUN_B [--target T] [--json]   model, data, code, params, metrics, image changes
+    flightdeck history [--target local] [--limit N] [--json]
+
+RUN_A/RUN_B are deploy DAG run ids (manual__2026-...) or deployment ids (the record file names).
+Addresses come from the environment (flightdeck.settings); S3 credentials from AWS_* variables.
+Exit code: 0 on an answer, 1 when the answer has warnings (status) or the lookup failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flightdeck import lineage
+from flightdeck import settings as settings_mod
+from flightdeck.deploy import records as rec
+
+
+def _store(s: settings_mod.Settings) -> rec.RecordStore:
+    from flightdeck.platform import s3_client  # boto3 from settings: the CLI runs outside Airflow
+
+    return rec.RecordStore(s3_client(), s.deploy_bucket)
+
+
+def _fmt_kv(d: Mapping[str, Any], indent: str = "    ") -> list[str]:
+    return [f"{indent}{k}: {v}" for k, v in sorted(d.items())]
+
+
+def render_status(st: Mapping[str, Any]) -> str:
+    lines = [f"target {st['target']}  (checked {st['checked_at']})"]
+    live = st["live"]
+    if live["ok"]:
+        v = live["version"]
+        lines.append(f"  live      {v.get('model_name')} v{v.get('model_version')}  run {v.get('run_id')}  "
+                     f"via {live['url']}")
+    else:
+        lines.append(f"  live      unknown ({live['error']})")
+    for rev, pct in st["traffic"]["weights"].items():
+        h = st["traffic"]["health"].get(rev, {})
+        lines.append(f"  traffic   {rev}: {pct}%  {h.get('healthy', '?')}/{h.get('total', '?')} healthy  "
+                     f"requests {h.get('requests', 0)} 5xx {h.get('errors_5xx', 0)}")
+    d = st["deployment"]
+    if d:
+        lines.append(f"  deployed  {d['run_id']}  {d['outcome']}  {d['strategy']}  finished {d['finished_at']}")
+        lines.append(f"            {d['airflow_url']}")
+        if d["rollback"]:
+            lines.append(f"  rollback  {d['rollback']['failed_step']}: {d['rollback']['reason']}")
+    m = st["model"]
+    if m:
+        lines.append(f"  model     {m['name']} v{m['version']}  aliases {', '.join(m['aliases']) or '-'}")
+        lines.append(f"  mlflow    run {m['run_id']} ({m['run_name']})  {m['run_url'] or m['url']}")
+        lines.append(f"  data      {m['data_version'] or '-'}  dataset {m['dataset'] or '-'}")
+        lines.append(f"  code      git {m['git_sha'] or '-'} (training)")
+        if m["params"]:
+            lines.append("  params")
+            lines.extend(_fmt_kv(m["params"]))
+        if m["metrics"]:
+            lines.append("  metrics")
+            lines.extend(_fmt_kv({k: round(v, 5) for k, v in m["metrics"].items()}))
+        if m["error"]:
+            lines.append(f"  mlflow    error: {m['error']}")
+    i = st["image"]
+    if i:
+        lines.append(f"  image     {i['pinned']}")
+        lines.append(f"            tag {i['tag']}  registry digest {i['registry_digest'] or i['registry_error']}  "
+                     f"git {i['git_sha'] or '-'} (image)")
+    if st["latest_attempt"]:
+        a = st["latest_attempt"]
+        lines.append(f"  latest    {a['run_id']}  {a['outcome']}")
+    for k, ok in st["checks"].items():
+        lines.append(f"  check     {k}: {'ok' if ok else 'MISMATCH'}")
+    lines.extend(f"  warning   {w}" for w in st["warnings"])
+    return "\n".join(lines)
+
+
+def render_diff(d: Mapping[str, Any]) -> str:
+    a, b = d["a"], d["b"]
+    lines = [f"A {a['run_id']}  {a['model_name']} v{a['model_version']}  {a['outcome']}",
+             f"B {b['run_id']}  {b['model_name']} v{b['model_version']}  {b['outcome']}"]
+    if d["identical"]:
+        lines.append("same model, data, code, params and image")
+    for section, changes in d["changes"].items():
+        if not changes:
+            continue
+        lines.append(section)
+        for k, v in changes.items():
+            delta = f"  ({v['delta']:+.5g})" if v.get("delta") is not None else ""
+            lines.append(f"    {k}: {v['a']} -> {v['b']}{delta}")
+    lines.extend(f"error: {e}" for e in d["errors"])
+    return "\n".join(lines)
+
+
+def render_history(rows: Sequence[Mapping[str, Any]]) -> str:
+    out = []
+    for r in rows:
+        rb = f"  rollback: {r['rollback']['reason']}" if r["rollback"] else ""
+        out.append(f"{r['started_at'][:19]}  {r['outcome']:<13} {r['model_name']} v{r['model_version']:<4} "
+                   f"{r['strategy']:<10} {r['run_id']}{rb}")
+    return "\n".join(out) or "no deployments"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flightdeck", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_status = sub.add_parser("status", help="what serves on a target now, and where it came from")
+    p_status.add_argument("--target", default="local")
+    p_diff = sub.add_parser("diff", help="what changed between two deployments")
+    p_diff.add_argument("run_a")
+    p_diff.add_argument("run_b")
+    p_diff.add_argument("--target", default=None)
+    p_hist = sub.add_parser("history", help="deployments on a target, newest first")
+    p_hist.add_argument("--target", default="local")
+    p_hist.add_argument("--limit", type=int, default=20)
+    for p in (p_status, p_diff, p_hist):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    s = settings_mod.load()
+    store = _store(s)
+    try:
+        if args.cmd == "status":
+            result: Any = lineage.status(args.target, store, settings=s)
+            text = render_status(result)
+            code = 1 if result["warnings"] else 0
+        elif args.cmd == "diff":
+            result = lineage.diff(args.run_a, args.run_b, store, target=args.target, settings=s)
+            text, code = render_diff(result), 0
+        else:
+            result = lineage.history(store, args.target, s.airflow_url, args.limit)
+            text, code = render_history(result), 0
+    except LookupError as e:
+        print(f"flightdeck: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=1, sort_keys=True, default=str) if args.json else text)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,328 @@
+"""Lineage: what serves on a target now and where it came from; what changed between two deployments.
+
+The chain is data version (DVC md5) + git sha -> MLflow run -> model version (+ aliases) -> image digest
+-> deployment record -> live traffic. Each link is read from the system that owns it: the load balancer
+(/version), the deploy target's backend (weights, health), the deployment records in S3, MLflow, and the
+image registry (manifest digest, config labels). Nothing here imports Airflow: the CLI passes a plain
+boto3 S3 client, the UI plugin one from S3Hook.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from flightdeck import settings as settings_mod
+from flightdeck.deploy import records as rec
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+FINISHED = ("succeeded", "rolled_back", "rollback_failed", "failed")
+
+
+# ---- links ---------------------------------------------------------------------------------------------
+def airflow_run_url(airflow_url: str, dag_id: str, run_id: str) -> str:
+    return f"{airflow_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def mlflow_run_url(mlflow_url: str, experiment_id: str, run_id: str) -> str:
+    return f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def mlflow_model_url(mlflow_url: str, name: str, version: str) -> str:
+    return f"{mlflow_url.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{version}"
+
+
+# ---- one link of the chain each --------------------------------------------------------------------------
+def live_version(lb_url: str, timeout: float = 5) -> dict[str, Any]:
+    """GET /version through the load balancer: what actually answers traffic."""
+    url = lb_url.rstrip("/") + "/version"
+    try:
+        resp = requests.get(url, timeout=timeout)
+        resp.raise_for_status()
+        return {"url": url, "ok": True, "version": resp.json(), "error": None}
+    except (requests.RequestException, ValueError) as e:
+        return {"url": url, "ok": False, "version": None, "error": str(e)}
+
+
+def traffic(backend: Any) -> dict[str, Any]:
+    """Weights and LB health of every revision the backend runs."""
+    try:
+        weights = backend.weights()
+        health = {}
+        for revision in weights:
+            h = backend.target_health(revision)
+            health[revision] = {"healthy": h.healthy, "total": h.total, "states": dict(h.states),
+                                "requests": h.requests, "errors_5xx": h.errors_5xx}
+        return {"weights": weights, "health": health, "error": None}
+    except Exception as e:  # noqa: BLE001 - a down engine/LB is part of the answer, not a crash
+        return {"weights": {}, "health": {}, "error": f"{type(e).__name__}: {e}"}
+
+
+def default_backend(target: str) -> Any:
+    """The deploy code's backend for a target (built lazily: the ECS one needs AWS connections)."""
+    if target == "local":
+        from flightdeck.deploy.local import platform_backend
+
+        return platform_backend()
+    from flightdeck.deploy.ecs import EcsBackend
+
+    return EcsBackend.from_settings()
+
+
+def _split_ref(ref: str) -> tuple[str, str, str]:
+    """registry/repo:tag or registry/repo@digest -> (registry, repo, tag-or-digest)."""
+    if "@" in ref:
+        name, reference = ref.split("@", 1)
+    else:
+        name, _, reference = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+    registry, _, repo = name.partition("/")
+    return registry, repo, reference
+
+
+def registry_image(ref: str, timeout: float = 5) -> dict[str, Any]:
+    """The registry's own answer for an image reference: manifest digest and the config's labels
+    (plain registry v2 API; a registry that wants auth, like ECR, answers with an error here)."""
+    registry, repo, reference = _split_ref(ref)
+    base = f"http://{registry}/v2/{repo}"
+    try:
+        resp = requests.get(f"{base}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}, timeout=timeout)
+        resp.raise_for_status()
+        manifest = resp.json()
+        out: dict[str, Any] = {"ref": ref, "digest": resp.headers.get("Docker-Content-Digest", ""),
+                               "media_type": manifest.get("mediaType", ""), "labels": {}, "error": None}
+        config = manifest.get("config", {}).get("digest")
+        if config:
+            blob = requests.get(f"{base}/blobs/{config}", timeout=timeout)
+            blob.raise_for_status()
+            out["labels"] = (blob.json().get("config") or {}).get("Labels") or {}
+        return out
+    except (requests.RequestException, ValueError) as e:
+        return {"ref": ref, "digest": "", "labels": {}, "error": str(e)}
+
+
+def model_lineage(name: str, version: str, tracking_uri: str, mlflow_url: str | None = None) -> dict[str, Any]:
+    """MLflow's side: the version, its aliases and tags, and its training run (params, metrics,
+    data version, git sha)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    mlflow_url = mlflow_url or tracking_uri
+    out: dict[str, Any] = {"name": name, "version": str(version), "aliases": [], "version_tags": {},
+                           "run_id": "", "run_name": "", "experiment_id": "", "params": {}, "metrics": {},
+                           "data_version": "", "git_sha": "", "dataset": "", "source": "",
+                           "url": mlflow_model_url(mlflow_url, name, str(version)), "run_url": "", "error": None}
+    if not name or str(version) in ("", "0"):
+        out["error"] = "no registered model version (an image deployed without a model)"
+        return out
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        mv = client.get_model_version(name, str(version))
+        rm = client.get_registered_model(name)
+        out["aliases"] = sorted(a for a, v in (rm.aliases or {}).items() if str(v) == str(version))
+        out["version_tags"] = dict(mv.tags or {})
+        out["source"] = mv.source or ""
+        out["run_id"] = mv.run_id or ""
+        if mv.run_id:
+            run = client.get_run(mv.run_id)
+            tags = run.data.tags
+            out.update(run_name=run.info.run_name or "", experiment_id=run.info.experiment_id,
+                       params=dict(run.data.params), metrics=dict(run.data.metrics),
+                       data_version=tags.get("data_version") or run.data.params.get("data_version", ""),
+                       git_sha=tags.get("git_sha") or tags.get("mlflow.source.git.commit", ""),
+                       dataset=tags.get("dataset", ""),
+                       run_url=mlflow_run_url(mlflow_url, run.info.experiment_id, mv.run_id))
+    except MlflowException as e:
+        out["error"] = str(e)
+    return out
+
+
+# ---- records --------------------------------------------------------------------------------------------
+def current_record(store: rec.RecordStore, target: str) -> dict[str, Any] | None:
+    """The record of the last finished deploy on the target (what the deploy code says serves)."""
+    try:
+        body = store.s3.get_object(Bucket=store.bucket, Key=f"current/{target}.json")["Body"].read()
+    except store.s3.exceptions.NoSuchKey:
+        return None
+    return json.loads(body)
+
+
+def find_record(store: rec.RecordStore, ref: str, target: str | None = None) -> dict[str, Any]:
+    """A record by deployment id or Airflow run id (on `target`, else on any target)."""
+    dep_id = rec.deployment_id(ref)
+    if target:
+        found = store.get(target, dep_id)
+        if found:
+            return found
+    for r in store.list(target):
+        if r.get("deployment_id") == dep_id or r.get("run_id") == ref:
+            return r
+    raise LookupError(f"no deployment record {ref!r}" + (f" on target {target}" if target else ""))
+
+
+def summarize(record: Mapping[str, Any], airflow_url: str) -> dict[str, Any]:
+    """The fields of a record a person looks at first (history rows, status headers)."""
+    rollback = record.get("rollback") or None
+    return {
+        "deployment_id": record.get("deployment_id", ""),
+        "run_id": record.get("run_id", ""),
+        "dag_id": record.get("dag_id", "deploy"),
+        "target": record.get("target", ""),
+        "outcome": record.get("outcome", ""),
+        "strategy": record.get("strategy") or (record.get("params") or {}).get("strategy", ""),
+        "revision": record.get("revision", ""),
+        "started_at": record.get("started_at", ""),
+        "finished_at": record.get("finished_at") or "",
+        "model_name": (record.get("model") or {}).get("name", ""),
+        "model_version": str((record.get("model") or {}).get("version", "")),
+        "image": (record.get("image") or {}).get("pinned", ""),
+        "digest": (record.get("image") or {}).get("digest", ""),
+        "weights": record.get("weights") or {},
+        "rollback": ({"reason": rollback.get("reason", ""), "failed_step": rollback.get("failed_step", ""),
+                      "restored": rollback.get("restored")} if rollback else None),
+        "airflow_url": (airflow_run_url(airflow_url, record.get("dag_id", "deploy"), record["run_id"])
+                        if record.get("run_id") else ""),
+    }
+
+
+def history(store: rec.RecordStore, target: str, airflow_url: str, limit: int = 50) -> list[dict[str, Any]]:
+    return [summarize(r, airflow_url) for r in store.list(target)[:limit]]
+
+
+# ---- the two questions ------------------------------------------------------------------------------
+def _serving_record(store: rec.RecordStore, target: str, weights: Mapping[str, int]) -> dict[str, Any] | None:
+    """The record that started the revision carrying most traffic; else the target's current record."""
+    top = max(weights.items(), key=lambda kv: kv[1])[0] if weights and max(weights.values()) > 0 else None
+    if top:
+        for r in store.list(target):
+            if r.get("revision") == top and r.get("outcome") == "succeeded":
+                return r
+    return current_record(store, target)
+
+
+def status(target: str, store: rec.RecordStore, *, settings: settings_mod.Settings | None = None,
+           backend_factory: Callable[[str], Any] | None = default_backend) -> dict[str, Any]:
+    """What is serving on `target` now, and where did it come from."""
+    s = settings or settings_mod.load()
+    live = live_version(s.lb_url) if target == "local" else {"url": "", "ok": False, "version": None,
+                                                               "error": "live check only through the local LB"}
+    flow = traffic(backend_factory(target)) if backend_factory else {"weights": {}, "health": {}, "error": "off"}
+    record = _serving_record(store, target, flow["weights"])
+    records = store.list(target)
+    latest = records[0] if records else None
+    warnings: list[str] = []
+    out: dict[str, Any] = {"target": target, "checked_at": rec.now_iso(), "live": live, "traffic": flow,
+                           "deployment": summarize(record, s.airflow_url) if record else None,
+                           "latest_attempt": None, "model": None, "image": None, "checks": {},
+                           "warnings": warnings}
+    if latest and (not record or latest.get("deployment_id") != record.get("deployment_id")):
+        out["latest_attempt"] = summarize(latest, s.airflow_url)
+        if latest.get("outcome") == "in_progress":
+            warnings.append(f"deploy {latest.get('run_id')} is in progress")
+    if record is None:
+        warnings.append(f"no finished deployment on target {target}")
+        return out
+    model = record.get("model") or {}
+    served = live.get("version") or {}
+    name = served.get("model_name") or model.get("name", "")
+    version = str(served.get("model_version") or model.get("version", ""))
+    out["model"] = model_lineage(name, version, s.mlflow_uri)
+    image = dict(record.get("image") or {})
+    reg = registry_image(image["pinned"]) if image.get("digest") else {"digest": "", "labels": {},
+                                                                        "error": "image not in a registry"}
+    out["image"] = {"tag": image.get("tag", ""), "pinned": image.get("pinned", ""),
+                    "digest": image.get("digest", ""), "registry_digest": reg.get("digest", ""),
+                    "labels": reg.get("labels") or image.get("labels") or {},
+                    "git_sha": (reg.get("labels") or image.get("labels") or {}).get(
+                        "org.opencontainers.image.revision", ""),
+                    "registry_error": reg.get("error")}
+    checks = out["checks"]
+    if live["ok"]:
+        checks["live_matches_record"] = (str(served.get("model_name")) == model.get("name")
+                                         and str(served.get("model_version")) == str(model.get("version")))
+        if not checks["live_matches_record"]:
+            warnings.append(f"the LB serves {served.get('model_name')} v{served.get('model_version')} but the "
+                            f"deployment record says {model.get('name')} v{model.get('version')}")
+    else:
+        warnings.append(f"live check failed: {live['error']}")
+    if image.get("digest"):
+        checks["digest_matches_registry"] = image["digest"] == reg.get("digest")
+        if not checks["digest_matches_registry"]:
+            warnings.append(f"registry digest {reg.get('digest') or reg.get('error')} != record {image['digest']}")
+    if out["model"]["run_id"] or model.get("run_id"):
+        checks["mlflow_run_matches"] = out["model"]["run_id"] == model.get("run_id")
+    if flow["error"]:
+        warnings.append(f"traffic unknown: {flow['error']}")
+    return out
+
+
+def _dict_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """key -> {a, b} for every key whose value differs (missing = None)."""
+    return {k: {"a": a.get(k), "b": b.get(k)} for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def diff(ref_a: str, ref_b: str, store: rec.RecordStore, *, target: str | None = None,
+         settings: settings_mod.Settings | None = None,
+         lineage: Callable[[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What changed from deployment A to deployment B: model, data, params, metrics, image, settings."""
+    s = settings or settings_mod.load()
+    lineage = lineage or (lambda name, version: model_lineage(name, version, s.mlflow_uri))
+    ra, rb = find_record(store, ref_a, target), find_record(store, ref_b, target)
+    ma, mb = ra.get("model") or {}, rb.get("model") or {}
+    la, lb = lineage(ma.get("name", ""), str(ma.get("version", ""))), lineage(mb.get("name", ""),
+                                                                               str(mb.get("version", "")))
+    ia, ib = ra.get("image") or {}, rb.get("image") or {}
+    metric_delta = {}
+    for k, v in _dict_diff(la["metrics"], lb["metrics"]).items():
+        both = isinstance(v["a"], int | float) and isinstance(v["b"], int | float)
+        metric_delta[k] = {**v, "delta": (v["b"] - v["a"]) if both else None}
+    sha_a = (ia.get("labels") or {}).get("org.opencontainers.image.revision", "")
+    sha_b = (ib.get("labels") or {}).get("org.opencontainers.image.revision", "")
+    changes = {
+        "model": _dict_diff({"name": ma.get("name"), "version": str(ma.get("version", "")),
+                             "run_id": ma.get("run_id")},
+                            {"name": mb.get("name"), "version": str(mb.get("version", "")),
+                             "run_id": mb.get("run_id")}),
+        "data": _dict_diff({"data_version": la["data_version"] or ma.get("data_version", ""),
+                            "dataset": la["dataset"]},
+                           {"data_version": lb["data_version"] or mb.get("data_version", ""),
+                            "dataset": lb["dataset"]}),
+        "code": _dict_diff({"training_git_sha": la["git_sha"], "image_git_sha": sha_a},
+                           {"training_git_sha": lb["git_sha"], "image_git_sha": sha_b}),
+        "params": _dict_diff(la["params"], lb["params"]),
+        "metrics": metric_delta,
+        "image": _dict_diff({"digest": ia.get("digest", ""), "tag": ia.get("tag", "")},
+                            {"digest": ib.get("digest", ""), "tag": ib.get("tag", "")}),
+        "deploy_params": _dict_diff(ra.get("params") or {}, rb.get("params") or {}),
+        "outcome": _dict_diff({"outcome": ra.get("outcome")}, {"outcome": rb.get("outcome")}),
+    }
+    return {"a": summarize(ra, s.airflow_url), "b": summarize(rb, s.airflow_url),
+            "identical": not any(changes[k] for k in ("model", "data", "code", "params", "image")),
+            "changes": changes, "errors": [e for e in (la["error"], lb["error"]) if e]}
+
+
+def age(iso: str) -> str:
+    """'3m ago' style age of an ISO timestamp (for the UI and the CLI)."""
+    if not iso:
+        return ""
+    try:
+        then = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    secs = int((dt.datetime.now(dt.UTC) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit} ago"
+    return f"{max(secs, 0)}s ago"
