@@ -23,7 +23,13 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from flightdeck.deploy.flow import MAX_SHIFT_STEPS, Deploy, StepNotInPlan
 
-STEP = {"retries": 0}  # a deploy step that fails must hand over to rollback at once
+# Steps that judge the new revision must hand over to rollback at once, not retry; the others are
+# idempotent (pinned by the run's record) and retry.
+FAIL_FAST = {
+    "wait_healthy": "Fail fast: a revision that is not healthy in time hands over to `rollback` at once.",
+    "bake": "Fail fast: bad health or 5xx rate at full traffic hands over to `rollback` at once.",
+    "shift": "Fail fast: a canary step that sees bad health or 5xx hands over to `rollback` at once.",
+}
 
 
 def _run(step: str, params: dict, run_id: str, *args: int) -> dict:
@@ -41,7 +47,7 @@ def _run(step: str, params: dict, run_id: str, *args: int) -> dict:
     max_active_runs=1,
     tags=["flightdeck", "deploy"],
     doc_md=__doc__,
-    default_args={"retries": 0},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
     params={
         "model": Param("champion", type="string", title="Model version or alias",
                        description="A version number, an alias (champion, challenger, previous) or 'none' "
@@ -66,7 +72,10 @@ def _run(step: str, params: dict, run_id: str, *args: int) -> dict:
 )
 def deploy():
     def step(name: str, *args: int, trigger_rule: str = "all_success"):
-        @task(task_id=name, trigger_rule=trigger_rule, **STEP)
+        doc = FAIL_FAST.get(name.split("_")[0] if name.startswith("shift_") else name)
+        fast = {"retries": 0, "doc_md": doc} if doc else {}
+
+        @task(task_id=name, trigger_rule=trigger_rule, **fast)
         def run(params: dict | None = None, run_id: str | None = None) -> dict:
             return _run(name.split("_")[0] if name.startswith("shift_") else name, params, run_id, *args)
 
@@ -84,11 +93,12 @@ def deploy():
         task_id="approve_canary", subject="Promote the canary of {{ run_id }} beyond its first step?",
         body="Target {{ params.target }}, model {{ params.model }}, strategy {{ params.strategy }}. "
              "Reject (or no answer in 30 minutes) rolls back.",
-        response_timeout=timedelta(minutes=30), fail_on_reject=True)
+        response_timeout=timedelta(minutes=30), fail_on_reject=True, retries=0,
+        doc_md="Fail fast: a rejected or unanswered approval hands over to `rollback`.")
     bake = step("bake", trigger_rule="none_failed")
     finalize = step("finalize")
 
-    @task(task_id="rollback", trigger_rule="one_failed", retries=1, retry_delay=timedelta(seconds=5))
+    @task(task_id="rollback", trigger_rule="one_failed", retry_delay=timedelta(seconds=5))
     def rollback(params: dict | None = None, run_id: str | None = None, ti=None) -> dict:
         try:  # which upstream failed: steps record their own reason, an approval does not
             states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
@@ -108,7 +118,8 @@ def deploy():
     undo = rollback()
     [*chain, *shifts, approve, bake, finalize] >> undo  # not `gate`: its skip would skip rollback
 
-    @task(task_id="outcome", trigger_rule="all_done")
+    @task(task_id="outcome", trigger_rule="all_done", retries=0,
+          doc_md="Fail fast: prints the deployment record and fails the run unless the deploy succeeded.")
     def outcome(params: dict | None = None, run_id: str | None = None) -> dict:
         return _run("outcome", params, run_id)
 
