@@ -5,7 +5,7 @@
 set -euo pipefail
 need=()
 for pair in dockerd:docker.io docker-registry:docker-registry debootstrap:debootstrap haproxy:haproxy wrk:wrk \
-            curl:curl; do
+            curl:curl chromium:chromium chromedriver:chromium-driver docker-compose:docker-compose; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -eq 0 ]; then echo "system packages: all present"; exit 0; fi
