@@ -75,7 +75,9 @@ def never_ready_image() -> str:
     s = settings_mod.load()
     client = docker.from_env()
     ref = f"{s.registry}/deploy-test-never-ready:1"
-    client.images.build(path=str(STUB_DIR), tag=ref, buildargs={"MODEL_VERSION": "never"}, rm=True)
+    image, _ = client.images.build(path=str(STUB_DIR), tag=ref, rm=True,
+                                   buildargs={"MODEL_VERSION": "never", "NEVER_READY": "1"})
+    assert "NEVER_READY=1" in image.attrs["Config"]["Env"]
     for chunk in client.images.push(ref.rsplit(":", 1)[0], tag="1", stream=True, decode=True):
         assert "error" not in chunk, chunk
     return ref
