@@ -1,0 +1,179 @@
+"""The serving image, built from the root Dockerfile through the platform's Docker engine.
+
+A model is trained, logged and registered in the real MLflow server (`serving-test-model`),
+downloaded the way the deploy DAG does it, baked in with `--build-arg MODEL_DIR`, and the
+container is run and called: /readyz, /predict, /version, labels, non-root user, HEALTHCHECK.
+The same registered model is also fetched at start through `models:/serving-test-model@champion`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from serving.examples import log_breast_cancer_model  # noqa: E402
+
+pytestmark = pytest.mark.integration
+MODEL_NAME = "serving-test-model"
+PORT = 8141
+
+
+def _features():
+    from sklearn.datasets import load_breast_cancer
+
+    return load_breast_cancer(as_frame=True).data
+
+
+@pytest.fixture(scope="module")
+def registered(platform):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(platform.mlflow_uri)
+    version, estimator = log_breast_cancer_model(MODEL_NAME, "lr")
+    MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", str(version))
+    return str(version), estimator
+
+
+@pytest.fixture(scope="module")
+def image(registered, platform):
+    import docker
+    import mlflow
+    from mlflow import MlflowClient
+
+    version, _ = registered
+    run_id = MlflowClient().get_model_version(MODEL_NAME, version).run_id
+    ctx_dir = REPO / "build" / f"serving-test-{uuid.uuid4().hex[:8]}"
+    ctx_dir.mkdir(parents=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/{version}", dst_path=str(ctx_dir))
+        client = docker.from_env()
+        tag = f"flightdeck-serving-test:{version}"
+        built, _ = client.images.build(
+            path=str(REPO),
+            target="serving",
+            tag=tag,
+            rm=True,
+            buildargs={
+                "MODEL_DIR": Path(local).relative_to(REPO).as_posix(),
+                "MODEL_NAME": MODEL_NAME,
+                "MODEL_VERSION": version,
+                "RUN_ID": run_id,
+                "DATA_VERSION": "sklearn-breast-cancer",
+                "GIT_SHA": "0" * 40,
+            },
+        )
+    finally:
+        shutil.rmtree(ctx_dir, ignore_errors=True)
+    yield client, built, tag, version, run_id
+    client.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="module")
+def container(image):
+    client, _, tag, *_ = image
+    started = time.monotonic()
+    box = client.containers.run(
+        tag,
+        detach=True,
+        ports={"8080/tcp": ("127.0.0.1", PORT)},
+        environment={"IMAGE_TAG": tag, "SERVING_WORKERS": "2"},
+        name=f"serving-test-{uuid.uuid4().hex[:8]}",
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{PORT}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            box.reload()
+            assert box.status in ("created", "running"), box.logs().decode()[-2000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("container never became ready:\n" + box.logs().decode()[-2000:])
+        yield box, time.monotonic() - started
+    finally:
+        box.remove(force=True)
+
+
+def test_image_is_non_root_labelled_with_lineage_and_has_a_healthcheck(image):
+    _, built, _, version, run_id = image
+    config = built.attrs["Config"]
+    assert config["User"] and config["User"].split(":")[0] not in ("", "0", "root")
+    labels = config["Labels"]
+    assert labels["flightdeck.model.name"] == MODEL_NAME
+    assert labels["flightdeck.model.version"] == version
+    assert labels["flightdeck.run_id"] == run_id
+    assert labels["org.opencontainers.image.revision"] == "0" * 40
+    assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
+    assert "8080/tcp" in config["ExposedPorts"]
+    assert "--no-control-socket" in config["Cmd"]
+
+
+def test_container_answers_readyz_predict_and_version(container, registered, image):
+    _, estimator = registered
+    *_, version, run_id = image
+    base = f"http://127.0.0.1:{PORT}"
+    assert requests.get(f"{base}/readyz", timeout=5).json()["status"] == "ready"
+
+    X = _features()
+    rows = X.iloc[:20].to_dict(orient="records")
+    resp = requests.post(f"{base}/predict", json={"rows": rows}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["predictions"] == estimator.predict(X.iloc[:20]).tolist()
+
+    bad = requests.post(f"{base}/predict", json={"rows": [{"mean radius": "x"}]}, timeout=10)
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "missing_columns"
+
+    info = requests.get(f"{base}/version", timeout=5).json()
+    assert info["model_name"] == MODEL_NAME and info["model_version"] == version
+    assert info["run_id"] == run_id and info["data_version"] == "sklearn-breast-cancer"
+    assert info["image_tag"].startswith("flightdeck-serving-test:")
+    assert info["predict_path"] == "sklearn-native"
+    metrics = requests.get(f"{base}/metrics", timeout=5).text
+    assert f'model_version="{version}",route="/predict",status="200"' in metrics
+
+
+def test_docker_marks_the_container_healthy(container):
+    box, _ = container
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        box.reload()
+        health = box.attrs["State"].get("Health", {}).get("Status")
+        if health == "healthy":
+            return
+        assert health in ("starting", None), box.attrs["State"]
+        time.sleep(1)
+    pytest.fail(f"health stayed {box.attrs['State'].get('Health')}")
+
+
+def test_model_fetched_from_mlflow_at_start(registered, platform):
+    from serving.app import create_app
+
+    version, estimator = registered
+    app = create_app(
+        {
+            "MODEL_DIR": "/nonexistent",
+            "MODEL_URI": f"models:/{MODEL_NAME}@champion",
+            "MLFLOW_TRACKING_URI": platform.mlflow_uri,
+        }
+    )
+    client = app.test_client()
+    info = client.get("/version").get_json()
+    assert info["model_name"] == MODEL_NAME and info["model_version"] == version
+    assert info["model_uri"] == f"models:/{MODEL_NAME}@champion"
+    X = _features()
+    resp = client.post("/predict", json={"rows": X.iloc[:5].to_dict(orient="records")})
+    assert resp.get_json()["predictions"] == estimator.predict(X.iloc[:5]).tolist()

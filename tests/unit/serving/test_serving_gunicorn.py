@@ -1,0 +1,70 @@
+"""The real gunicorn config: two workers share one model load and one /metrics view."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[3]
+PORT = 8151
+
+
+def test_two_workers_report_metrics_for_the_whole_server(lr_model, tmp_path):
+    env = {
+        **os.environ,
+        "SERVING_MODEL_DIR": str(lr_model.path),
+        "PORT": str(PORT),
+        "SERVING_HOST": "127.0.0.1",
+        "SERVING_WORKERS": "2",
+        "SERVING_THREADS": "2",
+        "MODEL_VERSION": "3",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+    }
+    log = (tmp_path / "gunicorn.log").open("wb")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_app()"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()[-2000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{PORT}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        n = 40
+        for i in range(n):
+            # A fresh connection each time so the kernel spreads requests over both workers.
+            resp = requests.post(
+                f"http://127.0.0.1:{PORT}/predict",
+                json={"rows": lr_model.records(i, 2)},
+                headers={"Connection": "close"},
+                timeout=10,
+            )
+            assert resp.status_code == 200
+            assert resp.json()["predictions"] == lr_model.expected(i, 2)
+        metrics = requests.get(f"http://127.0.0.1:{PORT}/metrics", timeout=5).text
+        count = re.search(
+            r'flightdeck_http_requests_total\{method="POST",model_version="3",route="/predict",status="200"\} (\S+)',
+            metrics,
+        )
+        assert count and float(count.group(1)) == n, metrics
+        assert f'flightdeck_predicted_rows_total{{model_version="3"}} {2.0 * n}' in metrics
+        # Each worker writes its own sample files; /metrics summed them (with 1 worker per file).
+        assert any(name.startswith("counter_") for name in os.listdir(tmp_path / "prom"))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
