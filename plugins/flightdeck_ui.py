@@ -1,0 +1,129 @@
+"""The Deployments page inside the Airflow UI (Airflow 3 plugin: a FastAPI app + a nav entry).
+
+Per deploy target: the live version (asked through the load balancer), the traffic split and health
+(from the target's backend), and the deployment history from the records in S3 with outcomes and
+rollback reasons, each row linking to its deploy DAG run and to the model's MLflow run. The data
+comes from flightdeck.lineage (the same answers as the `flightdeck` CLI). Mounted at /flightdeck/ on
+the API server; every route requires a logged-in Airflow user (Bearer token or the UI's cookie).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow.api_fastapi.core_api.security import requires_authenticated
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.templating import Jinja2Templates
+
+from flightdeck import lineage
+from flightdeck import settings as settings_mod
+from flightdeck.deploy import records as rec
+
+log = logging.getLogger(__name__)
+
+AWS_CONN_ID = "aws_default"
+HISTORY_LIMIT = 30
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates") / "flightdeck"))
+
+
+def _store() -> rec.RecordStore:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return rec.RecordStore(S3Hook(aws_conn_id=AWS_CONN_ID).get_conn(), settings_mod.load().deploy_bucket)
+
+
+def _targets(store: rec.RecordStore) -> list[str]:
+    """Targets that have records (local first: it always exists on the embedded platform)."""
+    found = set()
+    for page in store.s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix="records/",
+                                                                  Delimiter="/"):
+        found.update(p["Prefix"].split("/")[1] for p in page.get("CommonPrefixes", []))
+    return sorted(found | {"local"}, key=lambda t: (t != "local", t))
+
+
+def _run_links(rows: list[dict[str, Any]], s: settings_mod.Settings, records: list[dict[str, Any]]) -> None:
+    """MLflow run links for history rows (one get_run per distinct run: the UI needs the experiment)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=s.mlflow_uri)
+    experiments: dict[str, str | None] = {}
+    for row, record in zip(rows, records, strict=True):
+        run_id = (record.get("model") or {}).get("run_id") or ""
+        row["mlflow_run_id"] = run_id
+        row["mlflow_url"] = ""
+        if not run_id:
+            continue
+        if run_id not in experiments:
+            try:
+                experiments[run_id] = client.get_run(run_id).info.experiment_id
+            except MlflowException:
+                experiments[run_id] = None
+        if experiments[run_id] is not None:
+            row["mlflow_url"] = lineage.mlflow_run_url(s.mlflow_uri, experiments[run_id], run_id)
+
+
+def _relative(url: str) -> str:
+    """Airflow links relative to the page's host: the page is served by that same API server."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def collect(store: rec.RecordStore | None = None) -> dict[str, Any]:
+    """Everything the page shows, as plain data (also served as JSON at /flightdeck/api/deployments)."""
+    s = settings_mod.load()
+    store = store or _store()
+    targets = []
+    for target in _targets(store):
+        backend = lineage.default_backend if target == "local" else None
+        st = lineage.status(target, store, settings=s, backend_factory=backend)
+        if target != "local" and st["deployment"]:  # no live probe for remote targets: the recorded split
+            st["traffic"] = {"weights": st["deployment"]["weights"], "health": {}, "error": None,
+                             "recorded": True}
+        records = store.list(target)[:HISTORY_LIMIT]
+        rows = [lineage.summarize(r, s.airflow_url) for r in records]
+        _run_links(rows, s, records)
+        for row in rows:
+            row["airflow_url"] = _relative(row["airflow_url"])
+            row["age"] = lineage.age(row["started_at"])
+            row["digest_short"] = re.sub(r"^sha256:", "", row["digest"])[:12]
+        health = st["traffic"]["health"]
+        serving = {r: w for r, w in st["traffic"]["weights"].items() if w > 0}
+        if st["live"]["ok"] and serving and all(health.get(r, {}).get("healthy") == health.get(r, {}).get("total")
+                                                for r in serving):
+            overall = "healthy"
+        elif st["live"]["ok"] or (target != "local" and serving):
+            overall = "degraded" if target == "local" else "recorded"
+        else:
+            overall = "down" if st["deployment"] else "none"
+        if st["deployment"]:
+            st["deployment"]["airflow_url"] = _relative(st["deployment"]["airflow_url"])
+        targets.append({"name": target, "status": st, "health": overall, "history": rows,
+                        "rollbacks": sum(1 for r in rows if r["outcome"] == "rolled_back")})
+    return {"targets": targets, "mlflow_url": s.mlflow_uri, "generated_at": rec.now_iso()}
+
+
+app = FastAPI(title="Flightdeck deployments", dependencies=[Depends(requires_authenticated())])
+
+
+@app.get("/", response_class=HTMLResponse)
+def deployments_page(request: Request) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(request, "deployments.html", collect())
+
+
+@app.get("/api/deployments")
+def deployments_json() -> JSONResponse:
+    return JSONResponse(collect())
+
+
+class FlightdeckUiPlugin(AirflowPlugin):
+    name = "flightdeck_ui"
+    fastapi_apps = [{"app": app, "url_prefix": "/flightdeck", "name": "Flightdeck deployments"}]
+    external_views = [{"name": "Deployments", "href": "/flightdeck/", "destination": "nav",
+                       "category": "browse", "url_route": "deployments"}]

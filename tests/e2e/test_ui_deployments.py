@@ -1,0 +1,148 @@
+"""The Deployments page (plugins/flightdeck_ui.py) in headless Chromium against the running Airflow.
+
+Logs in like the UI does (POST /auth/token, the `_token` cookie), renders /flightdeck/ and checks what
+a person sees against the sources: the live version against the load balancer, the history rows against
+the deployment records in S3, the run links against MLflow. The Airflow nav entry (/plugin/deployments)
+must embed the page. Screenshots go to test-artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from flightdeck.deploy import records as rec
+from flightdeck.platform import airflow_password, s3_client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# A private Airflow (plugin development) keeps its password elsewhere; default: the platform's.
+AIRFLOW_HOME = os.environ.get("FLIGHTDECK_UI_TEST_AIRFLOW_HOME")
+
+
+@pytest.fixture(scope="module")
+def token(platform) -> str:
+    password = airflow_password(Path(AIRFLOW_HOME) if AIRFLOW_HOME else None)
+    resp = requests.post(f"{platform.airflow_url}/auth/token", json={"username": "admin", "password": password},
+                         timeout=30)
+    resp.raise_for_status()
+    return resp.json()["access_token"]
+
+
+@pytest.fixture(scope="module")
+def browser(platform, token) -> Iterator:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="fd-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1800"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+    driver.set_page_load_timeout(120)
+    try:
+        driver.get(f"{platform.airflow_url}/api/v2/monitor/health")  # on the origin before setting its cookie
+        driver.add_cookie({"name": "_token", "value": token, "path": "/"})
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def page(browser, platform):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{platform.airflow_url}/flightdeck/")
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "deployments.png"))
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Deployments", browser.page_source[:2000]
+    return browser
+
+
+def test_the_page_needs_a_login(platform):
+    assert requests.get(f"{platform.airflow_url}/flightdeck/", timeout=30).status_code == 401
+    assert requests.get(f"{platform.airflow_url}/flightdeck/api/deployments", timeout=30).status_code == 401
+
+
+def test_live_version_traffic_and_health_match_the_load_balancer(page, platform):
+    from selenium.webdriver.common.by import By
+
+    local = page.find_element(By.ID, "target-local")
+    served = requests.get(platform.lb_url + "/version", timeout=5).json()
+    live = local.find_element(By.CSS_SELECTOR, "[data-field=live]").text
+    assert f"{served['model_name']} v{served['model_version']}" in live and served["run_id"] in live
+    assert local.find_element(By.CSS_SELECTOR, "[data-field=health]").text == "healthy"
+    rows = local.find_elements(By.CSS_SELECTOR, "[data-field=traffic] tr[data-revision]")
+    split = {r.get_attribute("data-revision"): r.find_elements(By.TAG_NAME, "td")[1].text for r in rows}
+    assert "100%" in split.values(), split
+    serving = [r for r in rows if r.find_elements(By.TAG_NAME, "td")[1].text == "100%"][0]
+    healthy, total = serving.find_elements(By.TAG_NAME, "td")[2].text.split("/")
+    assert healthy == total and int(total) >= 1
+    shot = ARTIFACTS / "deployments.png"
+    assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+def test_history_rows_match_the_deployment_records(page, platform):
+    from selenium.webdriver.common.by import By
+
+    records = rec.RecordStore(s3_client(), platform.deploy_bucket).list("local")[:30]
+    assert records, "the history test needs at least one deploy on the local target"
+    rows = page.find_elements(By.CSS_SELECTOR, "#target-local tr.history-row")
+    # a deploy may finish between rendering and listing: allow for two records of difference
+    shown = {r.get_attribute("data-deployment"): r for r in rows}
+    known = {r["deployment_id"]: r for r in records}
+    assert len(rows) >= min(30, len(records)) - 2
+    assert len(set(shown) & set(known)) >= len(shown) - 2
+    for dep_id, row in shown.items():
+        r = known.get(dep_id)
+        if r is None:
+            continue
+        assert row.get_attribute("data-outcome") == r["outcome"]
+        link = row.find_element(By.CSS_SELECTOR, "a.dag-run")
+        assert link.text == r["run_id"]
+        assert link.get_attribute("href") == f"{platform.airflow_url}/dags/deploy/runs/{quote(r['run_id'], safe='')}"
+        rollback = row.find_element(By.CSS_SELECTOR, "td.rollback").text
+        if r.get("rollback") and r["outcome"] == "rolled_back":
+            assert r["rollback"]["reason"][:60] in rollback
+        else:
+            assert rollback == ""
+    assert any(r["outcome"] == "rolled_back" for r in records) == bool(
+        page.find_elements(By.CSS_SELECTOR, "#target-local tr.history-row[data-outcome=rolled_back]"))
+
+
+def test_mlflow_links_point_at_existing_runs(page, platform):
+    from selenium.webdriver.common.by import By
+
+    links = page.find_elements(By.CSS_SELECTOR, "#target-local a.mlflow-run")
+    assert links, "no history row links an MLflow run"
+    for href in {a.get_attribute("href") for a in links[:3]}:
+        run_id = href.rsplit("/", 1)[1]
+        resp = requests.get(f"{platform.mlflow_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=30)
+        assert resp.status_code == 200 and href.split("/#/experiments/")[1].split("/")[0] == \
+            resp.json()["run"]["info"]["experiment_id"]
+
+
+def test_the_airflow_nav_entry_embeds_the_page(browser, platform):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{platform.airflow_url}/plugin/deployments")
+    frame = WebDriverWait(browser, 60).until(ec.presence_of_element_located(
+        (By.CSS_SELECTOR, "iframe[src*='/flightdeck/']")))
+    browser.switch_to.frame(frame)
+    WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "target-local")))
+    browser.switch_to.default_content()
+    browser.save_screenshot(str(ARTIFACTS / "deployments-in-airflow-nav.png"))
