@@ -77,3 +77,43 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 CMD ["gunicorn", "-c", "serving/gunicorn.conf.py", "--no-control-socket", "serving.app:create_app()"]
 
 # ---- airflow image ----
+
+# The platform image: Airflow 3 (api-server, scheduler, dag-processor, triggerer), MLflow and the SeaweedFS S3
+# server all run from it in docker-compose.yaml (one lock, requirements.txt). Deploy tasks build and run the
+# serving image through the host's Docker socket, and start HAProxy for the local target, so the image carries
+# this Dockerfile, serving/ and haproxy. The package is installed editable from /opt/flightdeck so that its
+# REPO_ROOT is the project tree (build contexts, params.yaml, dvc.yaml).
+#   docker build --target airflow --build-arg GIT_SHA=$(git rev-parse HEAD) -t flightdeck-airflow .
+FROM python:3.11-slim AS airflow
+ARG GIT_SHA=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore \
+    DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1
+RUN apt-get update -q \
+ && apt-get install -y -q --no-install-recommends haproxy git curl ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY requirements.txt /opt/flightdeck/requirements.txt
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-compile -r /opt/flightdeck/requirements.txt
+COPY pyproject.toml params.yaml dvc.yaml Dockerfile .dockerignore /opt/flightdeck/
+COPY include /opt/flightdeck/include
+COPY serving /opt/flightdeck/serving
+COPY dags /opt/flightdeck/dags
+COPY plugins /opt/flightdeck/plugins
+COPY scripts /opt/flightdeck/scripts
+RUN /opt/venv/bin/pip install --no-deps -e /opt/flightdeck \
+ && useradd --uid 50000 --gid 0 --create-home --home-dir /opt/airflow airflow \
+ && mkdir -p /opt/flightdeck/state && chown -R 50000:0 /opt/flightdeck /opt/airflow
+ENV PATH=/opt/venv/bin:$PATH \
+    AIRFLOW_HOME=/opt/airflow \
+    AIRFLOW__CORE__DAGS_FOLDER=/opt/flightdeck/dags \
+    AIRFLOW__CORE__PLUGINS_FOLDER=/opt/flightdeck/plugins \
+    AIRFLOW__CORE__LOAD_EXAMPLES=False \
+    FLIGHTDECK_STATE_DIR=/opt/flightdeck/state \
+    FLIGHTDECK_GIT_SHA=$GIT_SHA
+LABEL org.opencontainers.image.title="flightdeck-airflow" \
+      org.opencontainers.image.description="Flightdeck platform: Airflow 3, MLflow, SeaweedFS S3, deploy tooling" \
+      org.opencontainers.image.revision="$GIT_SHA"
+WORKDIR /opt/flightdeck
+USER 50000:0
+EXPOSE 8080
+CMD ["airflow", "version"]
