@@ -212,8 +212,13 @@ def build_image(model: ModelRef, *, registry: str, model_dir: Path | None, docke
                               labels=dict(image.labels))
         labels = image_labels(model, sha, inputs, tag)
         t0 = time.monotonic()
-        image, logs = client.images.build(path=str(ctx), tag=tag, target=target, buildargs=build_args,
-                                          labels=labels, rm=True, forcerm=True)
+        try:
+            image, logs = client.images.build(path=str(ctx), tag=tag, target=target, buildargs=build_args,
+                                              labels=labels, rm=True, forcerm=True)
+        except docker.errors.BuildError as e:  # the SDK keeps the log; show its tail, not just "exit 1"
+            tail = [c.get("stream", c.get("error", "")).rstrip() for c in e.build_log][-40:]
+            log.error("docker build of %s failed; last build output:\n%s", tag, "\n".join(x for x in tail if x))
+            raise
         for chunk in logs:
             if "stream" in chunk and chunk["stream"].strip():
                 log.debug("build: %s", chunk["stream"].rstrip())
