@@ -311,6 +311,9 @@ class Deploy:
                     bad: RevisionSpec | None = None) -> None:
         """Tag model versions with what the target serves, so registry and service never disagree
         silently (aliases stay the retrain pipeline's business)."""
+        specs = [live, bad, *(RevisionSpec.from_dict(d) for d in others.specs.values())]
+        if not any(s and s.model_name and s.model_version not in ("", "0") for s in specs):
+            return  # bare images: no registered model to tag (and no reason to import MLflow)
         try:
             from mlflow import MlflowClient
 
