@@ -13,6 +13,7 @@ import docker
 import pytest
 import requests
 
+from flightdeck.deploy import controller as ctl
 from flightdeck.deploy import records as rec
 from flightdeck.deploy.flow import Deploy, DeployFailed, StepNotInPlan
 from flightdeck.deploy.haproxy import HealthCheck, LbConfig
@@ -112,4 +113,5 @@ def test_steps_succeed_then_failed_rollback_is_retried(backend, store):
     assert [s.get("status") for s in record["steps"] if s["step"] == "rollback"] == ["failed", "ok"]
     with pytest.raises(DeployFailed, match="rolled_back on local: .*5xx rate"):
         d.outcome()
+    ctl.wait_healthy(backend, live, ctl.Thresholds(healthy_timeout_s=10, poll_s=0.2))  # LB was restarted
     assert requests.get(f"http://127.0.0.1:{PORT}/version", timeout=5).json()["model_version"] == "11"
