@@ -3,10 +3,13 @@
     flightdeck status [--target local] [--json]     live version, traffic, deployment, model, data, image
     flightdeck diff RUN_A RUN_B [--target T] [--json]   model, data, code, params, metrics, image changes
     flightdeck history [--target local] [--limit N] [--json]
+    flightdeck run DAG_ID [--conf JSON] [--wait] [--timeout S]   trigger a DAG through the REST API (CI/CD)
 
 RUN_A/RUN_B are deploy DAG run ids (manual__2026-...) or deployment ids (the record file names).
-Addresses come from the environment (flightdeck.settings); S3 credentials from AWS_* variables.
-Exit code: 0 on an answer, 1 when the answer has warnings (status) or the lookup failed.
+Addresses come from the environment (flightdeck.settings); S3 credentials from AWS_* variables; `run`
+logs in as FLIGHTDECK_AIRFLOW_USER (default admin) with FLIGHTDECK_AIRFLOW_PASSWORD (default: the
+embedded platform's generated password).
+Exit code: 0 on an answer, 1 when the answer has warnings (status), the lookup failed or the run failed.
 """
 
 from __future__ import annotations
@@ -105,7 +108,29 @@ def render_history(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(out) or "no deployments"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_dag(dag_id: str, conf: dict[str, Any], wait: bool, timeout: float, s: settings_mod.Settings) -> dict:
+    """Trigger `dag_id` (unpausing it) and optionally wait: what CI does on main."""
+    import os
+
+    from flightdeck.airflow_client import AirflowClient
+
+    password = os.environ.get("FLIGHTDECK_AIRFLOW_PASSWORD")
+    if not password:
+        from flightdeck.platform import airflow_password
+
+        password = airflow_password()
+    client = AirflowClient(s.airflow_url, os.environ.get("FLIGHTDECK_AIRFLOW_USER", "admin"), password)
+    try:
+        run_id = client.trigger(dag_id, conf)
+        state = client.wait(dag_id, run_id, timeout=timeout, poll=5) if wait else "queued"
+        tasks = client.task_states(dag_id, run_id) if wait else {}
+    finally:
+        client.close()
+    return {"dag_id": dag_id, "run_id": run_id, "state": state, "tasks": tasks,
+            "url": lineage.airflow_run_url(s.airflow_url, dag_id, run_id)}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flightdeck", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_status = sub.add_parser("status", help="what serves on a target now, and where it came from")
@@ -117,10 +142,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_hist = sub.add_parser("history", help="deployments on a target, newest first")
     p_hist.add_argument("--target", default="local")
     p_hist.add_argument("--limit", type=int, default=20)
-    for p in (p_status, p_diff, p_hist):
+    p_run = sub.add_parser("run", help="trigger a DAG through Airflow's REST API (and wait)")
+    p_run.add_argument("dag_id")
+    p_run.add_argument("--conf", default="{}", help="run conf as JSON (the DAG's params)")
+    p_run.add_argument("--wait", action="store_true", help="wait for the run to finish")
+    p_run.add_argument("--timeout", type=float, default=3600)
+    for p in (p_status, p_diff, p_hist, p_run):
         p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     s = settings_mod.load()
+    if args.cmd == "run":
+        out = run_dag(args.dag_id, json.loads(args.conf), args.wait, args.timeout, s)
+        print(json.dumps(out, indent=1, sort_keys=True) if args.json else
+              f"{out['dag_id']} {out['run_id']}: {out['state']}  {out['url']}")
+        return 0 if out["state"] in ("success", "queued") else 1
     store = _store(s)
     try:
         if args.cmd == "status":
