@@ -4,6 +4,9 @@
     flightdeck diff RUN_A RUN_B [--target T] [--json]   model, data, code, params, metrics, image changes
     flightdeck history [--target local] [--limit N] [--json]
     flightdeck run DAG_ID [--conf JSON] [--wait] [--timeout S]   trigger a DAG through the REST API (CI/CD)
+    flightdeck clear DAG_ID RUN_ID TASK_ID [--downstream] [--wait]   the UI's "Clear" (retry, redeploy, roll back)
+    flightdeck rollback [--target local] [--to RUN_ID] [--wait]   redeploy the previous good deployment by
+                                                 clearing its start_new task (with downstream)
 
 RUN_A/RUN_B are deploy DAG run ids (manual__2026-...) or deployment ids (the record file names).
 Addresses come from the environment (flightdeck.settings); S3 credentials from AWS_* variables; `run`
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -108,8 +112,7 @@ def render_history(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(out) or "no deployments"
 
 
-def run_dag(dag_id: str, conf: dict[str, Any], wait: bool, timeout: float, s: settings_mod.Settings) -> dict:
-    """Trigger `dag_id` (unpausing it) and optionally wait: what CI does on main."""
+def _airflow(s: settings_mod.Settings) -> Any:
     import os
 
     from flightdeck.airflow_client import AirflowClient
@@ -119,7 +122,45 @@ def run_dag(dag_id: str, conf: dict[str, Any], wait: bool, timeout: float, s: se
         from flightdeck.platform import airflow_password
 
         password = airflow_password()
-    client = AirflowClient(s.airflow_url, os.environ.get("FLIGHTDECK_AIRFLOW_USER", "admin"), password)
+    return AirflowClient(s.airflow_url, os.environ.get("FLIGHTDECK_AIRFLOW_USER", "admin"), password)
+
+
+def clear_task(dag_id: str, run_id: str, task_id: str, downstream: bool, wait: bool, timeout: float,
+               s: settings_mod.Settings) -> dict:
+    """Clear one task of a run (and optionally what follows it), then optionally wait for the run again.
+    On the deploy DAG: clearing `start_new` with downstream of an older successful run redeploys exactly
+    that run's image digest (a roll back); clearing a failed `rollback` retries it."""
+    client = _airflow(s)
+    try:
+        client.clear_task(dag_id, run_id, task_id, include_downstream=downstream)
+        if wait:
+            time.sleep(2)  # the cleared run goes back to queued; do not read its old final state
+        state = client.wait(dag_id, run_id, timeout=timeout, poll=5) if wait else "queued"
+        tasks = client.task_states(dag_id, run_id) if wait else {}
+    finally:
+        client.close()
+    return {"dag_id": dag_id, "run_id": run_id, "cleared": task_id, "downstream": downstream, "state": state,
+            "tasks": tasks, "url": lineage.airflow_run_url(s.airflow_url, dag_id, run_id)}
+
+
+def rollback_target(store: rec.RecordStore, target: str, to: str | None) -> dict[str, Any]:
+    """The deployment to go back to: `to`, else the newest succeeded one not serving now."""
+    if to:
+        return lineage.find_record(store, to, target)
+    flow = lineage.traffic(lineage.default_backend(target))
+    live = {r for r, w in flow["weights"].items() if w > 0}
+    if not live:
+        current = lineage.current_record(store, target) or {}
+        live = {current.get("revision")}
+    for r in store.list(target):
+        if r.get("outcome") == "succeeded" and r.get("revision") not in live and r.get("run_id"):
+            return r
+    raise LookupError(f"no earlier succeeded deployment on target {target} to roll back to")
+
+
+def run_dag(dag_id: str, conf: dict[str, Any], wait: bool, timeout: float, s: settings_mod.Settings) -> dict:
+    """Trigger `dag_id` (unpausing it) and optionally wait: what CI does on main."""
+    client = _airflow(s)
     try:
         run_id = client.trigger(dag_id, conf)
         state = client.wait(dag_id, run_id, timeout=timeout, poll=5) if wait else "queued"
@@ -147,7 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--conf", default="{}", help="run conf as JSON (the DAG's params)")
     p_run.add_argument("--wait", action="store_true", help="wait for the run to finish")
     p_run.add_argument("--timeout", type=float, default=3600)
-    for p in (p_status, p_diff, p_hist, p_run):
+    p_clear = sub.add_parser("clear", help="clear a task of a run (retry it; on deploy: redeploy that run)")
+    p_clear.add_argument("dag_id")
+    p_clear.add_argument("run_id")
+    p_clear.add_argument("task_id")
+    p_clear.add_argument("--downstream", action="store_true", help="clear the tasks after it too")
+    p_clear.add_argument("--wait", action="store_true", help="wait for the run to finish again")
+    p_clear.add_argument("--timeout", type=float, default=3600)
+    p_rb = sub.add_parser("rollback", help="redeploy the previous good deployment (clears its start_new task)")
+    p_rb.add_argument("--target", default="local")
+    p_rb.add_argument("--to", default=None, help="deploy run id to go back to (default: the previous good one)")
+    p_rb.add_argument("--wait", action="store_true")
+    p_rb.add_argument("--timeout", type=float, default=3600)
+    for p in (p_status, p_diff, p_hist, p_run, p_clear, p_rb):
         p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -156,8 +209,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     s = settings_mod.load()
-    if args.cmd == "run":
-        out = run_dag(args.dag_id, json.loads(args.conf), args.wait, args.timeout, s)
+    if args.cmd == "rollback":
+        try:
+            to = rollback_target(_store(s), args.target, args.to)
+        except LookupError as e:
+            print(f"flightdeck: {e}", file=sys.stderr)
+            return 1
+        print(f"rolling back {args.target} to {to['run_id']} ({(to.get('model') or {}).get('name')} "
+              f"v{(to.get('model') or {}).get('version')}, {(to.get('image') or {}).get('pinned')})", file=sys.stderr)
+        args.cmd, args.dag_id, args.run_id = "clear", to.get("dag_id") or "deploy", to["run_id"]
+        args.task_id, args.downstream = "start_new", True
+    if args.cmd in ("run", "clear"):
+        if args.cmd == "run":
+            out = run_dag(args.dag_id, json.loads(args.conf), args.wait, args.timeout, s)
+        else:
+            out = clear_task(args.dag_id, args.run_id, args.task_id, args.downstream, args.wait, args.timeout, s)
         print(json.dumps(out, indent=1, sort_keys=True) if args.json else
               f"{out['dag_id']} {out['run_id']}: {out['state']}  {out['url']}")
         return 0 if out["state"] in ("success", "queued") else 1
