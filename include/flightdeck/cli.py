@@ -82,6 +82,7 @@ def render_status(st: Mapping[str, Any]) -> str:
         lines.append(f"  latest    {a['run_id']}  {a['outcome']}")
     for k, ok in st["checks"].items():
         lines.append(f"  check     {k}: {'ok' if ok else 'MISMATCH'}")
+    lines.extend(f"  note      {n}" for n in st.get("notes", []))
     lines.extend(f"  warning   {w}" for w in st["warnings"])
     return "\n".join(lines)
 

@@ -222,15 +222,16 @@ def status(target: str, store: rec.RecordStore, *, settings: settings_mod.Settin
     record = _serving_record(store, target, flow["weights"])
     records = store.list(target)
     latest = records[0] if records else None
-    warnings: list[str] = []
+    warnings: list[str] = []  # something disagrees or cannot be checked
+    notes: list[str] = []  # worth knowing, not wrong (a deploy in flight)
     out: dict[str, Any] = {"target": target, "checked_at": rec.now_iso(), "live": live, "traffic": flow,
                            "deployment": summarize(record, s.airflow_url) if record else None,
                            "latest_attempt": None, "model": None, "image": None, "checks": {},
-                           "warnings": warnings}
+                           "warnings": warnings, "notes": notes}
     if latest and (not record or latest.get("deployment_id") != record.get("deployment_id")):
         out["latest_attempt"] = summarize(latest, s.airflow_url)
         if latest.get("outcome") == "in_progress":
-            warnings.append(f"deploy {latest.get('run_id')} is in progress")
+            notes.append(f"deploy {latest.get('run_id')} is in progress")
     if record is None:
         warnings.append(f"no finished deployment on target {target}")
         return out

@@ -207,3 +207,16 @@ def test_image_reference_parsing():
     assert lineage._split_ref("127.0.0.1:5050/m@sha256:ab") == ("127.0.0.1:5050", "m", "sha256:ab")
     assert lineage._split_ref("127.0.0.1:5050/team/m:v1-abc") == ("127.0.0.1:5050", "team/m", "v1-abc")
     assert lineage._split_ref("127.0.0.1:5050/m") == ("127.0.0.1:5050", "m", "latest")
+
+
+def test_a_deploy_in_flight_is_a_note_not_a_warning(store, mlflow_models, lb_server):
+    uri, models = mlflow_models
+    _record(store, "run-a", "1", models, "succeeded", "sha256:111", "2026-01-01T00:00:01Z")
+    store.update("local", "run-b", run_id="run-b", dag_id="deploy", started_at="2026-01-02T00:00:01Z")
+    lb_server.body = {"model_name": "bc-model", "model_version": "1", "run_id": models["1"]["run_id"]}
+    st = lineage.status("local", store, settings=_settings(uri, lb_url=f"http://127.0.0.1:{LB_PORT}"),
+                        backend_factory=None)
+    assert st["notes"] == ["deploy run-b is in progress"]
+    assert st["latest_attempt"]["outcome"] == "in_progress" and st["deployment"]["run_id"] == "run-a"
+    assert not any("in progress" in w for w in st["warnings"])
+    assert "note      deploy run-b is in progress" in cli.render_status(st)
