@@ -5,6 +5,7 @@
     flightdeck history [--target local] [--limit N] [--json]
     flightdeck run DAG_ID [--conf JSON] [--wait] [--timeout S]   trigger a DAG through the REST API (CI/CD)
     flightdeck clear DAG_ID RUN_ID TASK_ID [--downstream] [--wait]   the UI's "Clear" (retry, redeploy, roll back)
+    flightdeck logs [--target local] [--no-upload]   save serving container logs (state folder + S3)
     flightdeck rollback [--target local] [--to RUN_ID] [--wait]   redeploy the previous good deployment by
                                                  clearing its start_new task (with downstream)
 
@@ -201,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_rb.add_argument("--to", default=None, help="deploy run id to go back to (default: the previous good one)")
     p_rb.add_argument("--wait", action="store_true")
     p_rb.add_argument("--timeout", type=float, default=3600)
-    for p in (p_status, p_diff, p_hist, p_run, p_clear, p_rb):
+    p_logs = sub.add_parser("logs", help="save the target's serving container logs (state folder + S3)")
+    p_logs.add_argument("--target", default="local")
+    p_logs.add_argument("--no-upload", action="store_true", help="state folder only")
+    for p in (p_status, p_diff, p_hist, p_run, p_clear, p_rb, p_logs):
         p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -228,6 +232,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(out, indent=1, sort_keys=True) if args.json else
               f"{out['dag_id']} {out['run_id']}: {out['state']}  {out['url']}")
         return 0 if out["state"] in ("success", "queued") else 1
+    if args.cmd == "logs":
+        from flightdeck import servinglogs
+
+        saved = servinglogs.collect(args.target, s3=None if args.no_upload else _store(s).s3,
+                                    bucket=None if args.no_upload else s.logs_bucket)
+        print(json.dumps(saved, indent=1) if args.json else
+              "\n".join(f"{x['container']}: {x['bytes']} bytes -> {x['s3'] or x['path']}" for x in saved)
+              or f"no serving containers on target {args.target}")
+        return 0
     store = _store(s)
     try:
         if args.cmd == "status":
