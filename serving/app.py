@@ -104,7 +104,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     openapi = orjson.dumps(build_openapi(validator, f"{lineage.get('model_name') or 'model'} server", version))
     app.extensions["flightdeck_model"] = model
     app.extensions["flightdeck_metrics"] = metrics
-    routes = {rule.rule for rule in app.url_map.iter_rules()}
 
     @app.errorhandler(RequestError)
     def _request_error(exc: RequestError) -> Response:
@@ -211,7 +210,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def openapi_view() -> Response:
         return Response(openapi, mimetype="application/json")
 
-    routes.update(rule.rule for rule in app.url_map.iter_rules())
+    routes = {rule.rule for rule in app.url_map.iter_rules()}  # metric label values: bounded set
     app.wsgi_app = ObservedApp(app.wsgi_app, metrics, routes, version, settings["ACCESS_LOG"])  # type: ignore[method-assign]
     return app
 
