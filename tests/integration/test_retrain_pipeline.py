@@ -201,8 +201,13 @@ def test_unreachable_s3_names_the_service(env):
 
 def test_promoted_model_loads_in_the_serving_loader(first, tmp_path):
     """What the serving image does with the champion: a local model dir, no MLflow at load time."""
+    import sys
+
     import mlflow
 
+    repo = str(Path(__file__).resolve().parents[2])
+    if repo not in sys.path:  # serving/ is a top-level folder, not an installed package
+        sys.path.insert(0, repo)
     from serving.model import load_model_dir
 
     model_dir = mlflow.artifacts.download_artifacts(f"models:/{MODEL}@champion", dst_path=str(tmp_path))

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,6 +89,12 @@ def configure_remote(root: Path, store: ObjectStore) -> None:
             conf["remote"][REMOTE] = local
 
 
+def _write_if_changed(path: Path, text: str) -> None:
+    """Rewrite only on change: DVC compares timestamps/hashes of its inputs."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
 def _write_dvc_file(path: Path, md5: str, size: int | None) -> None:
     out: dict[str, Any] = {"md5": md5, "hash": "md5", "path": path.name.removesuffix(".dvc")}
     if size is not None:
@@ -104,9 +109,7 @@ def _push(root: Path, targets: list[str], store: ObjectStore) -> None:
         with Repo(str(root)) as repo:
             pushed = repo.push(targets=[str(root / t) for t in targets], remote=REMOTE)
     except _dvc_errors() as exc:
-        raise ServiceUnavailable(
-            "S3", store.endpoint, f"dvc push to {remote_url(store.bucket)} failed: {exc}"
-        ) from exc
+        raise ServiceUnavailable("S3", store.endpoint, f"dvc push to {remote_url(store.bucket)} failed: {exc}") from exc
     log.info("dvc push %s -> %s: %s new object(s)", targets, remote_url(store.bucket), pushed)
 
 
@@ -203,27 +206,40 @@ class Workspace:
         return self.root / HOLDOUT_FILE
 
     def ensure(self) -> None:
-        """Create or refresh the repo: DVC init, remote, the project's dvc.yaml, rendered params."""
-        from dvc.repo import Repo
+        """Create or refresh the repo: DVC init, remote, the project's dvc.yaml, rendered params.
 
+        The remote is (re)written only when its settings changed: opening a DVC repo costs seconds
+        in every task process, and the gates only need the files, which are usually already there.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "data").mkdir(exist_ok=True)
         if not (self.root / ".dvc").exists():
+            from dvc.repo import Repo
+
             Repo.init(str(self.root), no_scm=True).close()
             log.info("initialised DVC workspace (no SCM) at %s", self.root)
-        configure_remote(self.root, self.store)
-        shutil.copyfile(DVC_YAML_PATH, self.root / "dvc.yaml")
-        params_text = yaml.safe_dump(self.cfg.params, sort_keys=True)
-        params_file = self.root / "params.yaml"
-        if not params_file.exists() or params_file.read_text() != params_text:
-            params_file.write_text(params_text)
+        creds = self.store.credentials()
+        stamp = hashlib.sha256(
+            json.dumps(
+                [remote_url(self.store.bucket), self.store.endpoint, creds.access_key, creds.secret_key, creds.token]
+            ).encode()
+        ).hexdigest()
+        stamp_file = self.root / ".dvc" / "tmp" / "flightdeck-remote.sha256"
+        if not stamp_file.exists() or stamp_file.read_text() != stamp:
+            configure_remote(self.root, self.store)
+            stamp_file.parent.mkdir(parents=True, exist_ok=True)
+            stamp_file.write_text(stamp)
+        _write_if_changed(self.root / "dvc.yaml", DVC_YAML_PATH.read_text())
+        _write_if_changed(self.root / "params.yaml", yaml.safe_dump(self.cfg.params, sort_keys=True))
 
     def checkout_file(self, target: str, md5: str, size: int | None) -> None:
         path = self.root / target
+        dvc_file = self.root / f"{target}.dvc"
         if path.exists() and md5_file(path) == md5:
-            _write_dvc_file(self.root / f"{target}.dvc", md5, size)
+            if not dvc_file.exists() or yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"] != md5:
+                _write_dvc_file(dvc_file, md5, size)
             return
-        _write_dvc_file(self.root / f"{target}.dvc", md5, size)
+        _write_dvc_file(dvc_file, md5, size)
         _pull(self.root, [f"{target}.dvc"], self.store)
         log.info("checked out %s at %s from the remote", target, md5)
 
@@ -255,9 +271,7 @@ def _quarantine(store: ObjectStore, name: str, key: str, reason: str) -> str:
     return dst
 
 
-def sync(
-    cfg: DatasetConfig, store: ObjectStore | None = None, workspace: Workspace | None = None
-) -> dict[str, Any]:
+def sync(cfg: DatasetConfig, store: ObjectStore | None = None, workspace: Workspace | None = None) -> dict[str, Any]:
     """Validate landed batches, merge the good ones into a candidate dataset and push it to the remote.
 
     Malformed batches are moved to quarantine at once. The candidate is not yet the dataset's current
@@ -368,9 +382,7 @@ def commit(cfg: DatasetConfig, synced: dict[str, Any], store: ObjectStore | None
     return manifest
 
 
-def reject(
-    cfg: DatasetConfig, synced: dict[str, Any], reason: str, store: ObjectStore | None = None
-) -> list[str]:
+def reject(cfg: DatasetConfig, synced: dict[str, Any], reason: str, store: ObjectStore | None = None) -> list[str]:
     """Quarantine the batches of a candidate that failed the data checks; the dataset stays as it was."""
     store = store or ObjectStore()
     landed = set(store.list(prefixes(cfg.key)["landing"]))
