@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def test_lb_restart_puts_the_split_back(backend, image):
 def test_image_build_labels_reuse_and_push(tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    (model_dir / "MLmodel").write_text("flavors: {}\n")
+    (model_dir / "MLmodel").write_text(f"flavors: {{}}\nuuid: {uuid.uuid4()}\n")  # new inputs every run
     model = images.ModelRef(name="deploy-it-model", version="7", run_id="r123", data_version="d456")
     registry = settings_mod.load().registry
     built = images.build_image(model, registry=registry, model_dir=model_dir, dockerfile=STUB / "Dockerfile",
@@ -158,11 +159,11 @@ def test_image_build_labels_reuse_and_push(tmp_path):
     labels = docker.from_env().images.get(built.image_id).labels
     assert labels["org.opencontainers.image.revision"] == "0123456789abcdef"
     assert labels["org.flightdeck.model.version"] == "7" and labels["org.flightdeck.data.version"] == "d456"
-    assert labels[images.LABEL_INPUTS] == built.inputs_hash
+    assert not built.reused and labels[images.LABEL_INPUTS] == built.inputs_hash
     again = images.build_image(model, registry=registry, model_dir=model_dir, dockerfile=STUB / "Dockerfile",
                                target=None, sha="0123456789abcdef")
     assert again.reused and again.image_id == built.image_id
-    (model_dir / "MLmodel").write_text("flavors: {changed: 1}\n")
+    (model_dir / "MLmodel").write_text(f"flavors: {{changed: 1}}\nuuid: {uuid.uuid4()}\n")
     changed = images.build_image(model, registry=registry, model_dir=model_dir, dockerfile=STUB / "Dockerfile",
                                  target=None, sha="0123456789abcdef")
     assert not changed.reused and changed.inputs_hash != built.inputs_hash
@@ -170,3 +171,25 @@ def test_image_build_labels_reuse_and_push(tmp_path):
     assert pushed.digest.startswith("sha256:")
     assert docker.from_env().images.get_registry_data(changed.tag).id == pushed.digest
     assert not images.push_image(images.BuiltImage.from_dict(changed.to_dict())).pushed  # already there
+
+
+def test_previous_revision_is_a_hot_backup_until_finalize(backend, image):
+    """Blue/green at 100% new / 0% old: if the new revision's only server dies, HAProxy falls back to
+    the old one (its backup twin) instead of answering 503, until finalize retires it."""
+    live = next(iter(backend.weights()))
+    old_version = _version()
+    snap = ctl.start(backend, _spec(image, "8"))
+    ctl.wait_healthy(backend, "v8-it", TH)
+    ctl.shift(backend, "v8-it", 100, snap, TH)
+    time.sleep(1.5)  # the backup twin passes its checks
+    assert _version() == "8"
+    for c in backend._containers("v8-it"):
+        c.kill()
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        r = requests.get(f"http://127.0.0.1:{LB_PORT}/version", timeout=5)
+        if r.status_code == 200 and r.json()["model_version"] == old_version:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 200 and r.json()["model_version"] == old_version
+    assert ctl.rollback(backend, "v8-it", snap, TH) == {live: 100}

@@ -148,9 +148,17 @@ class LocalBackend:
                 raise RuntimeError(f"revision {revision} has no containers on target {self.name}")
             for slot in slots:
                 plan[slot] = 0 if pct <= 0 else max(1, round(pct * WEIGHT_SCALE / len(slots)))
+        # a running revision at 0% stays a backup (see haproxy.render_config) until it is stopped;
+        # backups go on before weights drop and off after weights rise, so there is always a server
+        for slot, w in plan.items():
+            if w == 0:
+                self.haproxy.set_backup(slot, True)
         # raise the gaining side first so the backend never has zero total weight mid-change
         for slot, w in sorted(plan.items(), key=lambda kv: -kv[1]):
             self.haproxy.set_weight(slot, w)
+        for slot, w in plan.items():
+            if w > 0:
+                self.haproxy.set_backup(slot, False)
         self._write_json(self._weights_path, {r: int(p) for r, p in weights.items()})
         log.info("target %s weights now %s", self.name, dict(weights))
 
@@ -159,6 +167,7 @@ class LocalBackend:
         if self.haproxy.running():
             slots = [int(c.labels[L_SLOT]) for c in containers]
             for slot in slots:
+                self.haproxy.set_backup(slot, False)
                 self.haproxy.set_weight(slot, 0)
                 self.haproxy.drain(slot)
             deadline = time.monotonic() + self.drain_timeout
