@@ -24,3 +24,6 @@ export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-http://127.0.0.1:$FLIGHTDECK_M
 export MLFLOW_HTTP_REQUEST_MAX_RETRIES=${MLFLOW_HTTP_REQUEST_MAX_RETRIES:-2}
 export MLFLOW_HTTP_REQUEST_TIMEOUT=${MLFLOW_HTTP_REQUEST_TIMEOUT:-60}
 export PATH="$FLIGHTDECK_ROOT/.venv/bin:$PATH"
+# The Amazon provider's aws_default connection for Airflow, tasks, scripts and tests alike: every AWS client
+# (S3Hook, DVC-side helpers, remote logging) goes to the local S3 server unless this is overridden.
+export AIRFLOW_CONN_AWS_DEFAULT=${AIRFLOW_CONN_AWS_DEFAULT:-"{\"conn_type\": \"aws\", \"login\": \"$AWS_ACCESS_KEY_ID\", \"password\": \"$AWS_SECRET_ACCESS_KEY\", \"extra\": {\"endpoint_url\": \"$FLIGHTDECK_S3_ENDPOINT\", \"region_name\": \"$AWS_DEFAULT_REGION\"}}"}

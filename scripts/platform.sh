@@ -74,8 +74,7 @@ airflow_env() {
   export AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER=s3://$FLIGHTDECK_LOGS_BUCKET/airflow
   export AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID=aws_default
   # Connections from the environment (no secrets in the metadata DB or the repo).
-  AIRFLOW_CONN_AWS_DEFAULT=$(python -m flightdeck.platform aws-conn)
-  export AIRFLOW_CONN_AWS_DEFAULT
+  # (AIRFLOW_CONN_AWS_DEFAULT comes from env.sh)
   export AIRFLOW_CONN_MLFLOW_DEFAULT="http://${MLFLOW_TRACKING_URI#http://}"
 }
 
