@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3000)]
 
@@ -32,9 +31,12 @@ def test_runbook_runs_as_written(platform):
     finished = re.findall(r"^(retrain|deploy) (\S+): (\w+)  http", proc.stdout, re.M)
     assert [(d, s) for d, _, s in finished] == [("retrain", "success"), ("deploy", "success"),
                                                 ("deploy", "success"), ("retrain", "success")], finished
-    # the roll back brought back the version it announced, and the LB serves it now
+    # the roll back brought back the version it announced: the runbook's own `flightdeck status` right after
+    # it (which compares the LB's /version with the record) shows that version live, every check ok
     m = re.search(r"rolling back local to (\S+) \((\S+) v(\d+),", proc.stderr)
     assert m, proc.stderr[-2000:]
-    served = requests.get(platform.lb_url + "/version", timeout=5).json()
-    assert (served["model_name"], str(served["model_version"])) == (m.group(2), m.group(3))
+    after = proc.stdout[proc.stdout.index(f"deploy {m.group(1)}: success"):]
+    status = after[:after.index("=== runbook block")]
+    assert re.search(rf"^  live      {re.escape(m.group(2))} v{m.group(3)}  ", status, re.M), status
+    assert "check     live_matches_record: ok" in status and "MISMATCH" not in status
     assert "policy is valid JSON" in proc.stdout and "docker-compose.yaml is valid" in proc.stdout
