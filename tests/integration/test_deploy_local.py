@@ -193,3 +193,15 @@ def test_previous_revision_is_a_hot_backup_until_finalize(backend, image):
         time.sleep(0.2)
     assert r.status_code == 200 and r.json()["model_version"] == old_version
     assert ctl.rollback(backend, "v8-it", snap, TH) == {live: 100}
+
+
+def test_rerunning_start_on_the_live_revision_costs_no_request(backend, image):
+    """A cleared start_new of the revision that is live adopts it; it must not reset its health."""
+    live = next(iter(backend.weights()))
+    with Load() as load:
+        time.sleep(0.5)
+        backend.start_revision(backend.spec(live))
+        backend.set_weights({live: 100})
+        time.sleep(2.5)  # longer than fall x inter: a reset would have shown as 503s
+    assert sum(load.failed.values()) == 0, load.failed
+    assert sum(load.ok.values()) > 0

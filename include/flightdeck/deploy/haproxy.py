@@ -184,16 +184,25 @@ class HAProxy:
         if out and not out.startswith("Health check"):
             raise RuntimeError(f"haproxy runtime API refused {cmd!r}: {out}")
 
+    def _in_maint(self, name: str) -> bool:
+        for row in self._rows():
+            if row.get("svname") == name:
+                return "MAINT" in (row.get("status") or "")
+        raise RuntimeError(f"haproxy has no server {BACKEND}/{name}")
+
     def set_backup(self, slot: int, on: bool) -> None:
         if on:
-            self._checked(f"set server {BACKEND}/b{slot} state ready")
-            self._checked(f"set server {BACKEND}/b{slot} health down")  # usable after `rise` real checks
+            if self._in_maint(f"b{slot}"):  # already serving as backup: leave its health alone
+                self._checked(f"set server {BACKEND}/b{slot} state ready")
+                self._checked(f"set server {BACKEND}/b{slot} health down")  # usable after `rise` checks
         else:
             self._checked(f"set server {BACKEND}/b{slot} state maint")
 
     def enable(self, slot: int) -> None:
         """Out of maintenance as DOWN: leaving MAINT would otherwise count the server UP before any
         check ran, so it must now pass `rise` real checks first."""
+        if not self._in_maint(f"s{slot}"):
+            return  # already enabled (a re-run adopting a live revision): never knock it DOWN
         self._checked(f"set server {BACKEND}/s{slot} state ready")
         self._checked(f"set server {BACKEND}/s{slot} health down")  # only after ready: MAINT ignores it
 
@@ -207,11 +216,15 @@ class HAProxy:
     def set_weight(self, slot: int, weight: int) -> None:
         self._checked(f"set server {BACKEND}/s{slot} weight {int(weight)}")
 
-    def stats(self) -> dict[int, dict[str, str]]:
-        """`show stat` rows of the serving backend's servers, by slot number."""
+    def _rows(self) -> list[dict[str, str]]:
         raw = self.command("show stat").lstrip("# ")
+        return [r for r in csv.DictReader(io.StringIO(raw)) if r.get("pxname") == BACKEND]
+
+    def stats(self) -> dict[int, dict[str, str]]:
+        """`show stat` rows of the serving backend's weighted servers (sN), by slot number."""
         rows: dict[int, dict[str, str]] = {}
-        for row in csv.DictReader(io.StringIO(raw)):
-            if row.get("pxname") == BACKEND and (row.get("svname") or "").startswith("s"):
-                rows[int(row["svname"][1:])] = row
+        for row in self._rows():
+            name = row.get("svname") or ""
+            if name.startswith("s") and name[1:].isdigit():
+                rows[int(name[1:])] = row
         return rows

@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     lb = platform_lb()
     proxy = HAProxy(lb)
     if args.action == "start":
+        if proxy.running():  # `make up` on a running platform: touching live servers would cost requests
+            print(f"haproxy already running (pid {proxy.pid()}) on {lb.bind_host}:{lb.bind_port}")
+            return 0
         proxy.start()
         try:
             platform_backend().resync()
