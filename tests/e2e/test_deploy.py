@@ -29,17 +29,17 @@ FAST = {"bake_seconds": 6, "step_seconds": 4, "healthy_timeout_seconds": 45, "mi
 
 
 def _register(bad: bool) -> str:
-    """Register a breast-cancer logistic regression. `bad` puts log1p in front of it: it loads, passes
-    the serving image's smoke prediction (zeros) and reports ready, but any row with a value below -1
-    (what the watcher sends) turns into NaN and /predict fails inside the model with a 500."""
+    """Register a breast-cancer logistic regression. `bad` puts a Box-Cox transform in front of it
+    (fitted on X + 1): it loads, passes the serving image's smoke prediction on its (positive) input
+    example and reports ready, but any row with a value <= 0 (what the watcher sends) makes the
+    transform raise inside the model, so /predict answers 500."""
     import mlflow
-    import numpy as np
     import sklearn
     from mlflow.models import infer_signature
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.preprocessing import PowerTransformer
 
     s = settings_mod.load()
     mlflow.set_tracking_uri(s.mlflow_uri)
@@ -47,12 +47,12 @@ def _register(bad: bool) -> str:
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     model = LogisticRegression(max_iter=5000)
     if bad:
-        model = make_pipeline(FunctionTransformer(np.log1p, feature_names_out="one-to-one"), model)
-    model.fit(X, y)
+        model = make_pipeline(PowerTransformer(method="box-cox"), model)
+    model.fit(X + 1 if bad else X, y)
     with mlflow.start_run(run_name="deploy-test-bad" if bad else "deploy-test-good"):
         info = mlflow.sklearn.log_model(
             model, name="model", signature=infer_signature(X, y), registered_model_name=MODEL,
-            serialization_format="skops", skops_trusted_types=["numpy.log1p"] if bad else None,
+            serialization_format="skops", input_example=X.iloc[:1] + 1 if bad else None,
             pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"])
     return str(info.registered_model_version)
 
