@@ -77,6 +77,9 @@ global
     stats timeout 10s
     pidfile {cfg.pid_path}
     maxconn 4096
+    # without this a second HAProxy (another checkout's platform) silently shares the port via
+    # SO_REUSEPORT and the kernel splits clients between two LBs with different weights
+    noreuseport
 
 defaults
     mode http
