@@ -251,11 +251,11 @@ def test_rejected_canary_approval_rolls_back(airflow, lb, models, store):
     while time.monotonic() < deadline and not answered:
         state = airflow.task_states(DAG, run).get("approve_canary")
         if state in ("deferred", "awaiting_input", "running"):
+            # the canary holds 20% while a human decides
+            record = store.get("local", rec.deployment_id(run))
+            shift1 = [s for s in record["steps"] if s["step"] == "shift_1"][-1]
+            assert shift1["weights"][record["revision"]] == 20, shift1
             try:
-                # the canary holds 20% while a human decides
-                record = store.get("local", rec.deployment_id(run))
-                shift1 = [s for s in record["steps"] if s["step"] == "shift_1"][-1]
-                assert shift1["weights"][record["revision"]] == 20
                 airflow.patch(f"/dags/{DAG}/dagRuns/{run}/taskInstances/approve_canary/-1/hitlDetails",
                               {"chosen_options": ["Reject"], "params_input": {}})
                 answered = True
