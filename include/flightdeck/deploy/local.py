@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 
 CONTAINER_PORT = 8080
 WEIGHT_SCALE = 2  # HAProxy weights run 0..256: percent x 2 keeps 1% steps with room for replicas
-L_TARGET, L_REV, L_SLOT, L_SPEC = (
-    "org.flightdeck.target", "org.flightdeck.revision", "org.flightdeck.slot", "org.flightdeck.spec")
+L_TARGET, L_REV, L_SLOT, L_SPEC, L_LB = (
+    "org.flightdeck.target", "org.flightdeck.revision", "org.flightdeck.slot", "org.flightdeck.spec",
+    "org.flightdeck.lb")
 
 
 class LocalBackend:
@@ -42,6 +44,10 @@ class LocalBackend:
         self.drain_timeout = drain_timeout
 
     # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def _lb_id(self) -> str:
+        return f"{self.lb.bind_host}:{self.lb.bind_port}"
+
     @property
     def _weights_path(self) -> Path:
         return self.lb.state_dir / "weights.json"
@@ -63,7 +69,8 @@ class LocalBackend:
         tmp.replace(path)
 
     def _containers(self, revision: str | None = None) -> list:
-        labels = [f"{L_TARGET}={self.name}"]
+        # scoped to this LB too: two platforms on one Docker engine must not adopt each other's containers
+        labels = [f"{L_TARGET}={self.name}", f"{L_LB}={self._lb_id}"]
         if revision is not None:
             labels.append(f"{L_REV}={revision}")
         return self.docker.containers.list(all=True, filters={"label": labels})
@@ -99,10 +106,10 @@ class LocalBackend:
                 c.remove(force=True)
             self._ensure_image(spec.image)
             for i, slot in enumerate(self._free_slots(spec.replicas)):
-                name = f"fd-{self.name}-{spec.revision}-{i}"
+                name = f"fd-{self.name}-{self.lb.bind_port}-{spec.revision}-{i}"
                 c = self.docker.containers.run(
                     spec.image, detach=True, name=name,
-                    labels={L_TARGET: self.name, L_REV: spec.revision, L_SLOT: str(slot),
+                    labels={L_TARGET: self.name, L_LB: self._lb_id, L_REV: spec.revision, L_SLOT: str(slot),
                             L_SPEC: json.dumps(spec.to_dict())},
                     environment=dict(spec.env),
                     ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", self.lb.slot_port(slot))},
@@ -198,9 +205,19 @@ class LocalBackend:
         return RevisionSpec.from_dict(stored) if stored else None
 
     # -- LB lifecycle (scripts/lb.sh) --------------------------------------------------------------
+    def stop_containers(self) -> int:
+        """`make down`: stop (not remove) this LB's model containers, so nothing of ours keeps running."""
+        running = [c for c in self._containers() if c.status == "running"]
+        for c in running:
+            c.stop(timeout=5)
+        return len(running)
+
     def resync(self) -> None:
-        """After an LB (re)start: put running revisions' slots back with their stored weights."""
+        """After an LB (re)start: restart stopped containers of live revisions, put their slots back."""
         weights = self.weights()
+        for c in self._containers():
+            if c.labels.get(L_REV) in weights and c.status != "running":
+                c.start()
         for revision in weights:
             for slot in self.slots(revision):
                 self.haproxy.set_weight(slot, 0)
@@ -210,11 +227,12 @@ class LocalBackend:
 
 
 def platform_lb(check: HealthCheck | None = None) -> LbConfig:
-    """The platform's public LB: settings.lb_url, slot ports 8400+, state under the state dir."""
+    """The platform's public LB: settings.lb_url, slot ports from FLIGHTDECK_LB_SLOT_BASE (8400+)."""
     s = settings_mod.load()
     url = urlparse(s.lb_url)
+    port_base = int(os.environ.get("FLIGHTDECK_LB_SLOT_BASE") or 8400)
     return LbConfig(state_dir=s.state_dir / "deploy" / "lb", bind_host=url.hostname or "127.0.0.1",
-                    bind_port=url.port or 8090, port_base=8400, slots=16, check=check or HealthCheck())
+                    bind_port=url.port or 8090, port_base=port_base, slots=16, check=check or HealthCheck())
 
 
 def platform_backend() -> LocalBackend:
@@ -244,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "stop":
         proxy.stop()
         print("haproxy stopped")
+        try:
+            print(f"model containers stopped: {platform_backend().stop_containers()}")
+        except docker.errors.DockerException as e:
+            log.warning("could not stop model containers: %s", e)
         return 0
     if not proxy.running():
         print(f"haproxy: down (config {lb.cfg_path})")
