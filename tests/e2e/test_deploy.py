@@ -172,6 +172,7 @@ def test_blue_green_good_model_goes_live(airflow, models, lb, store):
     assert record["outcome"] == "succeeded" and record["model"]["version"] == models["good2"]
     assert record["image"]["digest"].startswith("sha256:")
     assert record["image"]["labels"]["org.flightdeck.model.version"] == models["good2"]
+    assert requests.get(f"{lb}/version", timeout=5).json()["image_digest"] == record["image"]["digest"]
     assert "deployment record:" in airflow.task_log(DAG, run2, "finalize")
 
 
@@ -187,6 +188,7 @@ def test_clearing_an_earlier_run_redeploys_its_digest(airflow, lb, store, models
     again = store.get("local", rec.deployment_id(run1))
     assert again["image"]["digest"] == first["image"]["digest"]
     assert again["spec"]["image"].endswith(first["image"]["digest"])  # pulled by that digest
+    assert requests.get(f"{lb}/version", timeout=5).json()["image_digest"] == first["image"]["digest"]
     assert [s["step"] for s in again["steps"]].count("start_new") == 2
 
 

@@ -206,8 +206,11 @@ class Deploy:
             key = hashlib.sha256(image["pinned"].encode()).hexdigest()[:8]
             run_key = hashlib.sha256(self.run_id.encode()).hexdigest()[:6]
             revision = f"v{model['version']}-{key}-{run_key}".lower()
+            # the server's /version names the image it runs from these (a container cannot see its own digest)
             env = {"MODEL_NAME": model["name"], "MODEL_VERSION": str(model["version"]),
-                   "IMAGE_REF": image["pinned"], **{str(k): str(v) for k, v in (self.p["env"] or {}).items()}}
+                   "IMAGE_REF": image["pinned"], "IMAGE_TAG": image.get("tag") or "",
+                   "IMAGE_DIGEST": image.get("digest") or "",
+                   **{str(k): str(v) for k, v in (self.p["env"] or {}).items()}}
             spec = RevisionSpec(revision=revision, image=image["pinned"], digest=image.get("digest", ""),
                                 model_name=model["name"], model_version=str(model["version"]),
                                 replicas=int(self.p["replicas"]), env=env, run_id=self.run_id)
