@@ -20,6 +20,7 @@ import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
+from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
 from flightdeck.deploy.flow import MAX_SHIFT_STEPS, Deploy, StepNotInPlan
 
@@ -47,7 +48,8 @@ def _run(step: str, params: dict, run_id: str, *args: int) -> dict:
     max_active_runs=1,
     tags=["flightdeck", "deploy"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10),
+                  "on_failure_callback": FlightdeckFailureNotifier()},
     params={
         "model": Param("champion", type="string", title="Model version or alias",
                        description="A version number, an alias (champion, challenger, previous) or 'none' "

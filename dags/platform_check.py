@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import dag, task
+from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
 from flightdeck import plumbing
 
@@ -18,7 +19,8 @@ from flightdeck import plumbing
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=5)},
+    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=5),
+                  "on_failure_callback": FlightdeckFailureNotifier()},
     tags=["flightdeck", "platform"],
     doc_md=__doc__,
 )

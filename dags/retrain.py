@@ -29,6 +29,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, task
+from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
 from flightdeck import retrain as steps
 
@@ -58,7 +59,8 @@ def promote(registered: dict[str, Any], *, outlet_events: Any = None) -> dict[st
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # runs share the dataset's workspace and aliases
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "owner": "flightdeck"},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "owner": "flightdeck",
+                  "on_failure_callback": FlightdeckFailureNotifier()},
     tags=["flightdeck", "retrain", "mlflow", "dvc"],
     doc_md=__doc__,
     render_template_as_native_obj=True,

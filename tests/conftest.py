@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from flightdeck import settings
+
+# Airflow puts plugins/ on sys.path for DAG files; do the same for tests that load them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
 
 def _answers(url: str) -> bool:

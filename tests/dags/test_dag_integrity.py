@@ -35,6 +35,8 @@ def test_house_rules(dagbag, dag_file):
         assert dag.catchup is False, f"{dag.dag_id}: catchup must be off"
         assert dag.doc_md, f"{dag.dag_id}: needs doc_md (the module docstring)"
         assert dag.default_args.get("retries", 0) >= 2, f"{dag.dag_id}: default_args retries must be >= 2"
+        callback = dag.default_args.get("on_failure_callback")
+        assert type(callback).__name__ == "FlightdeckFailureNotifier", f"{dag.dag_id}: failures must notify"
         for t in dag.tasks:
             # A task may fail fast (e.g. a deploy health check hands over to rollback at once) only if it
             # says so and why in its doc_md, which the UI shows next to the task.
