@@ -101,7 +101,7 @@ def test_blue_green_switch_loses_no_request(backend, image):
     assert backend.weights() == {"v2-it": 100}
     assert sum(load.failed.values()) == 0, load.failed
     assert load.ok["1"] > 0 and load.ok["2"] > 0, load.ok
-    assert [c.name for c in backend._containers()] == ["fd-it-v2-it-0"]  # v1 retired
+    assert [c.name for c in backend._containers()] == [f"fd-it-{backend.lb.bind_port}-v2-it-0"]  # v1 retired
 
 
 def test_never_ready_revision_never_gets_traffic(backend, image):
