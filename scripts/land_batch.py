@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 from flightdeck import pipeline_config
 from flightdeck.data import generate, land
 from flightdeck.data.store import ObjectStore
+from flightdeck.platform import use_local_aws_default
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,10 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aws-conn-id", default="aws_default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.aws_conn_id == "aws_default" and not os.environ.get("AIRFLOW_CONN_AWS_DEFAULT"):
-        from flightdeck.platform import aws_connection_json  # outside Airflow: the local platform's S3
-
-        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = aws_connection_json()
+    use_local_aws_default()  # outside Airflow: aws_default is the local platform's S3 unless set
     cfg = pipeline_config.load(args.dataset, namespace=args.namespace)
     key = land.land(cfg, ObjectStore(aws_conn_id=args.aws_conn_id), args.kind, args.malformed_kind, args.seq)
     print(key)

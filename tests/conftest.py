@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 from flightdeck import settings
+from flightdeck.platform import use_local_aws_default
+
+# Tests run outside Airflow; `make test` sources scripts/env.sh, a bare `pytest` gets the same connection here.
+use_local_aws_default()
 
 # Airflow puts plugins/ on sys.path for DAG files; do the same for tests that load them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))

@@ -26,7 +26,7 @@ from flightdeck import pipeline_config, settings
 from flightdeck.airflow_client import AirflowClient
 from flightdeck.data import land
 from flightdeck.data.store import ObjectStore
-from flightdeck.platform import airflow_password, aws_connection_json
+from flightdeck.platform import airflow_password, use_local_aws_default
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "retrain" / "RESULTS.md")
     args = parser.parse_args()
-    os.environ.setdefault("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_json())
+    use_local_aws_default()
     s = settings.load()
     client = AirflowClient(s.airflow_url, "admin", airflow_password())
     store = ObjectStore()

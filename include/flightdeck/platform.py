@@ -1,7 +1,6 @@
 """Provisioning helpers for the embedded platform, called by scripts/platform.sh.
 
     python -m flightdeck.platform buckets [--check]   create (or check) the platform's S3 buckets
-    python -m flightdeck.platform aws-conn            the aws_default connection as Airflow JSON
     python -m flightdeck.platform airflow-password    the generated admin password
     python -m flightdeck.platform wait-airflow        wait until scheduler and dag processor report healthy
 
@@ -48,17 +47,23 @@ def ensure_buckets(check_only: bool = False) -> list[str]:
     return missing
 
 
-def aws_connection_json() -> str:
-    """The aws_default connection for Airflow, pointing every AWS client at the local S3 server."""
+def aws_connection_json(endpoint_url: str | None = None) -> str:
+    """The aws_default connection as Airflow JSON, pointing every AWS client at the local S3 server
+    (the Python twin of scripts/env.sh, for processes started without it)."""
     s = settings.load()
     return json.dumps(
         {
             "conn_type": "aws",
-            "login": os.environ.get("AWS_ACCESS_KEY_ID", ""),
-            "password": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-            "extra": {"endpoint_url": s.s3_endpoint, "region_name": s.aws_region},
+            "login": os.environ.get("AWS_ACCESS_KEY_ID", "flightdeck"),
+            "password": os.environ.get("AWS_SECRET_ACCESS_KEY", "flightdeck-secret"),
+            "extra": {"endpoint_url": endpoint_url or s.s3_endpoint, "region_name": s.aws_region},
         }
     )
+
+
+def use_local_aws_default() -> None:
+    """Outside Airflow and env.sh (scripts, tests): let the provider's aws_default reach the local S3."""
+    os.environ.setdefault("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_json())
 
 
 def airflow_password(airflow_home: Path | None = None) -> str:
@@ -91,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("buckets")
     b.add_argument("--check", action="store_true")
-    sub.add_parser("aws-conn")
     sub.add_parser("airflow-password")
     w = sub.add_parser("wait-airflow")
     w.add_argument("--timeout", type=float, default=120)
@@ -99,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "buckets":
         created = ensure_buckets(check_only=args.check)
         print("buckets created: " + (", ".join(created) if created else "none (all present)"))
-    elif args.cmd == "aws-conn":
-        print(aws_connection_json())
     elif args.cmd == "airflow-password":
         print(airflow_password())
     elif args.cmd == "wait-airflow":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -340,10 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     ws.add_argument("--dataset", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not os.environ.get("AIRFLOW_CONN_AWS_DEFAULT"):
-        from flightdeck.platform import aws_connection_json  # outside Airflow: the local platform's S3
+    from flightdeck.platform import use_local_aws_default  # outside Airflow: the local platform's S3
 
-        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = aws_connection_json()
+    use_local_aws_default()
     if args.cmd == "run":
         result = run_all(args.dataset, args.force, model_name=args.model_name, namespace=args.namespace)
         print(json.dumps({k: result.get(k) for k in ("outcome", "timings")}, indent=2))

@@ -10,7 +10,6 @@ run); else land a batch, retrain in an isolated namespace and deploy its champio
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -66,12 +65,7 @@ def _retrain(airflow, platform) -> str:
 
     model = f"lineage-e2e-{NS}"
     cfg = pipeline_config.load("breast_cancer", model_name=model, namespace=NS)
-    with pytest.MonkeyPatch.context() as mp:
-        if not os.environ.get("AIRFLOW_CONN_AWS_DEFAULT"):
-            from flightdeck.platform import aws_connection_json
-
-            mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_json())
-        land.land(cfg, ObjectStore())
+    land.land(cfg, ObjectStore())
     run_id = airflow.trigger("retrain", {"dataset": "breast_cancer", "namespace": NS, "model_name": model,
                                          "force": False})
     assert airflow.wait("retrain", run_id, timeout=900) == "success", airflow.task_states("retrain", run_id)

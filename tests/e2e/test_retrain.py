@@ -7,8 +7,6 @@ data) short-circuits and registers nothing.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import uuid
 
@@ -30,16 +28,7 @@ STATE: dict[str, object] = {}
 
 @pytest.fixture(scope="module")
 def store(platform):
-    with pytest.MonkeyPatch.context() as mp:
-        if not os.environ.get("AIRFLOW_CONN_AWS_DEFAULT"):
-            conn = {
-                "conn_type": "aws",
-                "login": os.environ.get("AWS_ACCESS_KEY_ID", "flightdeck"),
-                "password": os.environ.get("AWS_SECRET_ACCESS_KEY", "flightdeck-secret"),
-                "extra": {"endpoint_url": platform.s3_endpoint, "region_name": platform.aws_region},
-            }
-            mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
-        yield ObjectStore()
+    return ObjectStore()
 
 
 @pytest.fixture(scope="module")

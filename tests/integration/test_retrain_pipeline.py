@@ -7,7 +7,6 @@ its dataset from S3 by the version's data_version tag, retry steps, feed bad bat
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ from flightdeck import pipeline_config, retrain, settings, tracking
 from flightdeck.data import generate, land
 from flightdeck.data import sync as data_sync
 from flightdeck.data.store import ObjectStore
+from flightdeck.platform import aws_connection_json
 from flightdeck.services import ServiceUnavailable, ping_mlflow
 
 pytestmark = pytest.mark.integration
@@ -27,24 +27,11 @@ NS = f"it-{uuid.uuid4().hex[:8]}"
 MODEL = f"it-retrain-{NS}"
 
 
-def _aws_conn(endpoint: str) -> str:
-    return json.dumps(
-        {
-            "conn_type": "aws",
-            "login": os.environ.get("AWS_ACCESS_KEY_ID", "flightdeck"),
-            "password": os.environ.get("AWS_SECRET_ACCESS_KEY", "flightdeck-secret"),
-            "extra": {"endpoint_url": endpoint, "region_name": settings.load().aws_region},
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Real services (fail, never skip, when down), a private state dir and the aws_default connection."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLIGHTDECK_STATE_DIR", str(tmp_path_factory.mktemp("state")))
-        if not os.environ.get("AIRFLOW_CONN_AWS_DEFAULT"):
-            mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", _aws_conn(settings.load().s3_endpoint))
         mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         ObjectStore().ping()
         ping_mlflow(settings.load().mlflow_uri)
@@ -193,7 +180,7 @@ def test_unreachable_mlflow_names_the_service(env):
 
 def test_unreachable_s3_names_the_service(env):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", _aws_conn("http://127.0.0.1:8298"))
+        mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_json("http://127.0.0.1:8298"))
         mp.setenv("AWS_MAX_ATTEMPTS", "1")
         with pytest.raises(ServiceUnavailable, match=r"^S3 unreachable at http://127.0.0.1:8298"):
             retrain.sync_data("breast_cancer", namespace=NS)

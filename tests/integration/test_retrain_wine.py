@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 
 import pytest
@@ -20,15 +18,6 @@ pytestmark = pytest.mark.integration
 def env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLIGHTDECK_STATE_DIR", str(tmp_path_factory.mktemp("state")))
-        if not os.environ.get("AIRFLOW_CONN_AWS_DEFAULT"):
-            s = settings.load()
-            conn = {
-                "conn_type": "aws",
-                "login": os.environ.get("AWS_ACCESS_KEY_ID", "flightdeck"),
-                "password": os.environ.get("AWS_SECRET_ACCESS_KEY", "flightdeck-secret"),
-                "extra": {"endpoint_url": s.s3_endpoint, "region_name": s.aws_region},
-            }
-            mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
         ObjectStore().ping()
         ping_mlflow(settings.load().mlflow_uri)
         yield
