@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,11 @@ class AirflowClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        # Airflow's embedded SQLite answers 500 "Database error" while another process holds its write lock
+        # (the transaction is rolled back), so every call, writes included, is retried with backoff.
+        retry = Retry(total=5, backoff_factor=1, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
+                      raise_on_status=False)
+        self.session.mount(self.base_url, HTTPAdapter(max_retries=retry))
         resp = self.session.post(
             f"{self.base_url}/auth/token", json={"username": username, "password": password}, timeout=timeout
         )

@@ -127,23 +127,6 @@ def _airflow(s: settings_mod.Settings) -> Any:
     return AirflowClient(s.airflow_url, os.environ.get("FLIGHTDECK_AIRFLOW_USER", "admin"), password)
 
 
-def _retry_5xx(fn: Any, attempts: int = 6, delay: float = 5) -> Any:
-    """Retry an Airflow API write that failed with a server error: the embedded SQLite metadata DB
-    answers 500 "Database error" while another process holds its write lock."""
-    from flightdeck.airflow_client import AirflowError
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except AirflowError as e:
-            if " -> 5" not in str(e) or attempt == attempts:
-                raise
-            print(f"flightdeck: Airflow answered a server error, retrying ({attempt}/{attempts - 1}): "
-                  f"{str(e)[:120]}", file=sys.stderr)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
 def clear_task(dag_id: str, run_id: str, task_id: str, downstream: bool, wait: bool, timeout: float,
                s: settings_mod.Settings) -> dict:
     """Clear one task of a run (and optionally what follows it), then optionally wait for the run again.
@@ -151,7 +134,7 @@ def clear_task(dag_id: str, run_id: str, task_id: str, downstream: bool, wait: b
     that run's image digest (a roll back); clearing a failed `rollback` retries it."""
     client = _airflow(s)
     try:
-        _retry_5xx(lambda: client.clear_task(dag_id, run_id, task_id, include_downstream=downstream))
+        client.clear_task(dag_id, run_id, task_id, include_downstream=downstream)
         if wait:
             time.sleep(2)  # the cleared run goes back to queued; do not read its old final state
         state = client.wait(dag_id, run_id, timeout=timeout, poll=5) if wait else "queued"
@@ -181,7 +164,7 @@ def run_dag(dag_id: str, conf: dict[str, Any], wait: bool, timeout: float, s: se
     """Trigger `dag_id` (unpausing it) and optionally wait: what CI does on main."""
     client = _airflow(s)
     try:
-        run_id = _retry_5xx(lambda: client.trigger(dag_id, conf))
+        run_id = client.trigger(dag_id, conf)
         state = client.wait(dag_id, run_id, timeout=timeout, poll=5) if wait else "queued"
         tasks = client.task_states(dag_id, run_id) if wait else {}
     finally:
