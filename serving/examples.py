@@ -61,18 +61,8 @@ def train_breast_cancer(kind: str = "lr", n_estimators: int = 100) -> tuple[Any,
 
 
 def save_breast_cancer_model(path: Path, kind: str = "lr", n_estimators: int = 100) -> ExampleModel:
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-
     estimator, X, y = train_breast_cancer(kind, n_estimators)
-    mlflow.sklearn.save_model(
-        estimator,
-        str(path),
-        signature=infer_signature(X, estimator.predict(X)),
-        input_example=X.head(2),
-        pip_requirements=_pip_requirements(),
-        skops_trusted_types=TRUSTED_TREE_TYPES if kind == "rf" else None,
-    )
+    _save_sklearn(estimator, X, path, skops_trusted_types=TRUSTED_TREE_TYPES if kind == "rf" else None)
     return ExampleModel(Path(path), estimator, X, y, kind)
 
 
@@ -99,9 +89,7 @@ def log_breast_cancer_model(name: str, kind: str = "lr", experiment: str = "serv
 
 def save_mixed_type_model(path: Path) -> ExampleModel:
     """A pipeline with a string, an integer and a boolean column: served through the pyfunc path."""
-    import mlflow.sklearn
     import pandas as pd
-    from mlflow.models import infer_signature
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -120,12 +108,20 @@ def save_mixed_type_model(path: Path) -> ExampleModel:
     y = ((X["city"] == "oslo") | (X["spend"] > 110)).astype(int).to_numpy()
     pre = ColumnTransformer([("city", OneHotEncoder(handle_unknown="ignore"), ["city"])], remainder="passthrough")
     estimator = make_pipeline(pre, LogisticRegression(max_iter=1000)).fit(X, y)
+    _save_sklearn(estimator, X, path, serialization_format="cloudpickle")
+    return ExampleModel(Path(path), estimator, X, y, "mixed")
+
+
+def _save_sklearn(estimator: Any, X: Any, path: Path, **flavor_options: Any) -> None:
+    """Save as MLflow does for a trained model: signature, input example, explicit requirements (no 12 s inference)."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
     mlflow.sklearn.save_model(
         estimator,
         str(path),
         signature=infer_signature(X, estimator.predict(X)),
         input_example=X.head(2),
         pip_requirements=_pip_requirements(),
-        serialization_format="cloudpickle",
+        **flavor_options,
     )
-    return ExampleModel(Path(path), estimator, X, y, "mixed")
