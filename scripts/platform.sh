@@ -100,8 +100,8 @@ up() {
   airflow_up
   lb start
   wait_http "http://127.0.0.1:$FLIGHTDECK_MLFLOW_PORT/health" "mlflow" 300
-  wait_http "$FLIGHTDECK_AIRFLOW_URL/api/v2/monitor/health" "airflow" 300
-  python -m flightdeck.platform wait-airflow --timeout 120
+  # the API answers before the scheduler and dag processor are ready: wait for every component
+  python -m flightdeck.platform wait-airflow --timeout 300
   echo "platform up in $((SECONDS - t0)) s"
   urls
 }
