@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -67,14 +66,6 @@ class BuiltImage:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BuiltImage:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-def git_sha(repo: Path = settings_mod.REPO_ROOT) -> str:
-    try:
-        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def resolve_model(name: str, version_or_alias: str, tracking_uri: str | None = None) -> ModelRef:
@@ -195,7 +186,7 @@ def build_image(model: ModelRef, *, registry: str, model_dir: Path | None, docke
     dockerfile = dockerfile or settings_mod.REPO_ROOT / "Dockerfile"
     if not dockerfile.exists():
         raise FileNotFoundError(f"no Dockerfile at {dockerfile}: the serving image cannot be built")
-    sha = sha or git_sha()
+    sha = sha or settings_mod.git_sha()
     repository = repository or model.name
     tag = f"{registry}/{repository}:v{model.version}-{sha[:7]}"
     build_args = {"MODEL_DIR": MODEL_DIR_IN_CONTEXT, "MODEL_NAME": model.name, "MODEL_VERSION": model.version,

@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from flightdeck import pipeline_config
+from flightdeck import pipeline_config, settings
 
 # Heavy modules (pandas, sklearn, mlflow, dvc, the Amazon provider) are imported inside the steps: the
 # DAG file imports this module, and DAG parsing must stay fast and do no work.
@@ -181,7 +181,7 @@ def register(trained: dict[str, Any]) -> dict[str, Any]:
         tracking.TAG_DATA_VERSION: trained["data_version"],
         tracking.TAG_HOLDOUT_VERSION: trained["holdout_version"],
         tracking.TAG_PARAMS_HASH: trained["params_hash"],
-        tracking.TAG_GIT_SHA: tracking.git_sha(),
+        tracking.TAG_GIT_SHA: settings.git_sha(),
         tracking.TAG_DAG_ID: trained["dag_id"],
         tracking.TAG_RUN_ID: trained["run_id"],
         "mlflow_run_id": trained["mlflow_run_id"],

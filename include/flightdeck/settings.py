@@ -7,6 +7,7 @@ the same variables (or, for credentials, the Airflow connection). Nothing here i
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,3 +57,15 @@ def load() -> Settings:
         lb_url=_env("FLIGHTDECK_LB_URL", "http://127.0.0.1:8090"),
         model_name=_env("FLIGHTDECK_MODEL_NAME", "flightdeck-model"),
     )
+
+
+def git_sha() -> str:
+    """The project's commit (FLIGHTDECK_GIT_SHA wins, e.g. inside an image without .git)."""
+    if os.environ.get("FLIGHTDECK_GIT_SHA"):
+        return os.environ["FLIGHTDECK_GIT_SHA"]
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

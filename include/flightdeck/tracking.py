@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import version as pkg_version
@@ -43,23 +42,6 @@ SERVING_PACKAGES = ("mlflow-skinny", "scikit-learn", "numpy", "scipy", "pandas",
 
 def pip_requirements() -> list[str]:
     return [f"{name}=={pkg_version('mlflow' if name == 'mlflow-skinny' else name)}" for name in SERVING_PACKAGES]
-
-
-def git_sha() -> str:
-    """The project's commit (FLIGHTDECK_GIT_SHA wins, e.g. inside an image without .git)."""
-    if os.environ.get("FLIGHTDECK_GIT_SHA"):
-        return os.environ["FLIGHTDECK_GIT_SHA"]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(settings_mod.REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -185,7 +167,8 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
     with mlflow_call("log the training run"):
         mlflow.set_experiment(cfg.experiment_name)
         run_name = f"{cfg.name}-{ctx.data_version[:8]}-{ctx.run_id[-19:]}"
-        with mlflow.start_run(run_name=run_name, tags={**tags, TAG_GIT_SHA: git_sha(), TAG_ROLE: "training"}) as run:
+        run_tags = {**tags, TAG_GIT_SHA: settings_mod.git_sha(), TAG_ROLE: "training"}
+        with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
             mlflow.log_params(params)
             mlflow.log_params({f"best.{k}": str(v) for k, v in search["best_params"].items()})
             for i, cand in enumerate(search["candidates"]):
