@@ -28,15 +28,7 @@ def run_dag(client: AirflowClient, dag_id: str, conf: dict, timeout: float) -> s
     start = time.monotonic()
     run_id = client.trigger(dag_id, conf)
     log.info("%s: triggered run %s with conf %s", dag_id, run_id, json.dumps(conf))
-    seen: dict[str, str | None] = {}
-    while (state := client.run_state(dag_id, run_id)) not in {"success", "failed"}:
-        for task_id, task_state in client.task_states(dag_id, run_id).items():
-            if task_state != seen.get(task_id) and task_state in {"success", "failed", "skipped", "running"}:
-                log.info("  %-16s %s", task_id, task_state)
-                seen[task_id] = task_state
-        if time.monotonic() - start > timeout:
-            raise SystemExit(f"{dag_id} run {run_id} did not finish in {timeout:.0f} s")
-        time.sleep(3)
+    state = client.wait(dag_id, run_id, timeout=timeout, poll=3)  # logs each task as it moves
     log.info("%s: run %s ended %s in %.0f s", dag_id, run_id, state, time.monotonic() - start)
     if state != "success":
         failed = [t for t, s in client.task_states(dag_id, run_id).items() if s == "failed"]

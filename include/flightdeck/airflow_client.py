@@ -86,10 +86,15 @@ class AirflowClient:
         return self.get(f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
 
     def wait(self, dag_id: str, run_id: str, timeout: float = 600, poll: float = 2) -> str:
-        """Wait for the run to end; return its final state (success or failed)."""
+        """Wait for the run to end, logging each task's state changes; return the final run state."""
         deadline = time.monotonic() + timeout
+        seen: dict[str, str | None] = {}
         while True:
             state = self.run_state(dag_id, run_id)
+            for task_id, task_state in self.task_states(dag_id, run_id).items():
+                if task_state != seen.get(task_id) and task_state not in (None, "scheduled", "queued"):
+                    log.info("  %-16s %s", task_id, task_state)
+                seen[task_id] = task_state
             if state in FINAL_RUN_STATES:
                 return state
             if time.monotonic() > deadline:
