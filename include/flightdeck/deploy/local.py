@@ -46,7 +46,8 @@ class LocalBackend:
     # -- helpers ---------------------------------------------------------------------------------
     @property
     def _lb_id(self) -> str:
-        return f"{self.lb.bind_host}:{self.lb.bind_port}"
+        # the platform instance is its state folder: a deleted or other instance's containers are not ours
+        return str(self.lb.state_dir)
 
     @property
     def _weights_path(self) -> Path:
@@ -216,7 +217,7 @@ class LocalBackend:
         """After an LB (re)start: restart stopped containers of live revisions, put their slots back."""
         weights = self.weights()
         for c in self._containers():
-            if c.labels.get(L_REV) in weights and c.status != "running":
+            if weights.get(c.labels.get(L_REV), 0) > 0 and c.status != "running":
                 c.start()
         for revision in weights:
             for slot in self.slots(revision):
