@@ -38,6 +38,21 @@ def run_dag(client: AirflowClient, dag_id: str, conf: dict, timeout: float) -> s
     return run_id
 
 
+def unpause_and_settle(client: AirflowClient, dag_id: str, timeout: float) -> None:
+    """Unpause a scheduled DAG and let the run the scheduler starts for its latest interval finish first:
+    otherwise that run, not ours, would take the batch we land and ours would find nothing new."""
+    client.wait_for_dag(dag_id)
+    client.patch(f"/dags/{dag_id}", {"is_paused": False})
+    for _ in range(10):  # the scheduler creates the interval's run within a loop or two
+        runs = client.get(f"/dags/{dag_id}/dagRuns", state=["queued", "running"])["dag_runs"]
+        if runs:
+            for run in runs:
+                log.info("%s: waiting for the scheduler's run %s to finish first", dag_id, run["dag_run_id"])
+                client.wait(dag_id, run["dag_run_id"], timeout=timeout)
+            return
+        time.sleep(1)
+
+
 def http_json(url: str, payload: dict | None = None) -> dict:
     data = json.dumps(payload).encode() if payload is not None else None
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -50,6 +65,7 @@ def main() -> int:
     s = settings.load()
     client = AirflowClient(s.airflow_url, "admin", airflow_password())
     cfg = pipeline_config.load(None)
+    unpause_and_settle(client, "retrain", timeout=900)
 
     key = land.land(cfg, ObjectStore(), "good")
     log.info("landed a new batch of %s data at s3://%s/%s", cfg.name, s.data_bucket, key)
