@@ -127,6 +127,29 @@ def test_canary_failing_predict_is_pulled_back(backend, image):
     assert sum(load.failed.values()) == after  # nothing failed once the rollback finished
 
 
+def test_lb_takes_a_server_answering_5xx_out_after_error_limit(backend, image):
+    """HAProxy's passive check (observe layer7): consecutive 5xx on live traffic mark the server down
+    at once, without waiting for an active /readyz check (which this revision passes)."""
+    snap = ctl.start(backend, _spec(image, "6", FAIL_PREDICT="1"))
+    try:
+        ctl.wait_healthy(backend, "v6-it", TH)
+        backend.set_weights({"v2-it": 50, "v6-it": 50})
+        s, failed, ok = requests.Session(), 0, 0
+        while failed < backend.lb.check.error_limit and ok < 100:
+            try:
+                good = s.post(f"http://127.0.0.1:{LB_PORT}/predict", json={"rows": []}, timeout=5).ok
+            except requests.ConnectionError:  # the session that tripped the limit is cut mid-answer
+                good = False
+            failed, ok = failed + (not good), ok + good
+        assert failed == backend.lb.check.error_limit and ok <= failed + 1, (ok, failed)
+        # down after the 5th error, not at the next active check (which /readyz passes: then it is
+        # back in until the next 5 errors; the deploy watcher has rolled back by then)
+        assert backend.target_health("v6-it").healthy == 0
+    finally:
+        ctl.rollback(backend, "v6-it", snap, TH)
+    assert backend.weights() == {"v2-it": 100}
+
+
 def test_rollback_restarts_a_retired_previous_revision(backend, image):
     snap = ctl.start(backend, _spec(image, "5"))
     ctl.wait_healthy(backend, "v5-it", TH)

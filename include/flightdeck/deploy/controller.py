@@ -152,15 +152,21 @@ def watch(backend: Backend, revision: str, seconds: float, th: Thresholds,
     while True:
         h = backend.target_health(revision)
         now = clock()
-        bad_polls = bad_polls + 1 if not h.all_healthy else 0
-        if bad_polls >= th.unhealthy_polls:
-            raise DeployError(f"revision {revision} unhealthy: {h.healthy}/{h.total} targets up "
-                              f"({dict(h.states)})")
         samples.append((now, h.requests, h.errors_5xx))
         while len(samples) > 2 and samples[1][0] <= now - th.window_s:
             samples.popleft()
         _, req0, err0 = samples[0]
         req, err = h.requests - req0, h.errors_5xx - err0
+        if not h.all_healthy and err and err / req > th.max_5xx_rate:
+            # a target down while answering 5xx: the LB's passive check took it out after consecutive
+            # errors, which is a verdict on live traffic; no need for `min_requests` or a second poll
+            raise DeployError(f"revision {revision} 5xx rate {err / req:.1%} over the last {req} responses "
+                              f"> {th.max_5xx_rate:.1%}; the load balancer took {h.total - h.healthy}/"
+                              f"{h.total} targets out ({dict(h.states)})")
+        bad_polls = bad_polls + 1 if not h.all_healthy else 0
+        if bad_polls >= th.unhealthy_polls:
+            raise DeployError(f"revision {revision} unhealthy: {h.healthy}/{h.total} targets up "
+                              f"({dict(h.states)})")
         if req >= th.min_requests and err / req > th.max_5xx_rate:
             raise DeployError(f"revision {revision} 5xx rate {err / req:.1%} over the last {req} responses "
                               f"> {th.max_5xx_rate:.1%}")

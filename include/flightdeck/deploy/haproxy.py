@@ -26,11 +26,15 @@ BACKEND = "serving"
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """HAProxy active-check knobs (`inter`, `fall`, `rise`) for every slot."""
+    """HAProxy health-check knobs for every slot: active checks (`inter`, `fall`, `rise`) on /readyz,
+    and a passive check on live traffic: `error_limit` consecutive 5xx answers mark a server down at
+    once, so a model that passes /readyz but fails /predict stops getting traffic within a few
+    requests instead of a polling interval."""
 
     interval_ms: int = 1000
     unhealthy_threshold: int = 2
     healthy_threshold: int = 2
+    error_limit: int = 5
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ defaults
     # connection-level failures only: an HTTP 5xx from a bad model must stay visible to the watcher
     retry-on conn-failure empty-response response-timeout
     default-server check inter {c.interval_ms}ms fastinter {c.interval_ms}ms downinter {c.interval_ms}ms \
-fall {c.unhealthy_threshold} rise {c.healthy_threshold} on-marked-down shutdown-sessions
+fall {c.unhealthy_threshold} rise {c.healthy_threshold} on-marked-down shutdown-sessions \
+observe layer7 error-limit {c.error_limit} on-error mark-down
 
 frontend public
     bind {cfg.bind_host}:{cfg.bind_port}
@@ -202,10 +207,12 @@ class HAProxy:
             self._checked(f"set server {BACKEND}/b{slot} state maint")
 
     def enable(self, slot: int) -> None:
-        """Out of maintenance as DOWN: leaving MAINT would otherwise count the server UP before any
-        check ran, so it must now pass `rise` real checks first."""
+        """Out of maintenance as DOWN with weight 0: leaving MAINT would otherwise count the server UP
+        before any check ran, so it must now pass `rise` real checks first, and gets traffic only
+        once a weight is set."""
         if not self._in_maint(f"s{slot}"):
-            return  # already enabled (a re-run adopting a live revision): never knock it DOWN
+            return  # already enabled (a re-run adopting a live revision): keep its health and weight
+        self.set_weight(slot, 0)
         self._checked(f"set server {BACKEND}/s{slot} state ready")
         self._checked(f"set server {BACKEND}/s{slot} health down")  # only after ready: MAINT ignores it
 

@@ -120,9 +120,8 @@ class LocalBackend:
         specs = self._read_json(self._specs_path)
         specs[spec.revision] = spec.to_dict()
         self._write_json(self._specs_path, specs)
-        # In the LB with weight 0: health checks run, no traffic yet.
+        # In the LB with weight 0: health checks run, no traffic yet (an adopted slot keeps its weight).
         for slot in self.slots(spec.revision):
-            self.haproxy.set_weight(slot, 0)
             self.haproxy.enable(slot)
 
     def target_health(self, revision: str) -> TargetHealth:

@@ -198,3 +198,30 @@ def test_late_breakage_is_judged_over_a_sliding_window():
         ctl.watch(b, "v1", 100, th, sleep=traffic, clock=lambda: next(ticks) * 0.01)
     # cumulative since the start it would take 11 more polls to cross 5%; the window sees it at once
     assert 200 < polls["n"] <= 202
+
+
+def test_target_taken_out_by_the_lb_while_failing_ends_the_watch_at_once():
+    """The LB's passive check marks a canary down after a few consecutive 5xx: one poll is enough,
+    with fewer answers than `min_requests` (the canary's failed requests stay a handful)."""
+    b = MemoryBackend()
+    ctl.deploy(b, spec("1"), "blue_green", TH, bake_s=0)
+    b.counters["v1"] = (100, 0)
+
+    def lb_marks_down(_: float) -> None:
+        b.counters["v1"] = (106, 5)
+        b.unhealthy.add("v1")
+
+    polls = []
+    with pytest.raises(ctl.DeployError, match=r"5xx rate 83.3% over the last 6 responses.*took 1/1 targets out"):
+        ctl.watch(b, "v1", 100, TH, sleep=lambda s: (polls.append(s), lb_marks_down(s)))
+    assert len(polls) == 1  # judged on the first poll that saw it, not after `unhealthy_polls`
+
+
+def test_a_target_down_without_5xx_still_needs_consecutive_polls():
+    b = MemoryBackend()
+    ctl.deploy(b, spec("1"), "blue_green", TH, bake_s=0)
+    b.unhealthy.add("v1")
+    polls = []
+    with pytest.raises(ctl.DeployError, match="unhealthy: 0/1 targets up"):
+        ctl.watch(b, "v1", 100, TH, sleep=polls.append)
+    assert len(polls) == TH.unhealthy_polls - 1
