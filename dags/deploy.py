@@ -3,7 +3,9 @@
 Trigger by hand with the form: model version or alias, target (local: containers behind HAProxy on
 this machine; ecs: ECS services behind an ALB), strategy (blue_green, canary, rolling), canary
 percent and steps, bake time and health thresholds. Every step is a task; each canary step is its
-own `shift_N` task (steps a plan does not use are skipped). Any failure runs `rollback` (trigger
+own `shift_N` task (steps a plan does not use are skipped). On ECS, `rolling` updates the live
+service in place: `roll_service` (deferrable) has ECS replace its tasks under the deployment
+circuit breaker and watches the rollout; the shift steps are skipped. Any failure runs `rollback` (trigger
 rule one_failed): it restores the previous revision with 100% of traffic, writes the reason into
 the deployment record (s3://flightdeck-deployments/records/<target>/<run>.json) and tags the MLflow
 model version; `outcome` then prints the record and fails the run with the reason. Clearing a
@@ -20,6 +22,7 @@ import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
+from flightdeck_deploy_operators import EcsServiceDeployOperator  # plugins/
 from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
 from flightdeck.deploy.flow import MAX_SHIFT_STEPS, Deploy, StepNotInPlan
@@ -84,12 +87,24 @@ def deploy():
         return run()
 
     resolve, build, push, register = (step(n) for n in ("resolve", "build", "push", "register"))
-    start_new, wait_healthy = step("start_new"), step("wait_healthy")
+    start_new, wait_healthy = step("start_new"), step("wait_healthy", trigger_rule="none_failed")
     shifts = [step(f"shift_{i}", i, trigger_rule="none_failed") for i in range(1, MAX_SHIFT_STEPS + 1)]
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def approval_wanted(params: dict | None = None) -> bool:
         return bool(params["require_approval"]) and params["strategy"] == "canary"
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def ecs_rolls_the_service(run_id: str | None = None, params: dict | None = None) -> bool:
+        return Deploy(run_id, params).rolling_in_place()
+
+    start_roll = "{{ ti.xcom_pull(task_ids='start_new')['roll']"
+    roll_service = EcsServiceDeployOperator(
+        task_id="roll_service", cluster=start_roll + "['cluster'] }}", service=start_roll + "['service'] }}",
+        task_definition=start_roll + "['task_definition'] }}", deferrable=True, waiter_delay=15,
+        waiter_max_attempts=80, retries=0,
+        doc_md="Fail fast: ECS's rolling update of the live service; a rollout the circuit breaker "
+               "fails hands over to `rollback` at once.")
 
     approve = ApprovalOperator(
         task_id="approve_canary", subject="Promote the canary of {{ run_id }} beyond its first step?",
@@ -112,13 +127,15 @@ def deploy():
     chain = [resolve, build, push, register, start_new, wait_healthy, shifts[0]]
     for a, b in zip(chain, chain[1:], strict=False):
         a >> b
+    start_new >> ecs_rolls_the_service() >> roll_service >> wait_healthy
     gate = approval_wanted()
     shifts[0] >> gate >> approve >> shifts[1]
     for a, b in zip(shifts[1:], shifts[2:], strict=False):
         a >> b
     shifts[-1] >> bake >> finalize
     undo = rollback()
-    [*chain, *shifts, approve, bake, finalize] >> undo  # not `gate`: its skip would skip rollback
+    # not the short-circuits: their skips would skip rollback
+    [*chain, roll_service, *shifts, approve, bake, finalize] >> undo
 
     @task(task_id="outcome", trigger_rule="all_done", retries=0,
           doc_md="Fail fast: prints the deployment record and fails the run unless the deploy succeeded.")

@@ -282,3 +282,93 @@ def test_ecr_repository_and_login_through_the_hook(moto):
     assert repo["imageScanningConfiguration"]["scanOnPush"] is True
     host, auth = ecr_login(CONN)
     assert host and auth["username"] == "AWS" and auth["password"]
+
+
+@pytest.fixture(scope="module")
+def records(moto):
+    from flightdeck.deploy import records as rec
+
+    s3 = _boto("s3")
+    s3.create_bucket(Bucket="flightdeck-deployments")
+    return rec.RecordStore(s3, "flightdeck-deployments")
+
+
+def _operator(**kw):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
+    from flightdeck_deploy_operators import EcsServiceDeployOperator
+
+    return EcsServiceDeployOperator(aws_conn_id=CONN, **kw)
+
+
+def _rolling_run(env, records, version: str):
+    """The deploy DAG's tasks up to `roll_service`, for strategy rolling on ECS."""
+    from flightdeck.deploy.flow import Deploy
+
+    digest = "sha256:" + f"{int(version):064x}"
+    params = {"target": "ecs", "strategy": "rolling", "model": "none", "model_name": "flightdeck-model",
+              "image": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/flightdeck-model@{digest}",
+              "bake_seconds": 1, "healthy_timeout_seconds": 3, "env": {"MODEL_VERSION": version}}
+    d = Deploy(f"manual__roll_{version}", params, store=records, backend=env["backend"], aws_conn_id=CONN)
+    for step in ("resolve", "build", "push", "register"):
+        getattr(d, step)()
+    return d, d.start_new()
+
+
+def test_rolling_updates_the_live_service_in_place(env, records):
+    """ECS strategy rolling = the live service rolled to a new task definition by ECS (circuit breaker
+    on), no second service or listener change. INJECTED: the rollout's COMPLETED state (moto keeps
+    deployments IN_PROGRESS), so the operator here does not wait."""
+    from flightdeck.deploy.flow import StepNotInPlan
+
+    b = env["backend"]
+    (live,) = b.weights()
+    listener_before = _listener_weights(env)
+    d, started = _rolling_run(env, records, "7")
+    assert d.rolling_in_place() and d.record()["plan"] == [] and d.record()["spec"]["revision"] == live
+    roll = started["roll"]
+    assert roll["service"] == b.service_name(live)
+    svc = _boto("ecs").describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0]
+    assert roll["previous_task_definition"] == svc["taskDefinition"]
+    assert f"task-definition/{b.family(live)}:" in roll["task_definition"]  # the live service's family
+    _operator(task_id="roll_service", cluster=roll["cluster"], service=roll["service"],
+              task_definition=roll["task_definition"], wait_for_completion=False).execute({})
+    d.wait_healthy()
+    for i in range(1, 5):
+        with pytest.raises(StepNotInPlan):
+            d.shift(i)
+    d.bake()
+    d.finalize()
+    assert d.outcome()["outcome"] == "succeeded"
+    svc = _boto("ecs").describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0]
+    assert svc["taskDefinition"] == roll["task_definition"]
+    assert svc["deploymentConfiguration"]["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    assert b.weights() == {live: 100} and _listener_weights(env) == listener_before
+    assert b.spec(live).env["MODEL_VERSION"] == "7" and b.spec(live).image.endswith(f"{7:064x}")
+
+
+def test_rolling_that_the_circuit_breaker_fails_is_rolled_back(env, records):
+    """INJECTED: the circuit breaker's FAILED verdict, as the deferred trigger would report it."""
+    from airflow.sdk.exceptions import AirflowException
+
+    b = env["backend"]
+    (live,) = b.weights()
+    d, started = _rolling_run(env, records, "8")
+    roll = started["roll"]
+    op = _operator(task_id="roll_service", cluster=roll["cluster"], service=roll["service"],
+                   task_definition=roll["task_definition"], wait_for_completion=False)
+    deployment_id = op.execute({})
+    with pytest.raises(AirflowException, match="FAILED: tasks failed to start"):
+        op.execute_complete({}, {"status": "FAILED", "deployment_id": deployment_id,
+                                 "reason": "tasks failed to start"})
+    out = d.rollback(failed_tasks=["roll_service"])
+    assert "roll_service failed" in out["reason"] and out["restored"] == {live: 100}
+    ecs = _boto("ecs")
+    svc = ecs.describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0]
+    assert svc["taskDefinition"] == roll["previous_task_definition"]
+    bad = ecs.describe_task_definition(taskDefinition=roll["task_definition"])["taskDefinition"]
+    assert bad["status"] == "INACTIVE"
+    assert b.spec(live).env["MODEL_VERSION"] == "7"  # what serves (and what a later rollback restores)
+    assert d.record()["outcome"] == "rolled_back"
+    d.rollback(failed_tasks=["roll_service"])  # clearing the rollback task: idempotent
+    assert ecs.describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0][
+        "taskDefinition"] == roll["previous_task_definition"]

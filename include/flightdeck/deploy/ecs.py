@@ -292,9 +292,45 @@ class EcsBackend:
             out[revision] = by_arn.get(tg, 0) if tg else 0
         return dict(sorted(out.items()))
 
+    # -- ECS's own rolling update of a live service (strategy "rolling") ----------------------------
+    def _service(self, revision: str) -> dict[str, Any] | None:
+        return self._service_by_name(self.service_name(revision))
+
+    def prepare_roll(self, spec: RevisionSpec) -> dict[str, str]:
+        """Register `spec` as the next task definition of its (live) service's family.
+
+        A rolling deploy keeps the service, its target group and listener weight: ECS replaces the
+        tasks (minimum healthy 100%, maximum 200%) and its deployment circuit breaker rolls back a
+        rollout whose tasks fail. `spec.revision` names the live service being rolled.
+        """
+        svc = self._service(spec.revision)
+        if svc is None:
+            raise RuntimeError(f"no live ECS service {self.service_name(spec.revision)} to roll")
+        return {"cluster": self.cfg.cluster, "service": svc["serviceName"],
+                "previous_task_definition": svc["taskDefinition"], "task_definition": self.register(spec)}
+
+    def roll_back(self, roll: Mapping[str, str]) -> None:
+        """Put the service back on the task definition it ran before the roll (idempotent: after a
+        FAILED rollout the circuit breaker has usually done so already) and retire the new one."""
+        svc = self._service_by_name(roll["service"])
+        if svc is not None and svc["taskDefinition"] != roll["previous_task_definition"]:
+            self.ecs.update_service(cluster=roll["cluster"], service=roll["service"],
+                                    taskDefinition=roll["previous_task_definition"])
+            log.warning("service %s back on %s", roll["service"], roll["previous_task_definition"])
+        if roll.get("task_definition") and roll["task_definition"] != roll["previous_task_definition"]:
+            self.ecs.deregister_task_definition(taskDefinition=roll["task_definition"])
+
+    def _service_by_name(self, name: str) -> dict[str, Any] | None:
+        found = self.ecs.describe_services(cluster=self.cfg.cluster, services=[name]).get("services", [])
+        return found[0] if found and found[0]["status"] == "ACTIVE" else None
+
     def spec(self, revision: str) -> RevisionSpec | None:
+        # a live service's own task definition (after a rolling update that is the family's newest
+        # one that succeeded); a retired revision's newest task definition otherwise
+        svc = self._service(revision)
         try:
-            td = self.ecs.describe_task_definition(taskDefinition=self.family(revision), include=["TAGS"])
+            td = self.ecs.describe_task_definition(
+                taskDefinition=svc["taskDefinition"] if svc else self.family(revision), include=["TAGS"])
         except self.ecs.exceptions.ClientException:
             return None
         tags = {t["key"][3:]: t["value"] for t in td.get("tags", []) if t["key"].startswith("fd.")}

@@ -205,7 +205,7 @@ class Deploy:
             image, model = r["image"], r["model"]
             key = hashlib.sha256(image["pinned"].encode()).hexdigest()[:8]
             run_key = hashlib.sha256(self.run_id.encode()).hexdigest()[:6]
-            revision = f"v{model['version']}-{key}-{run_key}".lower()
+            revision = self._service_to_roll() or f"v{model['version']}-{key}-{run_key}".lower()
             # the server's /version names the image it runs from these (a container cannot see its own digest)
             env = {"MODEL_NAME": model["name"], "MODEL_VERSION": str(model["version"]),
                    "IMAGE_REF": image["pinned"], "IMAGE_TAG": image.get("tag") or "",
@@ -217,13 +217,34 @@ class Deploy:
             return spec.to_dict()
 
         spec = self._step("register", go)
-        self._update(spec=spec, revision=spec["revision"],
-                     plan=ctl.plan_steps(self.p["strategy"], int(self.p["canary_percent"]),
-                                         int(self.p["canary_steps"]), int(self.p["replicas"])))
+        rolling = bool(self._service_to_roll()) and spec["revision"] == self._service_to_roll()
+        self._update(spec=spec, revision=spec["revision"], mode="roll" if rolling else "revision",
+                     plan=[] if rolling else ctl.plan_steps(self.p["strategy"], int(self.p["canary_percent"]),
+                                                            int(self.p["canary_steps"]), int(self.p["replicas"])))
         return spec
 
+    def _service_to_roll(self) -> str:
+        """On ECS, strategy rolling updates the one live service in place (ECS's rolling deployment
+        with its circuit breaker) instead of starting a revision beside it; the first deploy, or a
+        target split between revisions, starts a revision as the other strategies do."""
+        if self.target != "ecs" or self.p["strategy"] != "rolling":
+            return ""
+        live = [r for r, w in self.backend.weights().items() if w > 0]
+        return live[0] if len(live) == 1 else ""
+
+    def _rolling(self, r: Mapping[str, Any] | None = None) -> bool:
+        return (r or self.record()).get("mode") == "roll"
+
+    def rolling_in_place(self) -> bool:
+        """Whether `roll_service` has work: this run rolls an ECS service in place."""
+        r = self.record()
+        return self._rolling(r) and bool(r.get("roll"))
+
     def start_new(self) -> dict[str, Any]:
+        r = self.record()
         spec = self._spec()
+        if self._rolling(r):
+            return self._start_roll(r, spec)
 
         def go() -> dict[str, Any]:
             return ctl.start(self.backend, spec).to_dict()
@@ -231,6 +252,24 @@ class Deploy:
         snap = self._step("start_new", go)
         self._update(previous=snap, outcome="in_progress", failure=None, rollback=None, finished_at=None)
         return snap
+
+    def _start_roll(self, r: Mapping[str, Any], spec: RevisionSpec) -> dict[str, Any]:
+        """Register the new task definition for ECS to roll the live service to (`roll_service`)."""
+        def go() -> dict[str, Any]:
+            if r.get("roll"):  # a re-run rolls to the task definition this run registered
+                return {"roll": r["roll"], "previous": r["previous"]}
+            current = self.backend.spec(spec.revision)
+            if current is None:
+                raise ctl.DeployError(f"cannot read the live spec of {spec.revision} to roll back to")
+            snap = ctl.Snapshot(weights={spec.revision: 100}, specs={spec.revision: current.to_dict()})
+            return {"roll": self.backend.prepare_roll(spec), "previous": snap.to_dict()}
+
+        out = self._step("start_new", go)
+        self._update(roll=out["roll"], previous=out["previous"], outcome="in_progress", failure=None,
+                     rollback=None, finished_at=None)
+        log.info("rolling ECS service %s from %s to %s", out["roll"]["service"],
+                 out["roll"]["previous_task_definition"], out["roll"]["task_definition"])
+        return out
 
     def wait_healthy(self) -> dict[str, Any]:
         spec = self._spec()
@@ -249,13 +288,19 @@ class Deploy:
 
     def bake(self) -> dict[str, Any]:
         spec, snap = self._spec(), self._snap()
+        if self._rolling():  # one service: no other revision to guard traffic back to; rollback rolls it back
+            return self._step("bake", lambda: ctl.watch(self.backend, spec.revision, float(self.p["bake_seconds"]),
+                                                        thresholds(self.p)))
         return self._step("bake", lambda: ctl.bake(self.backend, spec.revision, snap,
                                                    float(self.p["bake_seconds"]), thresholds(self.p)))
 
     def finalize(self) -> dict[str, Any]:
         r = self.record()
         spec, snap = self._spec(), self._snap()
-        out = self._step("finalize", lambda: {"weights": ctl.finalize(self.backend, spec.revision, snap)})
+        if self._rolling(r):  # ECS already replaced the old tasks; nothing else to retire
+            out = self._step("finalize", lambda: {"weights": self.backend.weights()})
+        else:
+            out = self._step("finalize", lambda: {"weights": ctl.finalize(self.backend, spec.revision, snap)})
         r = self._update(outcome="succeeded", finished_at=rec.now_iso(), weights=out["weights"])
         self._tag_models(live=spec, others=snap, status="live", reason="")
         log.info("%s", rec.render(r))
@@ -284,7 +329,11 @@ class Deploy:
         log.warning("rolling back %s on %s because %s failed: %s", spec.revision, self.target,
                     failure["step"], failure["reason"])
         try:
-            restored = ctl.rollback(self.backend, spec.revision, snap, thresholds(self.p))
+            if self._rolling(r):
+                self.backend.roll_back(r["roll"])
+                restored = self.backend.weights()
+            else:
+                restored = ctl.rollback(self.backend, spec.revision, snap, thresholds(self.p))
         except Exception as e:
             self._update(step="rollback", detail={"status": "failed", "error": str(e)},
                          outcome="rollback_failed")
