@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from serving import fast_trees
 from serving.schema import Batch, Column, RequestError, Validator
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ def load_model_dir(
 
     predict_batch: Callable[[Batch], Any] | None = None
     validator: Validator | None = None
+    evaluator = "mlflow pyfunc"
     flavor = "sklearn" if sk_conf else str(pyfunc_conf.get("loader_module", "python_function"))
     if sk_conf and all_numeric:
         estimator = _load_sklearn(model_dir, sk_conf, Path(cache_dir) if cache_dir else None)
@@ -216,7 +218,22 @@ def load_model_dir(
         if fitted is None or set(fitted) == names and len(fitted) == len(names):
             # Feed the matrix in the order the estimator was fitted in, whatever the signature says.
             validator = Validator(columns, order=fitted, max_rows=max_rows)
-            method = getattr(estimator, pyfunc_conf.get("predict_fn") or "predict")
+            method_name = pyfunc_conf.get("predict_fn") or "predict"
+            method = getattr(estimator, method_name)
+            try:
+                fast = fast_trees.build(estimator, method_name)
+            except Exception as exc:  # an estimator shaped unlike the sklearn we know: keep its own
+                log.warning(
+                    "fast tree evaluator not built (%s: %s); using the estimator's own %s",
+                    type(exc).__name__,
+                    exc,
+                    method_name,
+                )
+                fast = None
+            if fast is not None:  # a forest: the same answers without sklearn's per-tree overhead
+                method, evaluator = fast
+            else:
+                evaluator = f"sklearn {type(estimator).__name__}.{method_name}"
 
             def predict_batch(batch: Batch) -> Any:
                 return method(batch.matrix)
@@ -241,7 +258,11 @@ def load_model_dir(
         predict_path=path,
         lineage=merged,
         smoke=_smoke_batch(model_dir, mlmodel, validator),
-        extra={"mlflow_version": mlmodel.get("mlflow_version"), "model_uuid": mlmodel.get("model_uuid")},
+        extra={
+            "mlflow_version": mlmodel.get("mlflow_version"),
+            "model_uuid": mlmodel.get("model_uuid"),
+            "evaluator": evaluator,
+        },
     )
     try:
         model.smoke_test()
@@ -249,9 +270,10 @@ def load_model_dir(
         raise ModelLoadError(f"smoke prediction failed: {exc}") from exc
     model.load_seconds = time.perf_counter() - started
     log.info(
-        "model loaded: flavor=%s path=%s columns=%d in %.2fs",
+        "model loaded: flavor=%s path=%s evaluator=%s columns=%d in %.2fs",
         flavor,
         path,
+        evaluator,
         len(columns),
         model.load_seconds,
     )
