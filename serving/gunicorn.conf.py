@@ -3,9 +3,10 @@
 Run: gunicorn -c serving/gunicorn.conf.py --no-control-socket 'serving.app:create_app()'
 
 SERVING_WORKERS (default 1) processes x SERVING_THREADS (default 1) threads. Prediction is CPU-bound
-and holds the GIL, so scale with workers; the gthread worker is used even with one thread because
-it keeps HTTP connections alive (the sync worker closes each one). The app is preloaded: the model
-is read once in the master and shared by the forked workers.
+and holds the GIL, so scale with workers; a gthread-style worker is used even with one thread
+because it keeps HTTP connections alive (the sync worker closes each one). With one thread it is
+serving/gunicorn_worker.py's InlineThreadWorker (gthread without the hop to a one-thread pool).
+The app is preloaded: the model is read once in the master and shared by the forked workers.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ os.environ.setdefault("SKLEARN_ASSUME_FINITE", "1")
 bind = f"{os.environ.get('SERVING_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("SERVING_WORKERS") or 1)
 threads = int(os.environ.get("SERVING_THREADS") or 1)
-worker_class = "gthread"
+# One thread: gthread's loop without its thread pool hop (serving/gunicorn_worker.py).
+worker_class = "serving.gunicorn_worker.InlineThreadWorker" if threads == 1 else "gthread"
 preload_app = True
 keepalive = int(os.environ.get("SERVING_KEEPALIVE") or 5)
 timeout = int(os.environ.get("SERVING_TIMEOUT") or 30)

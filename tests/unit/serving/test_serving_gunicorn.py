@@ -68,3 +68,61 @@ def test_two_workers_report_metrics_for_the_whole_server(lr_model, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_one_thread_worker_keeps_connections_alive_and_serves_them_all(lr_model, tmp_path):
+    """SERVING_THREADS=1 runs InlineThreadWorker: several keep-alive connections, interleaved."""
+    import http.client
+    import json
+
+    port = PORT + 1
+    env = {
+        **os.environ,
+        "SERVING_MODEL_DIR": str(lr_model.path),
+        "PORT": str(port),
+        "SERVING_HOST": "127.0.0.1",
+        "SERVING_WORKERS": "1",
+        "SERVING_THREADS": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+    }
+    log_path = tmp_path / "gunicorn.log"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_app()"],
+        cwd=REPO,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()[-2000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(3)]
+        sockets = []
+        for i in range(12):
+            conn = conns[i % 3]
+            body = json.dumps({"rows": lr_model.records(i, 3)})
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            payload = json.loads(resp.read())
+            assert resp.status == 200 and payload["predictions"] == lr_model.expected(i, 3)
+            assert resp.getheader("Connection", "").lower() != "close"
+            sockets.append(conn.sock)
+        # Each connection stayed open: one socket per connection across its four requests.
+        assert len({id(s) for s in sockets}) == 3
+        conns[0].request("POST", "/predict", body=b"{", headers={"Content-Type": "application/json"})
+        resp = conns[0].getresponse()
+        assert resp.status == 400 and json.loads(resp.read())["error"]["code"] == "invalid_json"
+        for conn in conns:
+            conn.close()
+        assert "Using worker: serving.gunicorn_worker.InlineThreadWorker" in log_path.read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "Traceback" not in log_path.read_text()
