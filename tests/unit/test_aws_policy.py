@@ -19,6 +19,7 @@ PREFIX = {"ecs": "ecs", "elb": "elasticloadbalancing", "logs": "logs", "scaling"
           "cw": "cloudwatch"}
 # actions that take no resource-level permissions (AWS service authorization reference)
 UNSCOPABLE = {"ecr:GetAuthorizationToken", "ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition",
+              "ecs:DeregisterTaskDefinition",
               "elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeTargetGroups",
               "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeRules",
               "cloudwatch:GetMetricStatistics"}
