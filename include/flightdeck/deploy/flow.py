@@ -201,11 +201,13 @@ class Deploy:
         if r.get("spec"):
             return r["spec"]
 
+        to_roll = self._service_to_roll()
+
         def go() -> dict[str, Any]:
             image, model = r["image"], r["model"]
             key = hashlib.sha256(image["pinned"].encode()).hexdigest()[:8]
             run_key = hashlib.sha256(self.run_id.encode()).hexdigest()[:6]
-            revision = self._service_to_roll() or f"v{model['version']}-{key}-{run_key}".lower()
+            revision = to_roll or f"v{model['version']}-{key}-{run_key}".lower()
             # the server's /version names the image it runs from these (a container cannot see its own digest)
             env = {"MODEL_NAME": model["name"], "MODEL_VERSION": str(model["version"]),
                    "IMAGE_REF": image["pinned"], "IMAGE_TAG": image.get("tag") or "",
@@ -217,7 +219,7 @@ class Deploy:
             return spec.to_dict()
 
         spec = self._step("register", go)
-        rolling = bool(self._service_to_roll()) and spec["revision"] == self._service_to_roll()
+        rolling = bool(to_roll) and spec["revision"] == to_roll
         self._update(spec=spec, revision=spec["revision"], mode="roll" if rolling else "revision",
                      plan=[] if rolling else ctl.plan_steps(self.p["strategy"], int(self.p["canary_percent"]),
                                                             int(self.p["canary_steps"]), int(self.p["replicas"])))
