@@ -3,20 +3,7 @@ its own deferrable task, and one deploy at a time."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "deploy.py"
-
-
-@pytest.fixture(scope="module")
-def dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAG_FILE))
-    assert bag.import_errors == {}
-    return bag.dags["deploy"]
+DAG_ID = "deploy"  # the `dag` fixture (tests/unit/conftest.py) loads dags/deploy.py
 
 
 def test_manual_and_one_run_at_a_time(dag):

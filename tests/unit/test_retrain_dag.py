@@ -2,20 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "retrain.py"
-
-
-@pytest.fixture(scope="module")
-def dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAG_FILE))
-    assert bag.import_errors == {}
-    return bag.dags["retrain"]
+DAG_ID = "retrain"  # the `dag` fixture (tests/unit/conftest.py) loads dags/retrain.py
 
 
 def test_schedule_and_defaults(dag):
