@@ -248,11 +248,11 @@ def push_image(built: BuiltImage, *, auth_config: Mapping[str, str] | None = Non
 
 def pin_given(ref: str, client: docker.DockerClient | None = None) -> dict[str, Any]:
     """A ready-made image reference pinned to what it points at now (registry digest, else image id)."""
-    client = client or docker.from_env()
-    repo = ref.split("@")[0].rsplit(":", 1)[0] if ":" in ref.split("/")[-1] or "@" in ref else ref
-    if "@sha256:" in ref:
+    if "@sha256:" in ref:  # already pinned: nothing to ask the Docker engine
         digest = ref.split("@", 1)[1]
         return {"tag": ref, "pinned": ref, "digest": digest, "reused": True, "given": True}
+    client = client or docker.from_env()
+    repo = ref.split("@")[0].rsplit(":", 1)[0] if ":" in ref.split("/")[-1] or "@" in ref else ref
     try:
         digest = client.images.get_registry_data(ref).id
         pinned = f"{repo}@{digest}"
