@@ -184,12 +184,13 @@ def watch(backend: Backend, revision: str, seconds: float, th: Thresholds,
 
 def guard(backend: Backend, new: str, snap: Snapshot) -> None:
     """Take traffic off the new revision at once (best effort: the rollback step finishes the job)."""
-    if not snap.weights:
+    others = {r: w for r, w in snap.weights.items() if r != new}
+    if not others:  # nothing else to serve (a first deploy, or a service rolled in place)
         return
     live = {r for r in backend.weights()}
-    if all(r in live for r in snap.weights):
+    if all(r in live for r in others):
         try:
-            backend.set_weights({**snap.weights, new: 0})
+            backend.set_weights({**others, new: 0})
             log.warning("guard: traffic back on %s", snap.weights)
         except Exception:  # noqa: BLE001 - the rollback task retries with full error reporting
             log.exception("guard could not restore weights; rollback will")

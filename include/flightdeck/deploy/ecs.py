@@ -111,6 +111,14 @@ class EcsBackend:
             return None
         return tgs[0]["TargetGroupArn"] if tgs else None
 
+    def _service_by_name(self, name: str) -> dict[str, Any] | None:
+        """The ACTIVE service of that name (a deleted one lingers as INACTIVE for a while), or None."""
+        found = self.ecs.describe_services(cluster=self.cfg.cluster, services=[name]).get("services", [])
+        return found[0] if found and found[0]["status"] == "ACTIVE" else None
+
+    def _service(self, revision: str) -> dict[str, Any] | None:
+        return self._service_by_name(self.service_name(revision))
+
     def _scaling_resource(self, revision: str) -> str:
         return f"service/{self.cfg.cluster}/{self.service_name(revision)}"
 
@@ -149,8 +157,7 @@ class EcsBackend:
 
     def start_revision(self, spec: RevisionSpec) -> None:
         c = self.cfg
-        existing = self.ecs.describe_services(cluster=c.cluster, services=[self.service_name(spec.revision)])
-        if any(s["status"] == "ACTIVE" for s in existing.get("services", [])):
+        if self._service(spec.revision) is not None:
             log.info("service %s exists: adopting it", self.service_name(spec.revision))
             return
         task_def = self.register(spec)
@@ -213,9 +220,8 @@ class EcsBackend:
 
     def target_health(self, revision: str) -> TargetHealth:
         tg_arn = self._tg_arn(revision)
-        services = self.ecs.describe_services(cluster=self.cfg.cluster,
-                                              services=[self.service_name(revision)]).get("services", [])
-        desired = services[0]["desiredCount"] if services and services[0]["status"] == "ACTIVE" else 0
+        svc = self._service(revision)
+        desired = svc["desiredCount"] if svc else 0
         if tg_arn is None:
             return TargetHealth(revision=revision, total=desired, healthy=0)
         descs = self.elb.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]
@@ -267,8 +273,7 @@ class EcsBackend:
                 ScalableDimension="ecs:service:DesiredCount")
         except self.scaling.exceptions.ObjectNotFoundException:
             pass
-        svc = self.ecs.describe_services(cluster=self.cfg.cluster, services=[name]).get("services", [])
-        if svc and svc[0]["status"] == "ACTIVE":
+        if self._service_by_name(name) is not None:
             self.ecs.update_service(cluster=self.cfg.cluster, service=name, desiredCount=0)
             self.ecs.delete_service(cluster=self.cfg.cluster, service=name, force=True)
             log.info("deleted service %s", name)
@@ -284,8 +289,7 @@ class EcsBackend:
             name = arn.rsplit("/", 1)[-1]
             if not name.startswith(prefix):
                 continue
-            svc = self.ecs.describe_services(cluster=self.cfg.cluster, services=[name])["services"][0]
-            if svc["status"] != "ACTIVE":
+            if self._service_by_name(name) is None:
                 continue
             revision = name[len(prefix):]
             tg = self._tg_arn(revision)
@@ -293,9 +297,6 @@ class EcsBackend:
         return dict(sorted(out.items()))
 
     # -- ECS's own rolling update of a live service (strategy "rolling") ----------------------------
-    def _service(self, revision: str) -> dict[str, Any] | None:
-        return self._service_by_name(self.service_name(revision))
-
     def prepare_roll(self, spec: RevisionSpec) -> dict[str, str]:
         """Register `spec` as the next task definition of its (live) service's family.
 
@@ -319,10 +320,6 @@ class EcsBackend:
             log.warning("service %s back on %s", roll["service"], roll["previous_task_definition"])
         if roll.get("task_definition") and roll["task_definition"] != roll["previous_task_definition"]:
             self.ecs.deregister_task_definition(taskDefinition=roll["task_definition"])
-
-    def _service_by_name(self, name: str) -> dict[str, Any] | None:
-        found = self.ecs.describe_services(cluster=self.cfg.cluster, services=[name]).get("services", [])
-        return found[0] if found and found[0]["status"] == "ACTIVE" else None
 
     def spec(self, revision: str) -> RevisionSpec | None:
         # a live service's own task definition (after a rolling update that is the family's newest

@@ -290,19 +290,13 @@ class Deploy:
 
     def bake(self) -> dict[str, Any]:
         spec, snap = self._spec(), self._snap()
-        if self._rolling():  # one service: no other revision to guard traffic back to; rollback rolls it back
-            return self._step("bake", lambda: ctl.watch(self.backend, spec.revision, float(self.p["bake_seconds"]),
-                                                        thresholds(self.p)))
         return self._step("bake", lambda: ctl.bake(self.backend, spec.revision, snap,
                                                    float(self.p["bake_seconds"]), thresholds(self.p)))
 
     def finalize(self) -> dict[str, Any]:
         r = self.record()
         spec, snap = self._spec(), self._snap()
-        if self._rolling(r):  # ECS already replaced the old tasks; nothing else to retire
-            out = self._step("finalize", lambda: {"weights": self.backend.weights()})
-        else:
-            out = self._step("finalize", lambda: {"weights": ctl.finalize(self.backend, spec.revision, snap)})
+        out = self._step("finalize", lambda: {"weights": ctl.finalize(self.backend, spec.revision, snap)})
         r = self._update(outcome="succeeded", finished_at=rec.now_iso(), weights=out["weights"])
         self._tag_models(live=spec, others=snap, status="live", reason="")
         log.info("%s", rec.render(r))
