@@ -38,7 +38,9 @@ demo: up ## the main job: platform up -> retrain -> deploy -> a live prediction 
 	@$(ENV) $(PY) scripts/demo.py
 
 test: up ## install, start (or reuse) the platform, run every test
-	@$(ENV) $(PY) -m pytest -p no:cacheprovider -ra --durations=25 --timeout=1200 $(PYTEST_ARGS)
+	@$(ENV) $(PY) -m pytest -p no:cacheprovider -ra --durations=25 --timeout=1200 $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): a failure, not a pass" >&2; fi; \
+	exit $$rc
 
 test-fast: install ## the tests that need no running platform (DAG integrity and unit tests)
 	@$(ENV) $(PY) -m pytest -p no:cacheprovider -ra tests/dags tests/unit $(PYTEST_ARGS)
