@@ -24,15 +24,13 @@ from werkzeug.exceptions import HTTPException
 from serving.model import LoadedModel, ModelLoadError, fetch_model, load_model_dir
 from serving.observability import ACCESS_LOGGER, Metrics, configure_logging
 from serving.openapi import build_openapi
-from serving.schema import Batch, RequestError, parse_json
+from serving.schema import RequestError
+from serving.scoring import ENV_REQUEST_ID, ENV_ROWS, ScoringRoutes, error_payload, json_bytes
 
 log = logging.getLogger("serving")
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-ENV_REQUEST_ID = "flightdeck.request_id"
-ENV_ROWS = "flightdeck.rows"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -69,24 +67,11 @@ def _load(config: Mapping[str, Any]) -> LoadedModel:
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, mimetype="application/json")
+    return Response(json_bytes(payload), status, mimetype="application/json")
 
 
 def _error(status: int, code: str, message: str, details: Mapping[str, Any] | None = None) -> Response:
-    body: dict[str, Any] = {"error": {"code": code, "message": message, "details": dict(details or {})}}
-    body["request_id"] = request.environ.get(ENV_REQUEST_ID)
-    return _json(body, status)
-
-
-def _body() -> Any:
-    ctype = request.environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-    if ctype != "application/json":
-        raise RequestError(
-            415,
-            "unsupported_media_type",
-            f"Content-Type must be application/json, got {ctype or 'none'}",
-        )
-    return parse_json(request.get_data(cache=False))
+    return _json(error_payload(status, code, message, details, request.environ.get(ENV_REQUEST_ID)), status)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -126,57 +111,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         log.exception("unhandled error request_id=%s", request.environ.get(ENV_REQUEST_ID))
         return _error(500, "internal_error", f"{type(exc).__name__} while handling the request")
 
-    def _score(batch: Batch) -> list[Any]:
-        request.environ[ENV_ROWS] = batch.n_rows
-        preds = model.predict(batch)
-        metrics.rows_child.inc(batch.n_rows)
-        return preds
-
-    @app.post("/predict")
-    def predict() -> Response:
-        body = _body()
-        if type(body) is not dict or len(body) != 1 or not ({"rows", "columns"} & body.keys()):
-            raise RequestError(
-                400,
-                "bad_shape",
-                'send {"rows": [{column: value, ...}, ...]} or {"columns": {column: [values]}}',
-            )
-        batch = validator.records(body["rows"]) if "rows" in body else validator.columnar(body["columns"])
-        return _json(
-            {
-                "predictions": _score(batch),
-                "model_name": lineage.get("model_name"),
-                "model_version": lineage.get("model_version"),
-                "request_id": request.environ.get(ENV_REQUEST_ID),
-            }
-        )
-
-    @app.post("/invocations")
-    def invocations() -> Response:
-        body = _body()
-        if type(body) is not dict:
-            raise RequestError(400, "bad_shape", f"the body must be an object with one of {list(_MLFLOW_KEYS)}")
-        keys = [k for k in _MLFLOW_KEYS if k in body]
-        unknown = sorted(set(body) - set(_MLFLOW_KEYS) - {"params"})
-        if len(keys) != 1 or unknown:
-            raise RequestError(
-                400,
-                "bad_shape",
-                f"the body must have exactly one of {list(_MLFLOW_KEYS)}"
-                + (f"; unknown keys {unknown}" if unknown else ""),
-            )
-        if body.get("params"):
-            raise RequestError(422, "params_not_supported", "this model takes no inference params")
-        key = keys[0]
-        payload = body[key]
-        if key == "dataframe_split":
-            batch = validator.split(payload, key)
-        elif key == "dataframe_records" or type(payload) is list:
-            batch = validator.records(payload, key)
-        else:
-            batch = validator.columnar(payload, key)
-        return _json({"predictions": _score(batch)})
-
     @app.get("/healthz")
     def healthz() -> Response:
         return _json({"status": "ok"})
@@ -210,8 +144,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def openapi_view() -> Response:
         return Response(openapi, mimetype="application/json")
 
-    routes = {rule.rule for rule in app.url_map.iter_rules()}  # metric label values: bounded set
-    app.wsgi_app = ObservedApp(app.wsgi_app, metrics, routes, version, settings["ACCESS_LOG"])  # type: ignore[method-assign]
+    scoring = ScoringRoutes(app.wsgi_app, model, metrics, lineage, settings["MAX_CONTENT_LENGTH"])
+    routes = {rule.rule for rule in app.url_map.iter_rules()} | set(scoring.routes)  # metric labels: a bounded set
+    app.wsgi_app = ObservedApp(scoring, metrics, routes, version, settings["ACCESS_LOG"])  # type: ignore[method-assign]
     return app
 
 

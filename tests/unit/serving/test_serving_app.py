@@ -265,6 +265,46 @@ def test_unknown_route_and_method_are_json(client):
     _error(client.get("/predict"), 405, "method_not_allowed")
 
 
+@pytest.mark.parametrize("path", ["/predict", "/invocations"])
+def test_scoring_routes_answer_other_methods_as_flask_does(client, path):
+    # The scoring routes bypass Flask (serving/scoring.py); their 405/OPTIONS/HEAD answers must not change.
+    for method in ("GET", "PUT", "DELETE"):
+        resp = client.open(path, method=method)
+        _error(resp, 405, "method_not_allowed")
+        assert resp.headers["Allow"] == "OPTIONS, POST"
+    options = client.options(path)
+    assert options.status_code == 200 and options.headers["Allow"] == "OPTIONS, POST"
+    head = client.head(path)
+    assert head.status_code == 405 and head.get_data() == b""
+    assert int(head.headers["Content-Length"]) > 0  # the length of the body a GET would get
+
+
+def test_a_model_failure_is_a_logged_json_500(lr_model, caplog):
+    app = create_app({"MODEL_DIR": str(lr_model.path)})
+
+    def broken(batch):  # fault injection: the estimator raises mid-request
+        raise MemoryError("no room")
+
+    app.extensions["flightdeck_model"].predict_batch = broken
+    with caplog.at_level(logging.ERROR, logger="serving"):
+        resp = app.test_client().post("/predict", json={"rows": lr_model.records()}, headers={"X-Request-ID": "r-9"})
+    err = _error(resp, 500, "internal_error")
+    assert err["message"] == "MemoryError while handling the request"
+    assert "request_id=r-9" in caplog.text and "no room" in caplog.text  # the traceback is logged, not sent
+
+
+def test_chunked_body_is_read_and_limited(client, lr_model):
+    # As gunicorn passes a chunked body: no Content-Length, the server ends the stream.
+    chunked = {"headers": {"Transfer-Encoding": "chunked"}, "environ_overrides": {"wsgi.input_terminated": True}}
+    body = json.dumps({"rows": lr_model.records(0, 2)}).encode()
+    resp = client.post("/predict", input_stream=io.BytesIO(body), content_type="application/json", **chunked)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.get_json()["predictions"] == lr_model.expected(0, 2)
+    blob = io.BytesIO(b'{"rows": [' + b" " * 300_000 + b"]}")
+    resp = client.post("/predict", input_stream=blob, content_type="application/json", **chunked)
+    assert _error(resp, 413, "body_too_large")["details"]["max_bytes"] == 200_000
+
+
 # ---- observability ---------------------------------------------------------------------------
 
 
