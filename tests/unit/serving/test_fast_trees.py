@@ -161,4 +161,4 @@ def test_the_server_says_which_evaluator_it_uses(rf_model, lr_model):
     resp = client.post("/predict", json={"rows": rf_model.records(0, 100)})
     assert resp.get_json()["predictions"] == rf_model.expected(0, 100)
     info = create_app({"MODEL_DIR": str(lr_model.path)}).test_client().get("/version").get_json()
-    assert info["evaluator"] == "sklearn LogisticRegression.predict"
+    assert info["evaluator"] == "fast-linear (LogisticRegression, 2 classes)"
