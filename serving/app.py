@@ -4,6 +4,10 @@ The model is loaded once, when the app is created (in the gunicorn master with p
 workers share it): from a directory baked into the image (SERVING_MODEL_DIR, default /opt/model)
 or, when that holds no model, fetched from MLflow at start (MODEL_URI, e.g.
 models:/flightdeck-model@champion, with MLFLOW_TRACKING_URI).
+
+The WSGI stack, outermost first: ObservedApp (request id, metrics, access log) -> ScoringRoutes
+(serving/scoring.py: POST /predict and /invocations, the hot path, without Flask's per-request
+machinery) -> Flask (every other route, and JSON errors for unknown paths and methods).
 """
 
 from __future__ import annotations

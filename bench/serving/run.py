@@ -3,7 +3,8 @@
 Same model directory, same machine, equal workers (1 each, ours with 1 thread), the same load
 generator (wrk, -t1 -c8) posting the same MLflow `dataframe_split` payload to `/invocations` on
 both. The floors are the estimator's own `predict` and the evaluator our server calls (for
-forests serving/fast_trees.py), both timed in this process. For each server the CPU time of its
+forests serving/fast_trees.py, for logistic regression serving/fast_linear.py, both giving sklearn's
+exact answers), both timed in this process. For each server the CPU time of its
 whole process tree is divided by the requests it served. Then the serving image: its size and the
 time from `docker run` to the first 200 from /readyz.
 
@@ -179,7 +180,7 @@ def wrk(url: str, body: Path, seconds: int, server_pid: int, lua: Path) -> dict[
 
 def floor(model: Any, rows: int, repeat: int = 300) -> dict[str, Any]:
     """In-process predict: the estimator on a DataFrame (as users call it) and on an ndarray, and the
-    evaluator our server actually calls (for forests serving/fast_trees.py, else the estimator)."""
+    evaluator our server actually calls (serving/fast_trees.py, serving/fast_linear.py, else the estimator)."""
     from serving.model import load_model_dir
 
     # Same filter the server installs: an ndarray for a DataFrame-fitted estimator warns each call.
@@ -362,7 +363,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "CPU/req = CPU seconds of the server's whole process tree / requests served. Floors, in-process: the",
         "estimator's own `predict` on a DataFrame / on an ndarray (sklearn's cost, what MLflow also pays), and",
         "the evaluator our server actually calls on the validated matrix: for forests the vectorized",
-        "serving/fast_trees.py (exactly sklearn's predictions), otherwise the estimator's `predict` itself.",
+        "serving/fast_trees.py, for logistic regression serving/fast_linear.py (both exactly sklearn's",
+        "predictions), otherwise the estimator's `predict` itself.",
         "",
         "`req/s ratio` = our throughput / MLflow's; `CPU ratio` = MLflow's CPU per request / ours (less",
         "sensitive to other jobs on the machine, which also slow wrk down).",
