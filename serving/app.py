@@ -26,13 +26,12 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from serving.model import LoadedModel, ModelLoadError, fetch_model, load_model_dir
-from serving.observability import ACCESS_LOGGER, Metrics, configure_logging
+from serving.observability import AccessLog, Metrics, configure_logging
 from serving.openapi import build_openapi
 from serving.schema import RequestError
 from serving.scoring import ENV_REQUEST_ID, ENV_ROWS, ScoringRoutes, error_payload, json_bytes
 
 log = logging.getLogger("serving")
-access_log = logging.getLogger(ACCESS_LOGGER)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -101,9 +100,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        if exc.code == 413:
-            limit = app.config["MAX_CONTENT_LENGTH"]
-            return _error(413, "body_too_large", f"the body exceeds {limit} bytes", {"max_bytes": limit})
         response = _error(exc.code or 500, code, exc.description or code)
         for name, value in exc.get_headers():  # e.g. Allow on a 405
             if name.lower() != "content-type":
@@ -167,6 +163,7 @@ class ObservedApp:
         self.routes = routes
         self.version = version
         self.log = log
+        self.access_log = AccessLog()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         t0 = time.perf_counter()
@@ -188,22 +185,17 @@ class ObservedApp:
         method = environ.get("REQUEST_METHOD", "")
         self.metrics.observe(path if path in self.routes else "unmatched", method, status, elapsed)
         if self.log:
-            access_log.info(
-                "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
-                    "fields": {
-                        "request_id": rid,
-                        "method": method,
-                        "path": path,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "rows": environ.get(ENV_ROWS, 0),
-                        "model_version": self.version,
-                        "remote_addr": environ.get("REMOTE_ADDR"),
-                    }
+            self.access_log.write(
+                f"{method} {path} {status}",
+                {
+                    "request_id": rid,
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "rows": environ.get(ENV_ROWS, 0),
+                    "model_version": self.version,
+                    "remote_addr": environ.get("REMOTE_ADDR"),
                 },
             )
         return body

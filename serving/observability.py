@@ -22,12 +22,17 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 ACCESS_LOGGER = "serving.access"
 
 
+def _timestamp(created: float) -> str:
+    """UTC, millisecond precision (the millisecond computed as logging computes `record.msecs`)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int((created - int(created)) * 1000):03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; fields passed with `extra={"fields": {...}}` are merged in."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -40,16 +45,58 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class JsonStdoutHandler(logging.StreamHandler):
+    """The handler `configure_logging` installs: JSON lines on stdout."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+        self.setFormatter(JsonFormatter())
+
+
 def configure_logging(level: str = "INFO") -> None:
     """JSON lines on stdout for the serving loggers (idempotent; leaves other loggers alone)."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler = JsonStdoutHandler()
     for name in ("serving", ACCESS_LOGGER):
         logger = logging.getLogger(name)
         if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
             logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False
+
+
+class AccessLog:
+    """One JSON line per request on the access logger, in JsonFormatter's format.
+
+    With the server's own logging set-up (only configure_logging's stdout handler, no filters, no
+    propagation) the line is written to that handler's stream directly: a LogRecord, the filter and
+    handler chain and the formatter cost ~0.05 ms of CPU per request under gunicorn here, a tenth of
+    a 1-row prediction. Any other set-up (another handler, a filter, propagation: tests, embedding)
+    gets a normal `logger.info` record with the same fields.
+    """
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+
+    def write(self, msg: str, fields: dict[str, Any]) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        handler = self._only_handler()
+        if handler is None:
+            self.logger.info("%s", msg, extra={"fields": fields})
+            return
+        entry = {"ts": _timestamp(time.time()), "level": "info", "logger": ACCESS_LOGGER, "msg": msg, **fields}
+        line = orjson.dumps(entry, default=str).decode() + "\n"
+        with handler.lock:  # type: ignore[union-attr]  # an RLock made by Handler.__init__
+            handler.stream.write(line)
+            handler.stream.flush()
+
+    def _only_handler(self) -> JsonStdoutHandler | None:
+        logger = self.logger
+        handlers = logger.handlers
+        if len(handlers) != 1 or type(handlers[0]) is not JsonStdoutHandler or logger.filters or logger.propagate:
+            return None
+        handler = handlers[0]
+        return None if handler.filters or handler.level > logging.INFO else handler
 
 
 class Metrics:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
 
 from serving.app import create_app
-from serving.observability import ACCESS_LOGGER, JsonFormatter
+from serving.observability import ACCESS_LOGGER, JsonFormatter, JsonStdoutHandler
 
 
 @pytest.fixture(scope="module")
@@ -343,6 +344,28 @@ def test_access_log_is_json_with_the_request_id(client, lr_model):
     assert ok["request_id"] == "req-123" and ok["status"] == 200 and ok["rows"] == 4
     assert ok["path"] == "/predict" and ok["duration_ms"] > 0 and ok["level"] == "info"
     assert bad["status"] == 400 and bad["request_id"] != "bad id with spaces" and len(bad["request_id"]) == 32
+
+
+def test_access_log_lines_are_the_same_written_directly_or_through_logging(client, lr_model, monkeypatch):
+    # The server's set-up (one JSON stdout handler) writes lines straight to its stream; any other
+    # set-up goes through a LogRecord. Both must produce the same line.
+    logger = logging.getLogger(ACCESS_LOGGER)
+    stream = io.StringIO()
+    only = JsonStdoutHandler()
+    only.setStream(stream)
+    monkeypatch.setattr(logger, "handlers", [only])
+    body = {"rows": lr_model.records(0, 2)}
+    client.post("/predict", json=body, headers={"X-Request-ID": "same-1"})
+    records: list[logging.LogRecord] = []
+    monkeypatch.setattr(logger, "filters", [lambda r: records.append(r) or True])  # a filter: the LogRecord path
+    client.post("/predict", json=body, headers={"X-Request-ID": "same-1"})
+    assert len(records) == 1  # the second line went through logging, the first did not
+    direct, logged = (json.loads(line) for line in stream.getvalue().splitlines())
+    for line in (direct, logged):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line.pop("ts"))
+        assert line.pop("duration_ms") > 0
+    assert direct == logged
+    assert direct["msg"] == "POST /predict 200" and direct["logger"] == ACCESS_LOGGER and direct["rows"] == 2
 
 
 def test_openapi_names_the_signature_columns(client, lr_model):
