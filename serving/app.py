@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,9 @@ class ObservedApp:
         t0 = time.perf_counter()
         rid = environ.get("HTTP_X_REQUEST_ID")
         if not rid or not _REQUEST_ID.match(rid):
-            rid = uuid.uuid4().hex
+            # 128 random bits as 32 hex digits; random (reseeded in each forked worker) spares uuid4's
+            # urandom syscall per request: an id needs to be unique, not unguessable.
+            rid = f"{random.getrandbits(128):032x}"
         environ[ENV_REQUEST_ID] = rid
         seen: list[str] = []
 

@@ -6,7 +6,8 @@ thread wake-up, a GIL hand-over, a pipe write and read per request (~0.1-0.25 ms
 request here). This worker keeps gthread's event loop, keep-alive handling, timeouts and shutdown
 unchanged and only runs the request handler in the loop's thread. It also touches the heartbeat
 file at most once a second instead of once per loop turn (the master only checks it against
-`timeout`, 30 s). serving/gunicorn.conf.py uses it when threads == 1 and plain gthread otherwise.
+`timeout`, 30 s), and skips gunicorn's per-request access-log check when that log is off.
+serving/gunicorn.conf.py uses it when threads == 1 and plain gthread otherwise.
 """
 
 from __future__ import annotations
@@ -20,8 +21,19 @@ from gunicorn.workers.gthread import ThreadWorker
 HEARTBEAT_EVERY_S = 1.0
 
 
+def _no_access_log(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 class InlineThreadWorker(ThreadWorker):
     _last_notify = 0.0
+
+    def init_process(self) -> None:
+        # The app writes its own JSON access log (gunicorn's is off, accesslog = None), but gunicorn
+        # still asks five settings per request whether to write one; ask once per worker instead.
+        if not self.log.access_log_enabled:
+            self.log.access = _no_access_log
+        super().init_process()
 
     def enqueue_req(self, conn: Any) -> None:
         done: Future = Future()

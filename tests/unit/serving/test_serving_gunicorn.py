@@ -126,3 +126,24 @@ def test_one_thread_worker_keeps_connections_alive_and_serves_them_all(lr_model,
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     assert "Traceback" not in log_path.read_text()
+
+
+def test_inline_worker_skips_gunicorns_access_log_only_when_it_is_off(monkeypatch):
+    from types import SimpleNamespace
+
+    from gunicorn.workers.gthread import ThreadWorker
+
+    from serving.gunicorn_worker import InlineThreadWorker
+
+    monkeypatch.setattr(ThreadWorker, "init_process", lambda self: None)  # not the serving loop itself
+
+    def gunicorns_access(*args):
+        raise AssertionError("unused")
+
+    for enabled in (False, True):
+        worker = InlineThreadWorker.__new__(InlineThreadWorker)
+        worker.log = SimpleNamespace(access_log_enabled=enabled, access=gunicorns_access)
+        worker.init_process()
+        assert (worker.log.access is gunicorns_access) is enabled
+        if not enabled:
+            assert worker.log.access(None, None, {}, 0) is None
