@@ -28,7 +28,6 @@ from werkzeug.exceptions import HTTPException
 from serving.model import LoadedModel, ModelLoadError, fetch_model, load_model_dir
 from serving.observability import AccessLog, Metrics, configure_logging
 from serving.openapi import build_openapi
-from serving.schema import RequestError
 from serving.scoring import ENV_REQUEST_ID, ENV_ROWS, ScoringRoutes, error_payload, json_bytes
 
 log = logging.getLogger("serving")
@@ -92,10 +91,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     openapi = orjson.dumps(build_openapi(validator, f"{lineage.get('model_name') or 'model'} server", version))
     app.extensions["flightdeck_model"] = model
     app.extensions["flightdeck_metrics"] = metrics
-
-    @app.errorhandler(RequestError)
-    def _request_error(exc: RequestError) -> Response:
-        return _error(exc.status, exc.code, exc.message, exc.details)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
