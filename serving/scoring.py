@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
-from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import ClientDisconnected, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
-from werkzeug.wsgi import get_content_length
+from werkzeug.wsgi import get_input_stream
 
 from serving.model import LoadedModel
 from serving.observability import Metrics
@@ -53,18 +53,17 @@ def read_json_body(environ: Mapping[str, Any], max_bytes: int) -> Any:
         raise RequestError(
             415, "unsupported_media_type", f"Content-Type must be application/json, got {ctype or 'none'}"
         )
-    # The stream rules of werkzeug's get_input_stream, which Flask applies: a server that ends the
-    # stream itself (gunicorn, chunked bodies) sets wsgi.input_terminated; otherwise no length, no body.
-    length = get_content_length(environ)
-    if length is not None and length > max_bytes:
+    # werkzeug's own body stream, as Flask's request.get_data() reads it (Content-Length, chunked
+    # bodies the server terminates, early disconnects). Its limit is asked one byte higher: werkzeug
+    # stops a chunked body at the limit without an error, and a cut-off body must be a 413, not bad JSON.
+    try:
+        data = get_input_stream(environ, max_content_length=max_bytes + 1).read()
+    except RequestEntityTooLarge:
+        raise _body_too_large(max_bytes) from None
+    except ClientDisconnected:
+        raise RequestError(400, "bad_request", "the body ended before the Content-Length it announced") from None
+    if len(data) > max_bytes:
         raise _body_too_large(max_bytes)
-    stream = environ["wsgi.input"]
-    if "wsgi.input_terminated" in environ:
-        data = stream.read(max_bytes + 1 if length is None else length)
-        if len(data) > max_bytes:
-            raise _body_too_large(max_bytes)
-    else:
-        data = stream.read(length) if length else b""
     return parse_json(data)
 
 

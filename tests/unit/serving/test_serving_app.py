@@ -328,6 +328,13 @@ def test_metrics_count_requests_by_route_status_and_model_version(lr_model, monk
     assert 'flightdeck_model_info{model_name="unknown",model_version="42",predict_path="sklearn-native"} 1.0' in text
 
 
+def test_a_body_shorter_than_its_content_length_is_a_400(client):
+    short = io.BytesIO(b'{"rows": [')  # the client went away before sending the 100 bytes it announced
+    announced = {"environ_overrides": {"CONTENT_LENGTH": "100"}}
+    resp = client.post("/predict", input_stream=short, content_type="application/json", **announced)
+    assert "Content-Length" in _error(resp, 400, "bad_request")["message"]  # not a 500, not "invalid JSON"
+
+
 def test_access_log_is_json_with_the_request_id(client, lr_model):
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
