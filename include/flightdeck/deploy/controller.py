@@ -191,7 +191,7 @@ def guard(backend: Backend, new: str, snap: Snapshot) -> None:
     if all(r in live for r in others):
         try:
             backend.set_weights({**others, new: 0})
-            log.warning("guard: traffic back on %s", snap.weights)
+            log.warning("guard: traffic back on %s", others)
         except Exception:  # noqa: BLE001 - the rollback task retries with full error reporting
             log.exception("guard could not restore weights; rollback will")
 
