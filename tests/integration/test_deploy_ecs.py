@@ -102,7 +102,9 @@ def _inject_alb_metrics(backend: EcsBackend, revision: str, requests: int, error
     """INJECTED: what the ALB would publish to CloudWatch for this target group."""
     dims = [{"Name": "TargetGroup", "Value": backend._tg_arn(revision).split(":")[-1]},
             {"Name": "LoadBalancer", "Value": backend._lb_dimension()}]
-    now = dt.datetime.now(dt.UTC)
+    # A few seconds back, as the ALB's published minute lags: moto drops EndTime's microseconds, so a
+    # datapoint from the same second as the watcher's query would fall outside it (a CI flake).
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
     _boto("cloudwatch").put_metric_data(Namespace="AWS/ApplicationELB", MetricData=[
         {"MetricName": "RequestCount", "Dimensions": dims, "Value": requests, "Timestamp": now},
         {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": dims, "Value": errors, "Timestamp": now}])
