@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -207,9 +208,12 @@ def test_5xx_during_canary_pulls_traffic_back_then_rollback(env):
     ctl.wait_healthy(b, spec.revision, TH)
     ctl.shift(b, spec.revision, 10, snap, TH)
     assert _listener_weights(env)[b.tg_name(spec.revision)] == 10
-    _inject_alb_metrics(b, spec.revision, requests=50, errors=20)
+    # The errors arrive while the bake watches (its baseline is read first, when there are none yet).
+    late = threading.Timer(0.5, _inject_alb_metrics, (b, spec.revision), {"requests": 50, "errors": 20})
+    late.start()
     with pytest.raises(ctl.DeployError, match="5xx rate"):
-        ctl.bake(b, spec.revision, snap, 2, TH)
+        ctl.bake(b, spec.revision, snap, 3, TH)
+    late.join()
     assert _listener_weights(env)[b.tg_name(spec.revision)] == 0  # the guard, before rollback runs
     ctl.rollback(b, spec.revision, snap, TH)
     assert b.weights() == live
