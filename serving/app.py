@@ -88,7 +88,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     version = str(lineage.get("model_version") or "unknown")
     metrics = Metrics(version, str(lineage.get("model_name") or "unknown"), model.predict_path)
     validator = model.validator
-    openapi = orjson.dumps(build_openapi(validator, f"{lineage.get('model_name') or 'model'} server", version))
+    openapi = orjson.dumps(
+        build_openapi(
+            validator,
+            f"{lineage.get('model_name') or 'model'} server",
+            version,
+            probabilities=model.predict_proba_batch is not None,
+        )
+    )
     app.extensions["flightdeck_model"] = model
     app.extensions["flightdeck_metrics"] = metrics
 

@@ -1,10 +1,11 @@
 """Loading an MLflow model directory once, and predicting through the cheapest correct path.
 
-For the sklearn flavor with an all-numeric signature the estimator is loaded straight from the
-flavor's file (skops/cloudpickle/pickle, as MLflow saved it) and called on a float matrix in the
-estimator's own feature order: no pandas, no pyfunc wrapper, and no MLflow import at start (the
-lean image does not even ship MLflow). Any other flavor or signature goes through
-`mlflow.pyfunc.load_model` with a DataFrame built from the already-validated columns.
+For the sklearn flavor the estimator is loaded straight from the flavor's file (skops/cloudpickle/
+pickle, as MLflow saved it, after putting its logged code_paths on sys.path) and called the cheapest
+exact way serving/sklearn_native.py finds: a compiled ColumnTransformer pipeline or a float matrix
+(no pandas, no MLflow: the lean image ships neither), else sklearn on a DataFrame (needs pandas).
+Any other flavor goes through `mlflow.pyfunc.load_model` with a DataFrame built from the
+already-validated columns (serving/frames.py), which needs the image built with WITH_MLFLOW=1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 import tempfile
 import time
 import warnings
@@ -25,7 +27,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from serving import fast_linear, fast_trees
+from serving import sklearn_native
+from serving.frames import pyfunc_frame
 from serving.schema import Batch, Column, RequestError, Validator
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,11 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class LoadedModel:
-    """A ready-to-call model: its validator, predict function and lineage."""
+    """A ready-to-call model: its validator, predict function(s) and lineage.
+
+    `predict` returns one plain JSON value per row: class labels as the model gives them (str, int,
+    bool), regression outputs as floats.
+    """
 
     validator: Validator
     predict_batch: Callable[[Batch], Any]
@@ -62,6 +69,8 @@ class LoadedModel:
     smoke: Batch
     load_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    predict_proba_batch: Callable[[Batch], Any] | None = None
+    classes: list[Any] | None = None  # the class labels, in the order of predict_proba's columns
 
     def predict(self, batch: Batch) -> list[Any]:
         out = self.predict_batch(batch)
@@ -72,6 +81,18 @@ class LoadedModel:
                 out = out[:, 0]
             return out.tolist()
         return list(out)
+
+    def predict_proba(self, batch: Batch) -> list[list[float]]:
+        """One list of class probabilities per row, in `classes` order.
+
+        Raises RequestError (422 probabilities_not_supported) for a model without them (a regressor,
+        a pyfunc model).
+        """
+        if self.predict_proba_batch is None or self.classes is None:
+            raise RequestError(
+                422, "probabilities_not_supported", "this model gives no class probabilities (not a classifier)"
+            )
+        return np.asarray(self.predict_proba_batch(batch), dtype=np.float64).tolist()
 
     def smoke_test(self) -> list[Any]:
         preds = self.predict(self.smoke)
@@ -104,6 +125,19 @@ def _signature_columns(mlmodel: Mapping[str, Any]) -> list[Column]:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _add_code_paths(model_dir: Path, conf: Mapping[str, Any]) -> None:
+    """Put the model's logged `code_paths` (`<model dir>/code`) first on sys.path, as MLflow's loaders do.
+
+    A model pickled from the user's own training code references its classes by module name; they
+    must be importable before the model (or its baked pickle) is loaded.
+    """
+    code = conf.get("code")
+    if code:
+        path = str(model_dir / code)
+        if path not in sys.path:
+            sys.path.insert(0, path)
 
 
 def _load_sklearn(model_dir: Path, conf: Mapping[str, Any], cache_dir: Path | None = None) -> Any:
@@ -153,25 +187,17 @@ def _smoke_batch(model_dir: Path, mlmodel: Mapping[str, Any], validator: Validat
 def _pyfunc_predictor(model_dir: Path, validator: Validator) -> Callable[[Batch], Any]:
     try:
         import mlflow.pyfunc
-        import pandas as pd
+        import pandas  # noqa: F401
     except ImportError as exc:  # the lean image ships no MLflow
         raise ModelLoadError(
             "this model needs the pyfunc path (non-sklearn flavor or non-numeric signature); "
             "build the image with --build-arg WITH_MLFLOW=1"
         ) from exc
     pyfunc_model = mlflow.pyfunc.load_model(str(model_dir))
-    dtypes = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32", "boolean": "bool"}
-    names = validator.order
-    types = [dtypes.get(c.type) for c in validator.specs]
+    specs = validator.specs
 
     def predict(batch: Batch) -> Any:
-        frame = pd.DataFrame(
-            {
-                name: pd.Series(col, dtype=dt) if dt and None not in col else pd.Series(col)
-                for name, col, dt in zip(names, batch.columns, types, strict=True)
-            }
-        )
-        return pyfunc_model.predict(frame)
+        return pyfunc_model.predict(pyfunc_frame(batch, specs))
 
     return predict
 
@@ -182,31 +208,13 @@ def bake_cache(model_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[s
     conf = (_read_mlmodel(model_dir).get("flavors") or {}).get("sklearn")
     if not conf:
         return False
+    _add_code_paths(model_dir, conf)
     estimator = _load_sklearn(model_dir, conf)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with (cache_dir / "estimator.pkl").open("wb") as fh:
         pickle.dump(estimator, fh, protocol=pickle.HIGHEST_PROTOCOL)
     (cache_dir / "source.sha256").write_text(_sha256(model_dir / conf["pickled_model"]))
     return True
-
-
-def _fast_evaluator(estimator: Any, method_name: str) -> tuple[Callable[[Any], Any], str] | None:
-    """A forest's or a logistic regression's predict with sklearn's answers and less overhead, if it has one."""
-    for module in (fast_trees, fast_linear):
-        try:
-            fast = module.build(estimator, method_name)
-        except Exception as exc:  # an estimator shaped unlike the sklearn we know: keep its own
-            log.warning(
-                "%s evaluator not built (%s: %s); using the estimator's own %s",
-                module.__name__,
-                type(exc).__name__,
-                exc,
-                method_name,
-            )
-            continue
-        if fast is not None:
-            return fast
-    return None
 
 
 def load_model_dir(
@@ -223,39 +231,24 @@ def load_model_dir(
     flavors = mlmodel.get("flavors") or {}
     sk_conf = flavors.get("sklearn")
     pyfunc_conf = flavors.get("python_function") or {}
-    all_numeric = all(c.type in ("double", "float", "long", "integer") for c in columns)
 
-    predict_batch: Callable[[Batch], Any] | None = None
-    validator: Validator | None = None
-    evaluator = "mlflow pyfunc"
     flavor = "sklearn" if sk_conf else str(pyfunc_conf.get("loader_module", "python_function"))
-    if sk_conf and all_numeric:
+    predict_proba_batch: Callable[[Batch], Any] | None = None
+    classes: list[Any] | None = None
+    if sk_conf:
+        _add_code_paths(model_dir, sk_conf)
         estimator = _load_sklearn(model_dir, sk_conf, Path(cache_dir) if cache_dir else None)
-        names = {c.name for c in columns}
-        fitted = getattr(estimator, "feature_names_in_", None)
-        fitted = [str(n) for n in fitted] if fitted is not None else None
-        if fitted is None or set(fitted) == names and len(fitted) == len(names):
-            # Feed the matrix in the order the estimator was fitted in, whatever the signature says.
-            validator = Validator(columns, order=fitted, max_rows=max_rows)
-            method_name = pyfunc_conf.get("predict_fn") or "predict"
-            method = getattr(estimator, method_name)
-            fast = _fast_evaluator(estimator, method_name)
-            if fast is not None:  # the same answers without sklearn's per-call overhead
-                method, evaluator = fast
-            else:
-                evaluator = f"sklearn {type(estimator).__name__}.{method_name}"
-
-            def predict_batch(batch: Batch) -> Any:
-                return method(batch.matrix)
-
-        else:
-            log.warning("estimator features differ from the signature; using the pyfunc path")
-    path = "sklearn-native"
-    if predict_batch is None:
+        try:
+            plan = sklearn_native.plan(estimator, columns, max_rows, pyfunc_conf.get("predict_fn") or "predict")
+        except sklearn_native.NeedsPandas as exc:
+            raise ModelLoadError(f"{exc}; build the image with --build-arg WITH_MLFLOW=1") from exc
+        validator, predict_batch, evaluator = plan.validator, plan.predict, plan.evaluator
+        predict_proba_batch, classes = plan.predict_proba, plan.classes
+        path = "sklearn-native"
+    else:
         validator = Validator(columns, max_rows=max_rows)
         predict_batch = _pyfunc_predictor(model_dir, validator)
-        path = "pyfunc"
-    assert validator is not None
+        evaluator, path = "mlflow pyfunc", "pyfunc"
 
     merged = {key: os.environ.get(env) or None for key, env in LINEAGE_ENV.items()}
     merged["run_id"] = merged["run_id"] or mlmodel.get("run_id")
@@ -268,6 +261,8 @@ def load_model_dir(
         predict_path=path,
         lineage=merged,
         smoke=_smoke_batch(model_dir, mlmodel, validator),
+        predict_proba_batch=predict_proba_batch,
+        classes=classes,
         extra={
             "mlflow_version": mlmodel.get("mlflow_version"),
             "model_uuid": mlmodel.get("model_uuid"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.schema import Validator
+from serving.schema import Column, Validator
 
 _JSON_SCHEMA = {
     "double": {"type": "number"},
@@ -14,8 +14,9 @@ _JSON_SCHEMA = {
     "boolean": {"type": "boolean"},
     "string": {"type": "string"},
     "binary": {"type": "string"},
-    "datetime": {"type": "string"},
+    "datetime": {"type": "string", "format": "date-time"},
 }
+_PREDICT_METHODS = ["predict", "predict_proba"]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -39,29 +40,43 @@ def _errors(*statuses: int) -> dict[str, Any]:
     }
 
 
-def build_openapi(validator: Validator, title: str, version: str) -> dict[str, Any]:
-    """An OpenAPI 3.0.3 document for this server and this model."""
+def _cell(column: Column) -> dict[str, Any]:
+    """One value of `column`: its JSON type, and null allowed when the signature marks it optional."""
+    schema = dict(_JSON_SCHEMA.get(column.type, {"type": "string"}))
+    if not column.required:
+        schema["nullable"] = True
+    return schema
+
+
+def build_openapi(validator: Validator, title: str, version: str, probabilities: bool = False) -> dict[str, Any]:
+    """An OpenAPI 3.0.3 document for this server and this model.
+
+    `probabilities`: the model gives class probabilities, so /predict documents `return_probabilities`
+    and /invocations `params.predict_method: predict_proba`.
+    """
     specs = validator.specs
     row = {
         "type": "object",
-        "properties": {c.name: _JSON_SCHEMA.get(c.type, {"type": "string"}) for c in specs},
+        "properties": {c.name: _cell(c) for c in specs},
         "required": [c.name for c in specs if c.required],
         "additionalProperties": False,
     }
     columns = {
         "type": "object",
-        "properties": {
-            c.name: {"type": "array", "items": _JSON_SCHEMA.get(c.type, {"type": "string"}), "minItems": 1}
-            for c in specs
-        },
+        "properties": {c.name: {"type": "array", "items": _cell(c), "minItems": 1} for c in specs},
         "required": [c.name for c in specs if c.required],
         "additionalProperties": False,
     }
     rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": validator.max_rows}
     # Columns may come in any order (they are matched by name); each data row has one value per column.
     n = len(specs)
-    cell_types = [_JSON_SCHEMA.get(c.type, {"type": "string"}) for c in specs]
-    cell = cell_types[0] if all(t == cell_types[0] for t in cell_types) else {"anyOf": cell_types}
+    # OpenAPI 3.0 has no per-position item schemas: with mixed column types a cell may be any of them
+    # (the server still checks each column's type and answers 422 wrong_type).
+    cell_types = []
+    for c in specs:
+        if _cell(c) not in cell_types:
+            cell_types.append(_cell(c))
+    cell = cell_types[0] if len(cell_types) == 1 else {"anyOf": cell_types}
     split = {
         "type": "object",
         "properties": {
@@ -88,14 +103,28 @@ def build_openapi(validator: Validator, title: str, version: str) -> dict[str, A
         "properties": {"predictions": {"type": "array"}},
         "required": ["predictions"],
     }
+    methods = _PREDICT_METHODS if probabilities else _PREDICT_METHODS[:1]
+    params = {
+        "type": "object",
+        "description": "Inference params: predict_method predict_proba answers one list of class probabilities per row",
+        "properties": {"predict_method": {"type": "string", "enum": methods}},
+        "additionalProperties": False,
+    }
+    proba_switch = {
+        "type": "boolean",
+        "description": "Also return `probabilities` (one list per row) and `classes` (their labels)",
+    }
 
-    def one_key(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    def one_key(key: str, schema: dict[str, Any], **optional: dict[str, Any]) -> dict[str, Any]:
         return {
             "type": "object",
-            "properties": {key: schema},
+            "properties": {key: schema, **optional},
             "required": [key],
             "additionalProperties": False,
         }
+
+    predict_options = {"return_probabilities": proba_switch} if probabilities else {}
+    invocation_options = {"params": params}
 
     def plain(schema_name: str, description: str) -> dict[str, Any]:
         return {
@@ -168,13 +197,18 @@ def build_openapi(validator: Validator, title: str, version: str) -> dict[str, A
         "components": {
             "schemas": {
                 "Row": row,
-                "PredictRequest": {"oneOf": [one_key("rows", rows), one_key("columns", columns)]},
+                "PredictRequest": {
+                    "oneOf": [
+                        one_key("rows", rows, **predict_options),
+                        one_key("columns", columns, **predict_options),
+                    ]
+                },
                 "InvocationsRequest": {
                     "oneOf": [
-                        one_key("dataframe_split", split),
-                        one_key("dataframe_records", rows),
-                        one_key("instances", {"oneOf": [rows, columns]}),
-                        one_key("inputs", {"oneOf": [rows, columns]}),
+                        one_key("dataframe_split", split, **invocation_options),
+                        one_key("dataframe_records", rows, **invocation_options),
+                        one_key("instances", {"oneOf": [rows, columns]}, **invocation_options),
+                        one_key("inputs", {"oneOf": [rows, columns]}, **invocation_options),
                     ]
                 },
                 "Predictions": predictions,
@@ -182,6 +216,8 @@ def build_openapi(validator: Validator, title: str, version: str) -> dict[str, A
                     **predictions,
                     "properties": {
                         "predictions": {"type": "array"},
+                        "probabilities": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                        "classes": {"type": "array"},
                         "model_name": {"type": "string", "nullable": True},
                         "model_version": {"type": "string", "nullable": True},
                         "request_id": {"type": "string"},

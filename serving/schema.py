@@ -13,6 +13,7 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import chain
 from typing import Any
 
@@ -77,7 +78,7 @@ class Batch:
     columns: list[Sequence[Any]] = field(default_factory=list)
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
@@ -213,7 +214,7 @@ class Validator:
 
     def _check_count(self, rows: Any, where: str) -> None:
         if type(rows) is not list:
-            raise RequestError(400, "bad_shape", f"'{where}' must be a list, got {_json_type(rows)}")
+            raise RequestError(400, "bad_shape", f"'{where}' must be a list, got {json_type(rows)}")
         if not rows:
             raise RequestError(400, "empty_input", f"'{where}' is empty; send at least one row")
         if len(rows) > self.max_rows:
@@ -244,7 +245,7 @@ class Validator:
         tuples = []
         for i, row in enumerate(rows):
             if type(row) is not dict:
-                raise RequestError(422, "bad_row", f"{where}[{i}] must be an object, got {_json_type(row)}", row=i)
+                raise RequestError(422, "bad_row", f"{where}[{i}] must be an object, got {json_type(row)}", row=i)
             self._check_names(set(row), where, row=i)
             tuples.append(tuple(row.get(name) for name in self.order))
         return self._finish_rows(tuples, where)
@@ -274,6 +275,8 @@ class Validator:
                 for i, v in enumerate(col):
                     if type(v) is float and not math.isfinite(v):
                         raise self._non_finite(where, i, spec.name, v)
+            elif spec.type == "datetime":
+                self._check_datetimes(spec, col, where)
             elif spec.type in _INT_RANGE:
                 lo, hi = _INT_RANGE[spec.type]
                 for i, v in enumerate(col):
@@ -323,6 +326,23 @@ class Validator:
             )
 
     @staticmethod
+    def _check_datetimes(spec: Column, col: Sequence[Any], where: str) -> None:
+        """Every non-null value must be an ISO 8601 date or date-time ("2024-05-01", "2024-05-01T12:00:00Z")."""
+        for i, v in enumerate(col):
+            if v is None:
+                continue
+            try:
+                datetime.fromisoformat(v)
+            except ValueError:
+                raise RequestError(
+                    422,
+                    "bad_datetime",
+                    f"{where}: row {i}, column {spec.name!r} is {v!r}, not an ISO 8601 date-time",
+                    row=i,
+                    column=spec.name,
+                ) from None
+
+    @staticmethod
     def _non_finite(where: str, row: int, column: str, value: Any) -> RequestError:
         return RequestError(
             422,
@@ -339,9 +359,9 @@ class Validator:
                 raise RequestError(
                     422,
                     "wrong_type",
-                    f"{where}: row {i}, column {spec.name!r} must be {spec.type}, got {_json_type(v)}",
+                    f"{where}: row {i}, column {spec.name!r} must be {spec.type}, got {json_type(v)}",
                     row=i,
                     column=spec.name,
                     expected=spec.type,
-                    got=_json_type(v),
+                    got=json_type(v),
                 )

@@ -21,7 +21,7 @@ from werkzeug.wsgi import get_input_stream
 
 from serving.model import LoadedModel
 from serving.observability import Metrics
-from serving.schema import Batch, RequestError, parse_json
+from serving.schema import Batch, RequestError, json_type, parse_json
 
 log = logging.getLogger("serving")
 
@@ -29,6 +29,11 @@ ENV_REQUEST_ID = "flightdeck.request_id"
 ENV_ROWS = "flightdeck.rows"
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 ALLOWED = "OPTIONS, POST"
+PREDICT_METHODS = ("predict", "predict_proba")
+PREDICT_SHAPE = (
+    'send {"rows": [{column: value, ...}, ...]} or {"columns": {column: [values]}}, '
+    'optionally with "return_probabilities": true'
+)
 # Status lines as werkzeug writes them ("422 UNPROCESSABLE ENTITY").
 _STATUS_LINES = {code: f"{code} {phrase.upper()}" for code, phrase in HTTP_STATUS_CODES.items()}
 
@@ -130,20 +135,42 @@ class ScoringRoutes:
         return predictions
 
     def predict(self, body: Any, request_id: str | None) -> tuple[dict[str, Any], int]:
-        if type(body) is not dict or len(body) != 1 or not ({"rows", "columns"} & body.keys()):
+        """`{"rows": [...]}` or `{"columns": {...}}`, plus `"return_probabilities": true` for classifiers.
+
+        Returns `{"predictions", "model_name", "model_version", "request_id"}` and, with probabilities,
+        `"probabilities"` (one list per row) and `"classes"` (the label of each list position).
+        """
+        if type(body) is not dict:
+            raise RequestError(400, "bad_shape", PREDICT_SHAPE)
+        inputs = [k for k in ("rows", "columns") if k in body]
+        extra = sorted(set(body) - {"rows", "columns", "return_probabilities"})
+        if len(inputs) != 1 or extra:
+            raise RequestError(400, "bad_shape", PREDICT_SHAPE + (f"; unknown keys {extra}" if extra else ""))
+        want_proba = body.get("return_probabilities", False)
+        if type(want_proba) is not bool:
             raise RequestError(
-                400, "bad_shape", 'send {"rows": [{column: value, ...}, ...]} or {"columns": {column: [values]}}'
+                422, "bad_param", f"'return_probabilities' must be true or false, got {json_type(want_proba)}"
             )
         batch = self.validator.records(body["rows"]) if "rows" in body else self.validator.columnar(body["columns"])
-        payload = {
+        payload: dict[str, Any] = {
             "predictions": self._score(batch),
             "model_name": self.model_name,
             "model_version": self.model_version,
             "request_id": request_id,
         }
+        if want_proba:
+            payload["probabilities"] = self.model.predict_proba(batch)
+            payload["classes"] = self.model.classes
         return payload, batch.n_rows
 
     def invocations(self, body: Any, request_id: str | None) -> tuple[dict[str, Any], int]:
+        """MLflow's scoring protocol; `"params": {"predict_method": "predict_proba"}` asks for probabilities.
+
+        MLflow 3.17's sklearn pyfunc has no per-request method (`pyfunc_predict_fn` is fixed when the
+        model is logged; its `predict` ignores `params`). A model logged with
+        `pyfunc_predict_fn="predict_proba"` answers `{"predictions": [[p, ...], ...]}`; this param gives
+        that answer from the same model. Any other param is refused (MLflow would log and ignore it).
+        """
         if type(body) is not dict:
             raise RequestError(400, "bad_shape", f"the body must be an object with one of {list(MLFLOW_KEYS)}")
         keys = [k for k in MLFLOW_KEYS if k in body]
@@ -155,8 +182,7 @@ class ScoringRoutes:
                 f"the body must have exactly one of {list(MLFLOW_KEYS)}"
                 + (f"; unknown keys {unknown}" if unknown else ""),
             )
-        if body.get("params"):
-            raise RequestError(422, "params_not_supported", "this model takes no inference params")
+        method = _predict_method(body.get("params"))
         key = keys[0]
         payload = body[key]
         if key == "dataframe_split":
@@ -165,7 +191,36 @@ class ScoringRoutes:
             batch = self.validator.records(payload, key)
         else:
             batch = self.validator.columnar(payload, key)
+        if method == "predict_proba":
+            predictions = self.model.predict_proba(batch)
+            self.rows_metric.inc(batch.n_rows)
+            return {"predictions": predictions}, batch.n_rows
         return {"predictions": self._score(batch)}, batch.n_rows
+
+
+def _predict_method(params: Any) -> str:
+    """The `predict_method` of /invocations' `params` ("predict" without one); RequestError otherwise."""
+    if params is None or params == {}:
+        return "predict"
+    if type(params) is not dict:
+        raise RequestError(400, "bad_shape", f"'params' must be an object, got {json_type(params)}")
+    unknown = sorted(set(params) - {"predict_method"})
+    if unknown:
+        raise RequestError(
+            422,
+            "params_not_supported",
+            f"unknown inference params {unknown}; this server takes only 'predict_method'",
+            unknown=unknown,
+        )
+    method = params["predict_method"]
+    if method not in PREDICT_METHODS:
+        raise RequestError(
+            422,
+            "bad_param",
+            f"params.predict_method must be one of {list(PREDICT_METHODS)}, got {method!r}",
+            allowed=list(PREDICT_METHODS),
+        )
+    return str(method)
 
 
 def _respond(

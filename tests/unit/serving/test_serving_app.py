@@ -133,9 +133,11 @@ def test_forest_served_natively(rf_model):
     assert resp.get_json()["predictions"] == rf_model.expected(200, 30)
 
 
-def test_mixed_types_use_the_pyfunc_path_with_the_same_checks(mixed_model):
+def test_mixed_types_are_served_natively_with_the_same_checks(mixed_model):
     client = create_app({"MODEL_DIR": str(mixed_model.path)}).test_client()
-    assert client.get("/version").get_json()["predict_path"] == "pyfunc"
+    version = client.get("/version").get_json()
+    assert version["predict_path"] == "sklearn-native"
+    assert version["evaluator"].startswith("compiled ColumnTransformer + ")
     rows = mixed_model.records(0, 20)
     resp = client.post("/predict", json={"rows": rows})
     assert resp.status_code == 200, resp.get_data(as_text=True)

@@ -1,0 +1,70 @@
+"""Validated request columns -> a pandas DataFrame, for the paths that need one (pandas imported lazily).
+
+Two conventions, one per consumer:
+- `sklearn_frame`: what the training side fits its pipelines on (`schema.model_frame`): numbers and
+  booleans float64 (NaN for null), strings object (None for null), datetimes datetime64[ns]. Used for
+  sklearn's own `predict` on a pipeline the compiled path does not cover, and to check that path.
+- `pyfunc_frame`: what MLflow's schema enforcement accepts for the signature's types: double float64,
+  float float32, long int64, integer int32, boolean bool (a column holding nulls keeps the values
+  pandas infers), strings object, datetimes datetime64[ns]. Before pandas 3 MLflow cast ISO strings to
+  datetime64 itself; pandas 3 refuses that cast ("Can not safely convert str to datetime64[ns]"), so
+  datetimes are parsed here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from serving.schema import NUMERIC_TYPES, Batch, Column
+
+_PYFUNC_DTYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32", "boolean": "bool"}
+
+
+def _values(batch: Batch, j: int) -> Sequence[Any]:
+    return batch.matrix[:, j] if batch.matrix is not None else batch.columns[j]
+
+
+def _datetimes(values: Sequence[Any]) -> Any:
+    import pandas as pd
+
+    return pd.Series(pd.to_datetime(list(values), format="ISO8601")).astype("datetime64[ns]")
+
+
+def sklearn_frame(batch: Batch, specs: Sequence[Column]) -> Any:
+    """The DataFrame a training-side pipeline expects, columns in `specs` order (the batch's order)."""
+    import pandas as pd
+
+    data: dict[str, Any] = {}
+    for j, spec in enumerate(specs):
+        values = _values(batch, j)
+        if spec.type in NUMERIC_TYPES or spec.type == "boolean":
+            data[spec.name] = pd.Series(
+                [math.nan if v is None else float(v) for v in values] if batch.matrix is None else values,
+                dtype="float64",
+            )
+        elif spec.type == "datetime":
+            data[spec.name] = _datetimes(values)
+        else:
+            data[spec.name] = pd.Series(list(values), dtype=object)
+    return pd.DataFrame(data)
+
+
+def pyfunc_frame(batch: Batch, specs: Sequence[Column]) -> Any:
+    """The DataFrame MLflow's pyfunc schema enforcement accepts for these signature columns."""
+    import pandas as pd
+
+    data: dict[str, Any] = {}
+    for j, spec in enumerate(specs):
+        values = list(_values(batch, j))
+        dtype = _PYFUNC_DTYPES.get(spec.type)
+        if spec.type == "datetime":
+            data[spec.name] = _datetimes(values)
+        elif dtype and None not in values:
+            data[spec.name] = pd.Series(values, dtype=dtype)
+        elif spec.type in ("string", "binary"):
+            data[spec.name] = pd.Series(values, dtype=object)
+        else:
+            data[spec.name] = pd.Series(values)
+    return pd.DataFrame(data)
