@@ -8,7 +8,8 @@
 # MODEL_DIR is an MLflow model directory as `mlflow.artifacts.download_artifacts("models:/NAME/VERSION")`
 # writes it. Without it the image holds no model and fetches MODEL_URI (models:/NAME@champion) from
 # MLFLOW_TRACKING_URI at start, which needs `--build-arg WITH_MLFLOW=1` (MLflow client + pandas, a
-# bigger image). Run-time env: IMAGE_TAG, IMAGE_DIGEST, SERVING_WORKERS, SERVING_THREADS, PORT.
+# bigger image). include/flightdeck/images.py picks WITH_MLFLOW from the model's MLmodel: the lean image
+# for sklearn-flavor models (served natively, no pandas), WITH_MLFLOW=1 for pyfunc models and user code. Run-time env: IMAGE_TAG, IMAGE_DIGEST, SERVING_WORKERS, SERVING_THREADS, PORT.
 
 # ---- serving image ----
 
@@ -26,7 +27,7 @@ RUN python -m venv /opt/venv \
  && find /opt/venv -type d -name tests -prune -exec rm -rf {} + \
  && find /opt/venv -name '*.pyi' -delete
 COPY serving /app/serving
-RUN cd /app && /opt/venv/bin/python -c "import serving.app, sklearn.linear_model, sklearn.ensemble, sklearn.tree, sklearn.pipeline, sklearn.preprocessing, skops.io, cloudpickle, gunicorn.workers.gthread" \
+RUN cd /app && /opt/venv/bin/python -c "import serving.app, sklearn.linear_model, sklearn.ensemble, sklearn.tree, sklearn.pipeline, sklearn.preprocessing, sklearn.compose, sklearn.impute, skops.io, cloudpickle, gunicorn.workers.gthread" \
  && /opt/venv/bin/python -m compileall -q /app/serving
 
 # The runtime: the base image, the venv, the app and the model. No compilers, not root.

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 LABEL_INPUTS = "org.flightdeck.inputs"
 MODEL_DIR_IN_CONTEXT = "model"
+# Signature types the lean image's native path reads without pandas (serving/sklearn_native.py).
+LEAN_COLUMN_TYPES = frozenset({"double", "float", "long", "integer", "boolean", "string"})
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,46 @@ def download_model(model: ModelRef, dest: Path, tracking_uri: str | None = None)
     dest.mkdir(parents=True, exist_ok=True)
     path = mlflow.artifacts.download_artifacts(f"models:/{model.name}/{model.version}", dst_path=str(dest))
     return Path(path)
+
+
+def full_image_reason(mlmodel: Mapping[str, Any]) -> str | None:
+    """Why this model needs the serving image with MLflow + pandas (`WITH_MLFLOW=1`), or None for the lean one.
+
+    Decided from the model's own MLmodel (a parsed dict): the lean image serves the sklearn flavor
+    natively (compiled pipelines, numeric matrices) and nothing else. A model the lean image still
+    cannot serve (a pipeline shape the compiled path does not know) fails its build with a message
+    asking for WITH_MLFLOW=1, and `build_image` then builds the full image.
+    """
+    flavors = mlmodel.get("flavors") or {}
+    sk = flavors.get("sklearn")
+    if not sk:
+        loader = (flavors.get("python_function") or {}).get("loader_module") or "no python_function"
+        return f"flavor {loader} is served through mlflow.pyfunc"
+    if sk.get("code"):
+        return "the model carries code_paths: the user's code may import pandas or MLflow"
+    predict_fn = (flavors.get("python_function") or {}).get("predict_fn") or "predict"
+    raw = ((mlmodel.get("signature") or {}).get("inputs")) or "[]"
+    types = {str(spec.get("type")) for spec in json.loads(raw)}
+    if not types:
+        return None  # no signature: the lean image's load fails with that reason, which is the right error
+    if not types <= LEAN_COLUMN_TYPES:
+        return f"signature column types {sorted(types - LEAN_COLUMN_TYPES)} need pandas"
+    if predict_fn != "predict" and not types <= {"double", "float", "long", "integer"}:
+        return f"pyfunc_predict_fn {predict_fn!r} on a mixed-type signature needs pandas"
+    return None
+
+
+def serving_build_args(model_dir: Path | None) -> dict[str, str]:
+    """The build args that choose the serving image for the model in `model_dir` (None: no baked model)."""
+    if model_dir is None or not (Path(model_dir) / "MLmodel").is_file():
+        return {"WITH_MLFLOW": "1"}  # fetched from MLflow at start: needs the client
+    import yaml
+
+    reason = full_image_reason(yaml.safe_load((Path(model_dir) / "MLmodel").read_text()))
+    if reason:
+        log.info("serving image with MLflow + pandas (WITH_MLFLOW=1): %s", reason)
+        return {"WITH_MLFLOW": "1"}
+    return {"WITH_MLFLOW": "0"}
 
 
 def copied_paths(dockerfile: Path, target: str | None = None) -> list[str]:
@@ -190,7 +232,22 @@ def build_image(model: ModelRef, *, registry: str, model_dir: Path | None, docke
     repository = repository or model.name
     tag = f"{registry}/{repository}:v{model.version}-{sha[:7]}"
     build_args = {"MODEL_DIR": MODEL_DIR_IN_CONTEXT, "MODEL_NAME": model.name, "MODEL_VERSION": model.version,
-                  "RUN_ID": model.run_id, "DATA_VERSION": model.data_version, "GIT_SHA": sha}
+                  "RUN_ID": model.run_id, "DATA_VERSION": model.data_version, "GIT_SHA": sha,
+                  **serving_build_args(model_dir)}
+    try:
+        return _build(client, model, dockerfile, target, sha, tag, build_args, model_dir, workdir)
+    except docker.errors.BuildError as e:
+        asked = any("WITH_MLFLOW=1" in str(c.get("stream", c.get("error", ""))) for c in e.build_log)
+        if build_args.get("WITH_MLFLOW") != "0" or not asked:
+            raise
+        log.warning("the lean serving image cannot serve %s/%s; building it WITH_MLFLOW=1", model.name,
+                    model.version)
+        return _build(client, model, dockerfile, target, sha, tag, {**build_args, "WITH_MLFLOW": "1"}, model_dir,
+                      workdir)
+
+
+def _build(client: docker.DockerClient, model: ModelRef, dockerfile: Path, target: str | None, sha: str, tag: str,
+           build_args: dict[str, str], model_dir: Path | None, workdir: Path | None) -> BuiltImage:
     with tempfile.TemporaryDirectory(prefix="fd-build-", dir=workdir) as tmp:
         ctx = assemble_context(dockerfile, model_dir, Path(tmp) / "ctx", target=target)
         inputs = hash_tree([ctx], ctx, {**build_args, "TARGET": target or ""})
