@@ -8,6 +8,10 @@
     flightdeck logs [--target local] [--no-upload]   save serving container logs (state folder + S3)
     flightdeck rollback [--target local] [--to RUN_ID] [--wait]   redeploy the previous good deployment by
                                                  clearing its start_new task (with downstream)
+    flightdeck dataset init NAME --from FILE --target COLUMN [--task T]   infer the schema, write params.yaml
+    flightdeck dataset land NAME FILE [FILE ...] [--namespace NS]   land CSV/Parquet files for the retrain DAG
+    flightdeck dataset schema NAME [--namespace NS]   the schema in use (declared, or inferred and stored)
+    flightdeck dataset new-holdout NAME [--namespace NS]   cut a new holdout (resets the champion comparison)
 
 RUN_A/RUN_B are deploy DAG run ids (manual__2026-...) or deployment ids (the record file names).
 Addresses come from the environment (flightdeck.settings); S3 credentials from AWS_* variables; `run`
@@ -207,12 +211,81 @@ def build_parser() -> argparse.ArgumentParser:
     p_logs.add_argument("--no-upload", action="store_true", help="state folder only")
     for p in (p_status, p_diff, p_hist, p_run, p_clear, p_rb, p_logs):
         p.add_argument("--json", action="store_true", help="machine-readable output")
+    p_ds = sub.add_parser("dataset", help="your own data: init a dataset from a file, land files, schema, holdout")
+    ds = p_ds.add_subparsers(dest="dataset_cmd", required=True)
+    p_init = ds.add_parser("init", help="infer the schema from a CSV/Parquet file and add the dataset to params.yaml")
+    p_init.add_argument("name")
+    p_init.add_argument("--from", dest="sample", required=True, help="a CSV or Parquet file of the data")
+    p_init.add_argument("--target", required=True, help="the column to predict")
+    p_init.add_argument("--task", choices=["classification", "regression"], default=None,
+                        help="default: inferred from the target column")
+    p_init.add_argument("--params", default=None, help="the params file to edit (default: the project's params.yaml)")
+    p_init.add_argument("--force", action="store_true", help="replace an existing block of that name")
+    p_land = ds.add_parser("land", help="upload files to the dataset's landing prefix in S3")
+    p_land.add_argument("name")
+    p_land.add_argument("files", nargs="+")
+    p_schema = ds.add_parser("schema", help="print the schema in use (declared, or inferred from the first data)")
+    p_schema.add_argument("name")
+    p_holdout = ds.add_parser("new-holdout", help="cut a new holdout from the current dataset")
+    p_holdout.add_argument("name")
+    for p in (p_land, p_schema, p_holdout):
+        p.add_argument("--namespace", default=None, help="an isolated lineage (as the retrain DAG's Param)")
     return parser
+
+
+def dataset_command(args: argparse.Namespace) -> int:
+    """`flightdeck dataset ...`: configuration and data errors are one line on stderr, exit 2."""
+    from pathlib import Path
+
+    import yaml
+
+    from flightdeck import pipeline_config
+    from flightdeck.data import onboard
+    from flightdeck.data.schema import SchemaError
+    from flightdeck.services import ServiceUnavailable
+
+    try:
+        if args.dataset_cmd == "init":
+            block = onboard.init_block(args.name, Path(args.sample), args.target, args.task)
+            path = onboard.write_block(args.name, block, Path(args.params) if args.params else None, force=args.force)
+            pipeline_config.load(args.name, path=path)  # the block it wrote must load
+            print(yaml.safe_dump({"datasets": {args.name: block}}, sort_keys=False, default_flow_style=None), end="")
+            print(f"flightdeck: wrote datasets.{args.name} to {path}; review the schema, then commit it", file=sys.stderr)
+            return 0
+        from flightdeck.data import sync as data_sync
+        from flightdeck.data.store import ObjectStore
+        from flightdeck.platform import use_local_aws_default
+
+        use_local_aws_default()
+        cfg = pipeline_config.load(args.name, namespace=args.namespace)
+        store = ObjectStore()
+        if args.dataset_cmd == "land":
+            for key in onboard.land_files(cfg, store, [Path(f) for f in args.files]):
+                print(f"s3://{store.bucket}/{key}")
+        elif args.dataset_cmd == "schema":
+            schema = data_sync.resolve_schema(cfg, store)
+            if schema is None:
+                print(f"flightdeck: dataset {cfg.key} has no schema yet: land a file first", file=sys.stderr)
+                return 1
+            print(yaml.safe_dump(schema.to_params(), sort_keys=False, default_flow_style=None), end="")
+        else:
+            manifest = data_sync.new_holdout(cfg, store)
+            print(f"dataset {cfg.key}: new holdout {manifest.holdout_version}, data_version {manifest.data_version} "
+                  f"({manifest.rows} rows); the next retrain is gated on the thresholds alone")
+        return 0
+    except (pipeline_config.ConfigError, SchemaError, FileNotFoundError, IsADirectoryError) as exc:
+        print(f"flightdeck: {exc}", file=sys.stderr)
+        return 2
+    except ServiceUnavailable as exc:
+        print(f"flightdeck: {exc} (is the platform up? `make up`)", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.cmd == "dataset":
+        return dataset_command(args)
     s = settings_mod.load()
     if args.cmd == "rollback":
         try:

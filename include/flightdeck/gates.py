@@ -6,7 +6,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # pandas is heavy; only the data gate needs it, at call time
+from flightdeck.data.schema import DatasetSchema, Task
+from flightdeck.metric_direction import LOWER_IS_BETTER, is_better
+
+if TYPE_CHECKING:
     import pandas as pd
 
 
@@ -21,55 +24,49 @@ class GateResult:
     def status(self) -> str:
         return "passed" if self.passed else "failed"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"gate": self.gate, "passed": self.passed, "message": self.message, "details": self.details}
-
 
 def check_data(
-    frame: pd.DataFrame, reference: pd.DataFrame, target: str, rules: dict[str, Any]
+    frame: pd.DataFrame, reference: pd.DataFrame, schema: DatasetSchema, rules: dict[str, Any]
 ) -> GateResult:
-    """Schema, nulls, ranges, row count and label balance of a dataset, judged against the reference holdout.
+    """Row count, nulls, numeric ranges and label balance of a typed dataset, judged against the holdout.
 
-    rules: min_rows, max_null_fraction, min_class_share, range_tolerance, max_out_of_range_fraction.
+    `frame` and `reference` are read with `schema.read_typed` (each batch already passed the per-batch
+    schema checks, so non-nullable columns hold no nulls). rules: min_rows, max_null_fraction (the
+    share of nulls allowed in any nullable column), min_class_share (classification only),
+    range_tolerance and max_out_of_range_fraction (numeric features against the holdout's range).
     """
-    import pandas as pd
-
     problems: list[str] = []
     facts: list[str] = []
-    features = [c for c in reference.columns if c != target]
-    expected = [*features, target]
-    missing = [c for c in expected if c not in frame.columns]
-    extra = [c for c in frame.columns if c not in expected]
-    if missing or extra:
-        problems.append(f"schema: missing {missing}, extra {extra}")
-        return GateResult(
-            "data", False, "data checks FAILED: " + "; ".join(problems), {"missing": missing, "extra": extra}
-        )
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
-        problems.append(f"schema: non-numeric feature columns {non_numeric}")
-    facts.append(f"schema ok ({len(features)} features + {target!r})" if not non_numeric else "schema bad")
+    target = schema.target
+    features = schema.feature_names
+    missing = [c for c in schema.names if c not in frame.columns]
+    if missing:
+        return GateResult("data", False, f"data checks FAILED: schema: missing {missing}", {"missing": missing})
+    facts.append(f"schema ok ({len(features)} features + {target!r}, {schema.task.value})")
 
     rows = len(frame)
     min_rows = int(rules.get("min_rows", 1))
     (facts if rows >= min_rows else problems).append(f"rows {rows} (min {min_rows})")
 
-    null_frac = frame[expected].isna().mean()
-    worst_null_col = str(null_frac.idxmax()) if rows else target
-    worst_null = float(null_frac.max()) if rows else 0.0
+    nullable = [c.name for c in schema.columns if c.nullable]
+    null_frac = frame[nullable].isna().mean() if nullable else None
+    worst_null_col = str(null_frac.idxmax()) if rows and null_frac is not None else "-"
+    worst_null = float(null_frac.max()) if rows and null_frac is not None else 0.0
     max_null = float(rules.get("max_null_fraction", 0.0))
     (facts if worst_null <= max_null else problems).append(
         f"max null fraction {worst_null:.4f} in {worst_null_col!r} (max {max_null})"
     )
 
     details: dict[str, Any] = {"rows": rows, "max_null_fraction": worst_null}
-    numeric = [c for c in features if c not in non_numeric]
+    numeric = [c.name for c in schema.features if c.type.is_numeric]
     if rows and numeric:
         tol = float(rules.get("range_tolerance", 0.5))
-        lo, hi = reference[numeric].min(), reference[numeric].max()
+        ref = reference[numeric].astype("float64")
+        cur = frame[numeric].astype("float64")
+        lo, hi = ref.min(), ref.max()
         span = (hi - lo).replace(0, 1.0)
         low, high = lo - tol * span, hi + tol * span
-        outside = (frame[numeric].lt(low) | frame[numeric].gt(high)).mean()
+        outside = (cur.lt(low) | cur.gt(high)).mean()
         worst_col = str(outside.idxmax())
         worst = float(outside.max())
         limit = float(rules.get("max_out_of_range_fraction", 0.0))
@@ -79,16 +76,15 @@ def check_data(
         )
         details["max_out_of_range_fraction"] = worst
 
-    if rows and target in frame:
-        shares = frame[target].value_counts(normalize=True)
-        ref_classes = set(reference[target].unique())
-        absent = sorted(int(c) for c in ref_classes - set(shares.index))
+    if rows and schema.task is Task.CLASSIFICATION:
+        shares = frame[target].astype(str).value_counts(normalize=True)
+        ref_classes = {str(c) for c in reference[target].unique()}
+        absent = sorted(ref_classes - set(shares.index))
         min_share = float(rules.get("min_class_share", 0.0))
         smallest = float(min(shares.get(c, 0.0) for c in ref_classes))
         ok = smallest >= min_share and not absent
         (facts if ok else problems).append(
-            f"smallest class share {smallest:.3f} (min {min_share})"
-            + (f", classes absent {absent}" if absent else "")
+            f"smallest class share {smallest:.3f} (min {min_share})" + (f", classes absent {absent}" if absent else "")
         )
         details["class_shares"] = {str(k): round(float(v), 4) for k, v in shares.sort_index().items()}
 
@@ -103,18 +99,23 @@ def check_data(
 
 
 def check_thresholds(metrics: dict[str, float], thresholds: dict[str, float]) -> GateResult:
-    """Every configured metric must reach its floor; a metric the run did not produce fails."""
+    """Every configured metric must reach its bound: a floor for scores (accuracy, f1_macro, roc_auc,
+    r2), a ceiling for errors (rmse, mae, log_loss); a metric the run did not produce fails."""
     lines, failed = [], []
     for name, floor in sorted(thresholds.items()):
         value = metrics.get(name)
         if value is None or math.isnan(value):
             failed.append(name)
-            lines.append(f"{name}=missing (min {floor})")
+            lines.append(f"{name}=missing ({'max' if name in LOWER_IS_BETTER else 'min'} {floor})")
             continue
-        ok = value >= float(floor)
+        if name in LOWER_IS_BETTER:
+            ok = value <= float(floor)
+            lines.append(f"{name}={value:.4f} {'<=' if ok else '>'} {float(floor):.4f} (max)")
+        else:
+            ok = value >= float(floor)
+            lines.append(f"{name}={value:.4f} {'>=' if ok else '<'} {float(floor):.4f}")
         if not ok:
             failed.append(name)
-        lines.append(f"{name}={value:.4f} {'>=' if ok else '<'} {float(floor):.4f}")
     passed = not failed and bool(thresholds)
     if not thresholds:
         lines.append("no thresholds configured")
@@ -136,7 +137,8 @@ def compare_champion(
     challenger_version: str,
     champion_version: str | None,
 ) -> GateResult:
-    """Challenger must score >= champion + min_delta on the same holdout; no champion = first model."""
+    """Challenger must beat the champion by min_delta on the same holdout, in the metric's direction
+    (>= champion + min_delta for scores, <= champion - min_delta for errors); no champion = first model."""
     details = {
         "metric": metric,
         "challenger": challenger,
@@ -155,14 +157,15 @@ def compare_champion(
         )
     if champion_version == challenger_version:
         return GateResult("champion", True, f"v{challenger_version} already is the champion", details)
-    needed = champion + min_delta
-    passed = challenger >= needed
+    lower = metric in LOWER_IS_BETTER
+    passed = is_better(metric, challenger, champion, min_delta)
     delta = challenger - champion
     word = "beats" if passed else "does NOT beat"
+    needed = f"<= {-min_delta:+.4f}, lower is better" if lower else f">= {min_delta:+.4f}"
     return GateResult(
         "champion",
         passed,
         f"challenger v{challenger_version} {word} champion v{champion_version}: {metric} {challenger:.4f} vs "
-        f"{champion:.4f} (delta {delta:+.4f}, needed >= {min_delta:+.4f}) on the same holdout",
+        f"{champion:.4f} (delta {delta:+.4f}, needed {needed}) on the same holdout",
         details,
     )

@@ -1,59 +1,192 @@
-"""Model families, the hyper-parameter search and the metrics, driven by the train/evaluate params."""
+"""The model: any scikit-learn-API estimator inside one Pipeline built from the dataset's schema, the
+hyper-parameter search, the user's own training entrypoint, and the metrics of each task.
+
+The pipeline is `Pipeline([("preprocess", ColumnTransformer(...)), ("model", estimator)])`:
+numeric and boolean columns are imputed with the median (and standardised for estimators that need
+it); categorical columns are one-hot encoded for linear and other distance-based estimators, or
+ordinal-encoded (unknown and missing -> -1) for tree ensembles, which HistGradientBoosting then
+treats as native categoricals. It is fitted on `schema.model_frame` (numbers as float64, strings as
+objects), which is also what the model server feeds it.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import itertools
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import ClassifierMixin
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    r2_score,
+    roc_auc_score,
+    root_mean_squared_error,
+)
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-FAMILIES = ("logistic_regression", "random_forest")
-# skops refuses unknown types on load; a forest's trees are the one extra type our families need.
-SKOPS_TRUSTED_TYPES = {"random_forest": ["sklearn.tree._tree.Tree"], "logistic_regression": []}
+from flightdeck.data.schema import ColumnType, DatasetSchema, Task
+
+# Short names kept from the first releases, per task; anything else is an import path.
+FAMILIES: dict[str, dict[Task, str]] = {
+    "logistic_regression": {Task.CLASSIFICATION: "sklearn.linear_model.LogisticRegression"},
+    "ridge": {Task.REGRESSION: "sklearn.linear_model.Ridge"},
+    "random_forest": {
+        Task.CLASSIFICATION: "sklearn.ensemble.RandomForestClassifier",
+        Task.REGRESSION: "sklearn.ensemble.RandomForestRegressor",
+    },
+    "hist_gradient_boosting": {
+        Task.CLASSIFICATION: "sklearn.ensemble.HistGradientBoostingClassifier",
+        Task.REGRESSION: "sklearn.ensemble.HistGradientBoostingRegressor",
+    },
+}
+# Estimators whose fit depends on feature scale get standardised numbers and one-hot categories.
+_SCALE_SENSITIVE = ("sklearn.linear_model", "sklearn.svm", "sklearn.neighbors", "sklearn.neural_network")
+# Defaults we set where the estimator has the parameter (reproducible, converging; ensembles on one
+# core, which the worker shares with other tasks).
+_DEFAULTS = {"max_iter": 2000}
+MISSING_CATEGORY = "__missing__"
 
 
-def build(family: str, seed: int, **hyper: Any) -> ClassifierMixin:
-    if family == "logistic_regression":
-        return Pipeline(
-            [
-                ("scale", StandardScaler()),
-                ("model", LogisticRegression(max_iter=2000, random_state=seed, **hyper)),
-            ]
+class ModelConfigError(ValueError):
+    """The configured estimator or entrypoint cannot be imported or called; the message says which key."""
+
+
+def estimator_path(train: dict[str, Any], task: Task) -> str:
+    """The import path of the estimator `train` (the rendered train params) asks for."""
+    if train.get("estimator"):
+        return str(train["estimator"])
+    family = train.get("family")
+    paths = FAMILIES.get(str(family))
+    if paths is None:
+        raise ModelConfigError(f"train.family {family!r}: use one of {sorted(FAMILIES)} or set train.estimator")
+    if task not in paths:
+        raise ModelConfigError(
+            f"train.family {family!r} has no {task.value} estimator; use one of "
+            f"{sorted(k for k, v in FAMILIES.items() if task in v)} or set train.estimator"
         )
-    if family == "random_forest":
-        return RandomForestClassifier(random_state=seed, n_jobs=1, **hyper)
-    raise ValueError(f"unknown model family {family!r}; one of {FAMILIES}")
+    return paths[task]
+
+
+def search_space(train: dict[str, Any]) -> dict[str, list[Any]]:
+    """The grid for the configured model: `train.search[<estimator path or family>]`, or no search."""
+    key = train.get("estimator") or train.get("family")
+    return dict((train.get("search") or {}).get(key) or {})
+
+
+def import_object(path: str, *, key: str) -> Any:
+    """`package.module.Name` or `package.module:name` -> the object; errors name the params key."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelConfigError(f"{key} {path!r}: cannot import {module_name!r} ({exc})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ModelConfigError(f"{key} {path!r}: {module_name} has no {attr!r}") from None
+
+
+def make_estimator(path: str, seed: int, **hyper: Any) -> BaseEstimator:
+    """Instantiate the estimator at `path` with `hyper`, plus our defaults where it takes them."""
+    cls = import_object(path, key="train.estimator")
+    if not (inspect.isclass(cls) and hasattr(cls, "fit") and hasattr(cls, "predict")):
+        raise ModelConfigError(f"train.estimator {path!r} is not a scikit-learn-API estimator class")
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in _DEFAULTS.items() if k in accepted}
+    if "n_jobs" in accepted and cls.__module__.startswith("sklearn.ensemble"):
+        kwargs["n_jobs"] = 1
+    if "random_state" in accepted:
+        kwargs["random_state"] = seed
+    kwargs.update(hyper)
+    return cls(**kwargs)
+
+
+def _is_tree_model(estimator: BaseEstimator) -> bool:
+    module = type(estimator).__module__
+    return module.startswith(("sklearn.ensemble", "sklearn.tree", "lightgbm", "xgboost"))
+
+
+def build_pipeline(schema: DatasetSchema, estimator: BaseEstimator) -> Pipeline:
+    """The preprocessing for `schema` in front of `estimator`, as one Pipeline (see the module doc)."""
+    numeric = [c.name for c in schema.features if c.type is not ColumnType.CATEGORICAL]
+    categorical = [c.name for c in schema.features if c.type is ColumnType.CATEGORICAL]
+    scale = type(estimator).__module__.startswith(_SCALE_SENSITIVE)
+    parts: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+        if scale:
+            steps.append(("scale", StandardScaler()))
+        parts.append(("numeric", Pipeline(steps), numeric))
+    if categorical:
+        if _is_tree_model(estimator) or not scale:
+            encoder: Any = OrdinalEncoder(
+                handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, dtype=np.float64
+            )
+            cat_steps: list[tuple[str, Any]] = [("encode", encoder)]
+        else:
+            cat_steps = [
+                ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
+                ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+            ]
+        parts.append(("categorical", Pipeline(cat_steps), categorical))
+        if "categorical_features" in estimator.get_params() and not _is_user_set(estimator, "categorical_features"):
+            # HistGradientBoosting: the ordinal columns come after the numeric ones; -1 counts as missing.
+            first = len(numeric)
+            estimator.set_params(categorical_features=list(range(first, first + len(categorical))))
+    preprocess = ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+    return Pipeline([("preprocess", preprocess), ("model", estimator)])
+
+
+def _is_user_set(estimator: BaseEstimator, name: str) -> bool:
+    default = inspect.signature(type(estimator).__init__).parameters[name].default
+    value = estimator.get_params()[name]
+    return not (value is default or (isinstance(value, str) and value == default))
 
 
 def grid(search: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the search space, in a stable order."""
+    """Every combination of the search space, in a stable order ([{}] for an empty space)."""
     keys = sorted(search)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(search[k] for k in keys))]
 
 
 def search(
-    family: str,
+    schema: DatasetSchema,
+    estimator: str,
     space: dict[str, list[Any]],
     X: pd.DataFrame,
-    y: pd.Series,
+    y: np.ndarray,
     *,
     cv: int,
     scoring: str,
     seed: int,
-) -> tuple[ClassifierMixin, list[dict[str, Any]]]:
-    """Cross-validate each candidate, refit the best on all rows; return (model, candidate results)."""
-    folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+) -> tuple[Pipeline, list[dict[str, Any]]]:
+    """Cross-validate each candidate (stratified folds for classification), refit the best on all rows.
+
+    Returns (fitted pipeline, candidate results: params, mean_score, std_score, scoring, best).
+    """
+    if schema.task is Task.CLASSIFICATION:
+        folds: Any = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+    else:
+        folds = KFold(n_splits=cv, shuffle=True, random_state=seed)
     results: list[dict[str, Any]] = []
     for candidate in grid(space):
-        scores = cross_val_score(build(family, seed, **candidate), X, y, cv=folds, scoring=scoring)
+        pipeline = build_pipeline(schema, make_estimator(estimator, seed, **candidate))
+        scores = cross_val_score(pipeline, X, y, cv=folds, scoring=scoring)
         results.append(
             {
                 "params": candidate,
@@ -64,29 +197,70 @@ def search(
         )
     best = max(results, key=lambda r: r["mean_score"])
     best["best"] = True
-    model = build(family, seed, **best["params"]).fit(X, y)
+    model = build_pipeline(schema, make_estimator(estimator, seed, **best["params"])).fit(X, y)
     return model, results
 
 
-def metrics(model: ClassifierMixin, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    """accuracy, f1_macro and ROC AUC (one-vs-rest when multiclass) on the given rows."""
-    predicted = model.predict(X)
+def run_entrypoint(
+    entrypoint: str, frame: pd.DataFrame, schema: DatasetSchema, params: dict[str, Any], code_path: Path | None
+) -> Any:
+    """Call the user's `package.module:function(frame, schema, params)` and check what it returns.
+
+    `frame` is the prepared training table (features and target, typed by the schema); the function
+    returns a fitted model with `predict` (scikit-learn-compatible, or an `mlflow.pyfunc.PythonModel`).
+
+    Raises:
+        ModelConfigError: the entrypoint cannot be imported, or returns something without `predict`.
+    """
+    if code_path is not None and str(code_path) not in sys.path:
+        sys.path.insert(0, str(code_path))
+    fn: Callable[..., Any] = import_object(entrypoint, key="train.entrypoint")
+    if not callable(fn):
+        raise ModelConfigError(f"train.entrypoint {entrypoint!r} is not a function")
+    model = fn(frame, schema, params)
+    if not hasattr(model, "predict"):
+        raise ModelConfigError(
+            f"train.entrypoint {entrypoint!r} returned {type(model).__name__}, which has no predict(); "
+            "return a fitted scikit-learn-compatible model or an mlflow.pyfunc.PythonModel"
+        )
+    return model
+
+
+def predict(model: Any, X: pd.DataFrame) -> np.ndarray:
+    """Predictions of any model we log: scikit-learn-compatible, or a PythonModel (context None)."""
+    from mlflow.pyfunc import PythonModel
+
+    if isinstance(model, PythonModel):
+        out = model.predict(None, X)
+    else:
+        out = model.predict(X)
+    return np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out).ravel()
+
+
+def metrics(model: Any, X: pd.DataFrame, y: np.ndarray, task: Task) -> dict[str, float]:
+    """The task's metrics on the given rows.
+
+    classification: accuracy, f1_macro, and, when the model has predict_proba, roc_auc (one-vs-rest
+    when multiclass) and log_loss; regression: rmse, mae, r2 (rmse and mae in the target's units).
+    """
+    predicted = predict(model, X)
+    if task is Task.REGRESSION:
+        return {
+            "rmse": float(root_mean_squared_error(y, predicted)),
+            "mae": float(mean_absolute_error(y, predicted)),
+            "r2": float(r2_score(y, predicted)),
+        }
     out = {
         "accuracy": float(accuracy_score(y, predicted)),
         "f1_macro": float(f1_score(y, predicted, average="macro")),
     }
-    if hasattr(model, "predict_proba"):
+    if hasattr(model, "predict_proba") and is_classifier(model):
         proba = model.predict_proba(X)
-        if proba.shape[1] == 2:
-            out["roc_auc"] = float(roc_auc_score(y, proba[:, 1]))
-        elif len(np.unique(y)) == proba.shape[1]:
-            out["roc_auc"] = float(roc_auc_score(y, proba, multi_class="ovr"))
+        classes = list(model.classes_)
+        if set(np.unique(y)) <= set(classes):
+            out["log_loss"] = float(log_loss(y, proba, labels=classes))
+            if proba.shape[1] == 2:
+                out["roc_auc"] = float(roc_auc_score(y == classes[1], proba[:, 1]))
+            elif len(np.unique(y)) == proba.shape[1]:
+                out["roc_auc"] = float(roc_auc_score(y, proba, multi_class="ovr", labels=classes))
     return out
-
-
-def label_metrics(y_true: pd.Series | np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """The metrics that need only predicted labels (what any pyfunc model gives)."""
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1_macro": float(f1_score(y_true, y_pred, average="macro")),
-    }

@@ -25,9 +25,18 @@ log = logging.getLogger(__name__)
 
 
 def _cfg(synced: dict[str, Any]) -> pipeline_config.DatasetConfig:
-    return pipeline_config.load(
+    """The run's configuration with the schema sync resolved (declared, stored or inferred)."""
+    from flightdeck.data.schema import DatasetSchema
+
+    cfg = pipeline_config.load(
         synced["dataset"], model_name=synced.get("model_name"), namespace=synced.get("namespace")
     )
+    block = synced.get("schema")
+    if block and cfg.schema is None:
+        cfg = cfg.with_schema(
+            DatasetSchema.from_params(block["schema"], target=block["target"], task=block["task"], where="synced")
+        )
+    return cfg
 
 
 def sync_data(
@@ -53,6 +62,8 @@ def has_changes(synced: dict[str, Any], force: bool = False) -> bool:
     if not synced.get("data_version"):
         log.warning("dataset %s has no data yet (land a batch first): nothing to train", synced["dataset"])
         return False
+    if synced.get("holdout_cut"):
+        log.warning("a new holdout was cut from this data: the champion comparison starts over on it")
     if synced["new_batches"]:
         log.info(
             "new data: %d batch(es) -> candidate data_version=%s",
@@ -88,19 +99,24 @@ def has_changes(synced: dict[str, Any], force: bool = False) -> bool:
 def check_data(synced: dict[str, Any], *, aws_conn_id: str | None = "aws_default") -> bool:
     """Gate: data checks on the candidate dataset. Pass -> it becomes the current version; fail ->
     its new batches go to quarantine with the reason and the dataset stays as it was."""
-    import pandas as pd
-
     from flightdeck import gates
     from flightdeck.data import sync as data_sync
+    from flightdeck.data.schema import read_typed
     from flightdeck.data.store import ObjectStore
 
     cfg = _cfg(synced)
+    assert cfg.schema is not None
     store = ObjectStore(aws_conn_id=aws_conn_id)
     ws = data_sync.Workspace(cfg, store)
     ws.ensure()
     ws.checkout(synced["data_version"], synced["holdout_version"], synced["size"], synced["holdout_size"])
+    for key, counts in (synced.get("unseen_categories") or {}).items():
+        log.warning("batch %s brought feature values outside the schema's categories: %s", key, counts)
     result = gates.check_data(
-        pd.read_csv(ws.dataset_path), pd.read_csv(ws.holdout_path), cfg.target, cfg.params["gates"]["data"]
+        read_typed(ws.dataset_path, cfg.schema),
+        read_typed(ws.holdout_path, cfg.schema),
+        cfg.schema,
+        cfg.params["gates"]["data"],
     )
     if result.passed:
         log.info("GATE PASSED: %s", result.message)
@@ -167,6 +183,7 @@ def train(
         "holdout_version": ctx.holdout_version,
         "holdout_size": synced["holdout_size"],
         "params_hash": ctx.params_hash,
+        "schema": synced["schema"],
         "dag_id": ctx.dag_id,
         "run_id": ctx.run_id,
     }
@@ -217,15 +234,18 @@ def threshold_gate(registered: dict[str, Any]) -> bool:
 
 
 def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_default") -> bool:
-    """Gate: challenger vs champion, both loaded from the registry and scored on the same holdout."""
-    import mlflow
-    import pandas as pd
+    """Gate: challenger vs champion, both loaded from the registry and scored on the same holdout.
 
+    When the champion was judged on another holdout (a new one was cut since), the comparison starts
+    over: the challenger is gated on the thresholds alone, and the log says so.
+    """
     from flightdeck import gates, model_registry, modeling, tracking
     from flightdeck.data import sync as data_sync
+    from flightdeck.data.schema import model_frame, read_typed, target_values
     from flightdeck.data.store import ObjectStore
 
     cfg = _cfg(registered)
+    assert cfg.schema is not None
     name, version = registered["model_name"], registered["version"]
     rule = cfg.params["gates"]["champion"]
     metric = rule["metric"]
@@ -233,17 +253,29 @@ def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_
     champion_score = None
     challenger_score = float(registered["metrics"][metric])
     if champion is not None and champion != version:
+        champion_holdout = model_registry.version_tags(name, champion).get(tracking.TAG_HOLDOUT_VERSION)
+        if champion_holdout and champion_holdout != registered["holdout_version"]:
+            log.warning(
+                "champion v%s was judged on holdout %s, this run on %s (a new holdout was cut): the champion "
+                "comparison is reset, v%s is gated on the thresholds alone",
+                champion,
+                champion_holdout,
+                registered["holdout_version"],
+                version,
+            )
+            champion = None
+    if champion is not None and champion != version:
         ws = data_sync.Workspace(cfg, ObjectStore(aws_conn_id=aws_conn_id))
         ws.ensure()
         ws.checkout_file(data_sync.HOLDOUT_FILE, registered["holdout_version"], registered.get("holdout_size"))
-        holdout = pd.read_csv(ws.holdout_path)
-        X, y = holdout.drop(columns=[cfg.target]), holdout[cfg.target]
+        holdout = read_typed(ws.holdout_path, cfg.schema)
+        X, y = model_frame(holdout, cfg.schema), target_values(holdout, cfg.schema)
         scores = {}
         with tracking.mlflow_call("load the champion and the challenger"):
             for label, v in (("champion", champion), ("challenger", version)):
-                model = mlflow.sklearn.load_model(f"models:/{name}/{v}")
+                model = tracking.load_model(f"models:/{name}/{v}")
                 try:
-                    scores[label] = modeling.metrics(model, X, y)[metric]
+                    scores[label] = modeling.metrics(model, X, y, cfg.task)[metric]
                 except (KeyError, ValueError) as exc:
                     raise RuntimeError(
                         f"v{v} cannot be scored on this holdout ({exc}); the schema changed? "

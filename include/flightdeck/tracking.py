@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flightdeck import settings as settings_mod
+from flightdeck.data.schema import DatasetSchema, Task
 from flightdeck.pipeline_config import DatasetConfig
 from flightdeck.services import ServiceUnavailable, ping_mlflow
 
@@ -34,6 +35,7 @@ TAG_ROLE = "flightdeck.role"
 TAG_MODEL_URI = "flightdeck.model_uri"
 TAG_COMPLETE = "flightdeck.complete"
 TAG_OUTCOME = "flightdeck.outcome"
+TAG_TASK = "flightdeck.task"
 
 # What the serving image needs to load the model: the sklearn stack pinned to what trained it, and
 # the flask-free MLflow client. Giving the list also skips MLflow's ~12 s requirement inference.
@@ -134,14 +136,61 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = json.dumps(value) if isinstance(value, list | bool) or value is None else str(value)
 
 
+def model_signature(schema: DatasetSchema, labels: Any) -> Any:
+    """The MLflow signature: one ColSpec per feature with the schema's type (strings stay strings,
+    nullable columns are optional), and the prediction's type (the labels' for classification, double
+    for regression)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec(c.type.mlflow_type, c.name, required=not c.nullable) for c in schema.features])
+    if schema.task is Task.REGRESSION:
+        out_type = "double"
+    else:
+        out_type = schema.by_name[schema.target].type.mlflow_type
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec(out_type)]))
+
+
+def _log_model(model: Any, *, signature: Any, example: Any, code_paths: list[str] | None) -> Any:
+    """Log the model in the flavor that fits it: sklearn (skops, trusting exactly the types it holds;
+    cloudpickle when it carries user code) or pyfunc for a PythonModel."""
+    import mlflow
+    from mlflow.pyfunc import PythonModel
+
+    common = {
+        "name": "model",
+        "signature": signature,
+        "input_example": example,
+        "pip_requirements": pip_requirements(),
+        "code_paths": code_paths or None,
+    }
+    with warnings.catch_warnings():
+        # Saving walks module attributes; inside an Airflow worker that trips ~1000 deprecation (Future)
+        # warnings from airflow.utils shims, which drown the task log.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        if isinstance(model, PythonModel):
+            return mlflow.pyfunc.log_model(python_model=model, **common)
+        if code_paths:
+            return mlflow.sklearn.log_model(model, serialization_format="cloudpickle", **common)
+        import skops.io
+
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+        return mlflow.sklearn.log_model(
+            model, serialization_format="skops", skops_trusted_types=trusted or None, **common
+        )
+
+
 def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> dict[str, Any]:
     """Log the outputs of `dvc repro` in `workspace` as one MLflow run (reused if already complete)."""
+    import sys
+
     import joblib
     import mlflow
     import pandas as pd
-    from mlflow.models import infer_signature
 
-    from flightdeck import modeling
+    from flightdeck.data.schema import example_frame, target_values
+    from flightdeck.stages.train import code_path
 
     cl = client()
     tags = ctx.tags(cfg)
@@ -152,25 +201,29 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
                 return _summary(run.info.run_id, run.data.tags[TAG_MODEL_URI], run.data.metrics)
             _delete_with_children(cl, run)
 
-    schema = json.loads((workspace / "prepared" / "schema.json").read_text())
+    assert cfg.schema is not None
+    schema = cfg.schema
+    prepared = json.loads((workspace / "prepared" / "schema.json").read_text())
     search = json.loads((workspace / "model" / "search.json").read_text())
     scores = json.loads((workspace / "metrics.json").read_text())
+    user_code = code_path(cfg.params["train"])
+    if user_code is not None and str(user_code) not in sys.path:
+        sys.path.insert(0, str(user_code))
     model = joblib.load(workspace / "model" / "model.joblib")
-    holdout = pd.read_csv(workspace / "prepared" / "holdout.csv")
-    X = holdout[schema["features"]]
-    example = X.head(3)
-    signature = infer_signature(example, model.predict(example))
+    holdout = pd.read_parquet(workspace / "prepared" / "holdout.parquet")
+    example = example_frame(holdout, schema)
+    signature = model_signature(schema, target_values(holdout, schema))
     params: dict[str, str] = {}
     _flatten("", cfg.params, params)
-    family = cfg.params["train"]["family"]
 
     with mlflow_call("log the training run"):
         mlflow.set_experiment(cfg.experiment_name)
         run_name = f"{cfg.name}-{ctx.data_version[:8]}-{ctx.run_id[-19:]}"
-        run_tags = {**tags, TAG_GIT_SHA: settings_mod.git_sha(), TAG_ROLE: "training"}
+        run_tags = {**tags, TAG_GIT_SHA: settings_mod.git_sha(), TAG_ROLE: "training", TAG_TASK: schema.task.value}
         with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
             mlflow.log_params(params)
             mlflow.log_params({f"best.{k}": str(v) for k, v in search["best_params"].items()})
+            mlflow.log_param("model", search["model"])
             for i, cand in enumerate(search["candidates"]):
                 with mlflow.start_run(run_name=f"candidate-{i}", nested=True, tags={**tags, TAG_ROLE: "candidate"}):
                     mlflow.log_params({k: str(v) for k, v in cand["params"].items()})
@@ -180,29 +233,15 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
                             f"cv_{cand['scoring']}_std": cand["std_score"],
                         }
                     )
-            mlflow.log_metrics(
-                {
-                    **scores,
-                    "best_cv_score": float(search["best_cv_score"]),
-                    "train_rows": float(schema["train_rows"]),
-                }
-            )
+            extra = {"train_rows": float(prepared["train_rows"])}
+            if search.get("best_cv_score") is not None:
+                extra["best_cv_score"] = float(search["best_cv_score"])
+            mlflow.log_metrics({**scores, **extra})
             for name in ("prepared/schema.json", "model/search.json", "metrics.json", "params.yaml"):
                 mlflow.log_artifact(str(workspace / name))
-            with warnings.catch_warnings():
-                # Saving walks module attributes; inside an Airflow worker that trips ~1000 deprecation (Future)
-                # warnings from airflow.utils shims, which drown the task log.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                warnings.simplefilter("ignore", FutureWarning)
-                info = mlflow.sklearn.log_model(
-                    model,
-                    name="model",
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=pip_requirements(),
-                    serialization_format="skops",
-                    skops_trusted_types=modeling.SKOPS_TRUSTED_TYPES.get(family) or None,
-                )
+            info = _log_model(
+                model, signature=signature, example=example, code_paths=[str(user_code)] if user_code else None
+            )
             mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_COMPLETE: "true"})
             run_id = run.info.run_id
     log.info(
@@ -213,6 +252,17 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
         info.model_uri,
     )
     return _summary(run_id, info.model_uri, scores)
+
+
+def load_model(model_uri: str) -> Any:
+    """A registered model to score in-process: the sklearn object when the flavor is sklearn (so
+    predict_proba is there for roc_auc/log_loss), else the pyfunc model."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    if "sklearn" in (get_model_info(model_uri).flavors or {}):
+        return mlflow.sklearn.load_model(model_uri)
+    return mlflow.pyfunc.load_model(model_uri)
 
 
 def _summary(run_id: str, model_uri: str, metrics: dict[str, float]) -> dict[str, Any]:

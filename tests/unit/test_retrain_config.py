@@ -23,7 +23,7 @@ def test_second_dataset_with_overrides():
     cfg = pipeline_config.load("wine")
     assert cfg.model_name == "flightdeck-wine"
     assert cfg.params["gates"]["data"]["min_rows"] == 40  # the dataset's override
-    assert cfg.params["gates"]["data"]["max_null_fraction"] == 0.0  # inherited
+    assert cfg.params["gates"]["data"]["max_null_fraction"] == 0.5  # inherited
     assert cfg.params["data"] == {
         "name": "wine",
         "source": "sklearn:load_wine",

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import importlib
 import io
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from flightdeck.data.schema import Task
 from flightdeck.pipeline_config import ConfigError, DatasetConfig
 
 MALFORMED_KINDS = ("missing_column", "extra_column", "wrong_type", "empty")
@@ -29,7 +29,7 @@ def load_source(cfg: DatasetConfig) -> pd.DataFrame:
     """The full bundled table with clean column names, features then the target column."""
     module_name, _, func_name = cfg.source.partition(":")
     if module_name != "sklearn" or not func_name.startswith("load_"):
-        raise ConfigError(f"source {cfg.source!r}: only bundled 'sklearn:load_*' datasets are supported")
+        raise ConfigError(f"source {cfg.source!r} is not a bundled 'sklearn:load_*' table; its batches come from files")
     loader = getattr(importlib.import_module("sklearn.datasets"), func_name, None)
     if loader is None:
         raise ConfigError(f"source {cfg.source!r}: sklearn.datasets has no {func_name}")
@@ -40,14 +40,9 @@ def load_source(cfg: DatasetConfig) -> pd.DataFrame:
         if missing:
             raise ConfigError(f"dataset {cfg.name}: configured features not in the source: {missing}")
         frame = frame[list(cfg.features)]
-    frame[cfg.target] = np.asarray(bunch.target, dtype=np.int64)
+    dtype = np.float64 if cfg.task is Task.REGRESSION else np.int64
+    frame[cfg.target] = np.asarray(bunch.target, dtype=dtype)
     return frame
-
-
-def feature_columns(cfg: DatasetConfig) -> list[str]:
-    if cfg.features is not None:
-        return list(cfg.features)
-    return [c for c in load_source(cfg).columns if c != cfg.target]
 
 
 def _split(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -99,12 +94,16 @@ def degraded_batch(cfg: DatasetConfig, seq: int) -> pd.DataFrame:
     rng = np.random.default_rng(int(cfg.batches.get("seed", 0)) * 1000 + 500 + seq)
     batch = pool.iloc[rng.integers(0, len(pool), size=len(pool))].reset_index(drop=True)
     features = [c for c in batch.columns if c != cfg.target]
-    classes = np.sort(pool[cfg.target].unique())
     labels = batch[cfg.target].to_numpy().copy()
     flip = rng.random(len(batch)) < float(cfg.batches.get("degraded_label_noise", 0.5))
-    # Systematic corruption (next class), the way a broken label mapping upstream would look.
-    index = np.searchsorted(classes, labels[flip])
-    labels[flip] = classes[(index + 1) % len(classes)]
+    if cfg.task is Task.REGRESSION:
+        # Targets of other rows: the link between features and target is broken for those rows.
+        labels[flip] = rng.permutation(labels[flip])
+    else:
+        # Systematic corruption (next class), the way a broken label mapping upstream would look.
+        classes = np.sort(pool[cfg.target].unique())
+        index = np.searchsorted(classes, labels[flip])
+        labels[flip] = classes[(index + 1) % len(classes)]
     batch[cfg.target] = labels
     shifted = features[::2]
     std = batch[shifted].std(ddof=0).replace(0, 1.0)
@@ -135,8 +134,3 @@ def to_csv_bytes(frame: pd.DataFrame) -> bytes:
     buf = io.StringIO()
     frame.to_csv(buf, index=False, float_format="%.10g", lineterminator="\n")
     return buf.getvalue().encode()
-
-
-def describe(frame: pd.DataFrame, target: str) -> dict[str, Any]:
-    counts = frame[target].value_counts().sort_index() if target in frame else pd.Series(dtype=int)
-    return {"rows": int(len(frame)), "classes": {str(k): int(v) for k, v in counts.items()}}

@@ -94,9 +94,7 @@ class ObjectStore:
             kwargs: dict[str, object] = {}
             if metadata is not None:
                 kwargs = {"Metadata": metadata, "MetadataDirective": "REPLACE"}
-            conn.copy_object(
-                Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **kwargs
-            )
+            conn.copy_object(Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **kwargs)
             conn.delete_object(Bucket=self.bucket, Key=src)
         except (BotoCoreError, ClientError) as exc:
             raise self._unavailable(f"move {src} -> {dst}", exc) from exc

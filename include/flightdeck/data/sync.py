@@ -1,13 +1,19 @@
 """Landing batches -> the DVC-tracked dataset in S3, plus restoring any data version into a folder.
 
 Where things live (data bucket):
-    landing/<dataset>/*.csv          new batches (scripts/land_batch.py fills it)
-    processed/<dataset>/*.csv        batches merged into a committed dataset version
-    quarantine/<dataset>/*.csv       rejected batches; the reason is in the object's metadata and in
-                                     a `<name>.reason.txt` object beside it
+    landing/<dataset>/**             new CSV or Parquet batches, under any sub-prefix, by any tool
+    processed/<dataset>/<sha>/<path> batches merged into a committed dataset version (or identical to
+                                     one), under the first 16 hex digits of their content's sha256
+    quarantine/<dataset>/<sha>/<path> rejected batches; the reason is in the object's metadata and in
+                                     a `<path>.reason.txt` object beside it
     dvcstore/                        the DVC remote (content-addressed; never rewritten)
     datasets/<dataset>/manifest.json the current version: data_version (DVC md5), holdout_version, batches
     datasets/<dataset>/versions/<md5>.json   every committed manifest (history)
+    datasets/<dataset>/schema.yaml   the schema inferred from the first data (when params.yaml declares none)
+
+Batches are identified by content (sha256), never by name: a file landed again under a merged name
+with new rows is a new batch; a byte-identical copy of a merged batch is archived, not merged twice.
+Every landed file ends merged (processed/), in quarantine/ with its reason, or still in landing/.
 
 The DVC workspace is `<state_dir>/workspace/<dataset>`, a `dvc init --no-scm` repo: the task never
 touches the project's git checkout, and the workspace is disposable (cache and scratch only): the state
@@ -17,19 +23,22 @@ of record is the remote plus the manifest, so any worker can rebuild it with a p
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pandas as pd
 import yaml
 
 from flightdeck import settings as settings_mod
 from flightdeck.data import generate
+from flightdeck.data.schema import DatasetSchema, SchemaError, Task, read_raw, read_typed
+from flightdeck.data.schema import infer as infer_schema
 from flightdeck.data.store import ObjectStore
 from flightdeck.data.validate import validate_batch
 from flightdeck.pipeline_config import DVC_YAML_PATH, DatasetConfig
@@ -56,6 +65,7 @@ def prefixes(name: str) -> dict[str, str]:
         "processed": f"processed/{name}/",
         "quarantine": f"quarantine/{name}/",
         "manifest": f"datasets/{name}/manifest.json",
+        "schema": f"datasets/{name}/schema.yaml",
         "versions": f"datasets/{name}/versions/",
     }
 
@@ -164,6 +174,15 @@ def restore(
     return restored
 
 
+class BatchRecord(TypedDict):
+    """One merged batch: where it landed, its content hash, its rows and where it was archived."""
+
+    key: str
+    sha256: str
+    rows: int
+    archive: str
+
+
 @dataclass
 class Manifest:
     dataset: str
@@ -172,15 +191,26 @@ class Manifest:
     holdout_version: str | None = None
     holdout_size: int | None = None
     rows: int = 0
-    batches: list[str] = field(default_factory=list)
+    batches: list[BatchRecord] = field(default_factory=list)
     committed_at: str | None = None
+    holdout_cut_at: str | None = None
 
     @classmethod
     def read(cls, store: ObjectStore, name: str) -> Manifest | None:
         key = prefixes(name)["manifest"]
         if not store.exists(key):
             return None
-        return cls(**json.loads(store.read(key)))
+        raw = json.loads(store.read(key))
+        # Manifests written before batches were identified by content hold base names only.
+        raw["batches"] = [
+            b if isinstance(b, dict) else BatchRecord(key=b, sha256="", rows=0, archive="")
+            for b in raw.get("batches") or []
+        ]
+        return cls(**raw)
+
+    @property
+    def merged_hashes(self) -> dict[str, BatchRecord]:
+        return {b["sha256"]: b for b in self.batches if b["sha256"]}
 
     def write(self, store: ObjectStore) -> None:
         body = json.dumps(asdict(self), indent=2, sort_keys=True).encode()
@@ -261,103 +291,269 @@ class Workspace:
         _push(self.root, [f"{HOLDOUT_FILE}.dvc"], self.store)
         return md5, size
 
+    def holdout_from_file(self, location: str) -> tuple[str, int]:
+        """Use the user's holdout file (`s3://<data bucket>/<key>` or a key in the data bucket), checked
+        against the schema like any batch, then frozen and pushed.
 
-def _quarantine(store: ObjectStore, name: str, key: str, reason: str) -> str:
-    dst = prefixes(name)["quarantine"] + key.rsplit("/", 1)[-1]
-    meta = {"reason": reason[:1500], "quarantined-at": datetime.now(UTC).isoformat()}
+        Raises:
+            SchemaError: the file fails the schema checks (the message says why).
+        """
+        assert self.cfg.schema is not None
+        key = location.removeprefix(f"s3://{self.store.bucket}/")
+        check = validate_batch(key, self.store.read(key), self.cfg.schema)
+        if not check.ok or check.frame is None:
+            raise SchemaError(f"datasets.{self.cfg.name}.holdout.file {location}: {check.reason}")
+        self.holdout_path.write_bytes(dataset_csv(check.frame, header=True))
+        md5, size = dvc_add(self.root, HOLDOUT_FILE)
+        _push(self.root, [f"{HOLDOUT_FILE}.dvc"], self.store)
+        log.info("holdout: %d rows from s3://%s/%s (frozen as %s)", len(check.frame), self.store.bucket, key, md5)
+        return md5, size
+
+
+def archive_key(prefix: str, landing_prefix: str, key: str, sha256: str) -> str:
+    """`<prefix><sha16>/<path under landing>`: equal names from different sub-prefixes or with other
+    content never collide, and the path the user gave stays readable."""
+    return f"{prefix}{sha256[:16]}/{key.removeprefix(landing_prefix)}"
+
+
+def _quarantine(store: ObjectStore, name: str, key: str, sha256: str, reason: str) -> str:
+    names = prefixes(name)
+    dst = archive_key(names["quarantine"], names["landing"], key, sha256)
+    meta = {
+        "reason": reason[:1500].encode("ascii", "replace").decode(),
+        "quarantined-at": datetime.now(UTC).isoformat(),
+    }
     store.move(key, dst, metadata=meta)
     store.write(dst + ".reason.txt", (reason + "\n").encode())
     log.error("QUARANTINED s3://%s/%s -> s3://%s/%s: %s", store.bucket, key, store.bucket, dst, reason)
     return dst
 
 
-def sync(cfg: DatasetConfig, store: ObjectStore | None = None, workspace: Workspace | None = None) -> dict[str, Any]:
-    """Validate landed batches, merge the good ones into a candidate dataset and push it to the remote.
+def resolve_schema(cfg: DatasetConfig, store: ObjectStore) -> DatasetSchema | None:
+    """The declared schema, else the one stored at the first sync, else one inferred now (and stored).
 
-    Malformed batches are moved to quarantine at once. The candidate is not yet the dataset's current
-    version: `commit()` makes it so after the data checks pass (so a failing candidate changes nothing).
+    Inference reads the bundled table (demo datasets) or the first readable landed file; None when a
+    `files` dataset has nothing landed yet. The stored schema is frozen: edit it into params.yaml to
+    change it (`flightdeck dataset schema NAME` prints it).
+    """
+    if cfg.schema is not None:
+        return cfg.schema
+    key = prefixes(cfg.key)["schema"]
+    if store.exists(key):
+        block = yaml.safe_load(store.read(key))
+        return DatasetSchema.from_params(block["schema"], target=block["target"], task=block["task"], where=key)
+    if cfg.bundled:
+        schema = infer_schema(generate.load_source(cfg), cfg.target, cfg.task)
+        source = cfg.source
+    else:
+        schema, source = None, ""
+        for landed in store.list(prefixes(cfg.key)["landing"]):
+            if landed.endswith(("/", ".reason.txt")):
+                continue
+            try:
+                sample = read_raw(landed, store.read(landed))
+                schema = infer_schema(sample, cfg.target, cfg.task)
+            except SchemaError as exc:
+                log.warning("cannot infer the schema from %s: %s", landed, exc)
+                continue
+            source = landed
+            break
+        if schema is None:
+            return None
+    text = (
+        f"# Inferred from {source} at {datetime.now(UTC).isoformat(timespec='seconds')}. Review it and\n"
+        f"# commit it under params.yaml datasets.{cfg.name} (task/target/schema) to make it yours.\n"
+        + yaml.safe_dump(schema.to_params(), sort_keys=False)
+    )
+    store.write(key, text.encode())
+    log.warning(
+        "dataset %s declares no schema: inferred one from %s and stored it at s3://%s/%s; review it and commit it "
+        "to params.yaml:\n%s",
+        cfg.name,
+        source,
+        store.bucket,
+        key,
+        text,
+    )
+    return schema
+
+
+def _cut_holdout(frame: pd.DataFrame, cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(holdout, rest): `holdout.fraction` of the rows, stratified by label for classification."""
+    from sklearn.model_selection import train_test_split
+
+    assert cfg.schema is not None
+    labels = None
+    if cfg.task is Task.CLASSIFICATION:
+        counts = frame[cfg.target].value_counts()
+        if len(counts) > 1 and counts.min() >= 2:
+            labels = frame[cfg.target].astype(str)
+    rest, holdout = train_test_split(
+        frame,
+        test_size=float(cfg.holdout["fraction"]),
+        random_state=int(cfg.batches.get("seed", 0)),
+        stratify=labels,
+    )
+    return holdout.reset_index(drop=True), rest.reset_index(drop=True)
+
+
+def dataset_csv(frame: pd.DataFrame, *, header: bool) -> bytes:
+    """The dataset file's encoding: round-trip floats, nulls as empty fields (see `schema.read_typed`)."""
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, header=header, lineterminator="\n")
+    return buf.getvalue().encode()
+
+
+class SyncResult(TypedDict):
+    """What sync_data hands to the next tasks (XCom)."""
+
+    dataset: str
+    namespace: str
+    data_version: str | None
+    size: int | None
+    rows: int
+    holdout_version: str | None
+    holdout_size: int | None
+    holdout_cut: bool
+    previous_version: str | None
+    new_batches: list[str]
+    batches: list[BatchRecord]
+    duplicates: list[dict[str, str]]
+    quarantined: list[dict[str, str]]
+    unseen_categories: dict[str, dict[str, dict[str, int]]]
+    schema: dict[str, Any] | None
+    params_hash: str
+    model_name: str
+
+
+def sync(cfg: DatasetConfig, store: ObjectStore | None = None, workspace: Workspace | None = None) -> SyncResult:
+    """Validate landed batches, append the good ones to a candidate dataset and push it to the remote.
+
+    Cost: each landed file is read and validated once; the candidate is the current file with the new
+    rows appended (the history is not parsed), then hashed by DVC and pushed. Malformed batches are
+    moved to quarantine at once. The candidate is not yet the dataset's current version: `commit()`
+    makes it so after the data checks pass (so a failing candidate changes nothing).
     """
     store = store or ObjectStore()
     store.ping()
-    ws = workspace or Workspace(cfg, store)
-    ws.ensure()
     names = prefixes(cfg.key)
     manifest = Manifest.read(store, cfg.key) or Manifest(dataset=cfg.key)
+    schema = resolve_schema(cfg, store)
+    if schema is not None:
+        cfg = cfg.with_schema(schema)
+    ws = workspace or Workspace(cfg, store)
+    ws.cfg = cfg
+    ws.ensure()
+    result = SyncResult(
+        dataset=cfg.name,
+        namespace=cfg.namespace,
+        data_version=manifest.data_version,
+        size=manifest.size,
+        rows=manifest.rows,
+        holdout_version=manifest.holdout_version,
+        holdout_size=manifest.holdout_size,
+        holdout_cut=False,
+        previous_version=manifest.data_version,
+        new_batches=[],
+        batches=[],
+        duplicates=[],
+        quarantined=[],
+        unseen_categories={},
+        schema=schema.to_params() if schema else None,
+        params_hash=cfg.params_hash,
+        model_name=cfg.model_name,
+    )
+    if schema is None:
+        log.warning("dataset %s: nothing landed under s3://%s/%s yet", cfg.name, store.bucket, names["landing"])
+        return result
     if manifest.data_version and manifest.holdout_version:
         ws.checkout(manifest.data_version, manifest.holdout_version, manifest.size, manifest.holdout_size)
-        holdout_version, holdout_size = manifest.holdout_version, manifest.holdout_size
-        current = pd.read_csv(ws.dataset_path)
-    else:
-        holdout_version, holdout_size = ws.bootstrap_holdout()
-        current = None
-    reference = pd.read_csv(ws.holdout_path)
-    features = [c for c in reference.columns if c != cfg.target]
-    classes = sorted(int(c) for c in reference[cfg.target].unique())
+    elif manifest.holdout_version:
+        ws.checkout_file(HOLDOUT_FILE, manifest.holdout_version, manifest.holdout_size)
+    elif cfg.bundled:
+        result["holdout_version"], result["holdout_size"] = ws.bootstrap_holdout()
+    elif cfg.holdout.get("file"):
+        result["holdout_version"], result["holdout_size"] = ws.holdout_from_file(str(cfg.holdout["file"]))
 
-    merged: list[str] = []
-    quarantined: list[dict[str, str]] = []
-    frames = [current] if current is not None else []
+    merged_before = manifest.merged_hashes
+    seen_now: dict[str, str] = {}
+    frames: list[pd.DataFrame] = []
     for key in store.list(names["landing"]):
-        base = key.rsplit("/", 1)[-1]
-        if base.endswith(".reason.txt") or key.endswith("/"):
+        if key.endswith(("/", ".reason.txt")):
             continue
-        if base in manifest.batches:
-            # Merged by a run that died before moving it: finish the move, do not merge twice.
-            store.move(key, names["processed"] + base)
-            continue
-        check = validate_batch(key, store.read(key), features, cfg.target, classes)
-        if not check.ok:
-            quarantined.append(
-                {"key": key, "to": _quarantine(store, cfg.key, key, check.reason), "reason": check.reason}
+        payload = store.read(key)
+        sha = hashlib.sha256(payload).hexdigest()
+        archive = archive_key(names["processed"], names["landing"], key, sha)
+        earlier = merged_before.get(sha, {}).get("key") or seen_now.get(sha)
+        if earlier:
+            # The same bytes were merged already (or a moment ago): archive this copy, do not merge twice.
+            log.warning(
+                "batch %s is byte-identical to %s (sha256 %s...): archived, not merged again", key, earlier, sha[:16]
             )
+            result["duplicates"].append({"key": key, "sha256": sha, "archive": archive, "same_as": earlier})
+            continue
+        check = validate_batch(key, payload, schema, unseen_categories=cfg.unseen_categories)
+        if check.unseen:
+            result["unseen_categories"][key] = check.unseen
+            log.warning(
+                "batch %s: feature values outside the schema's categories (merged, counted): %s", key, check.unseen
+            )
+        if not check.ok:
+            dst = _quarantine(store, cfg.key, key, sha, check.reason)
+            result["quarantined"].append({"key": key, "to": dst, "reason": check.reason})
             continue
         assert check.frame is not None
-        log.info("batch %s valid: %s", key, generate.describe(check.frame, cfg.target))
+        log.info("batch %s valid: %d rows (sha256 %s...)", key, len(check.frame), sha[:16])
+        seen_now[sha] = key
         frames.append(check.frame)
-        merged.append(key)
+        result["new_batches"].append(key)
+        result["batches"].append(BatchRecord(key=key, sha256=sha, rows=len(check.frame), archive=archive))
 
-    if merged:
-        candidate = pd.concat(frames, ignore_index=True)[[*features, cfg.target]]
-        ws.dataset_path.write_bytes(generate.to_csv_bytes(candidate))
-        data_version, size = dvc_add(ws.root, DATASET_FILE)
+    if frames:
+        new_rows = pd.concat(frames, ignore_index=True)[schema.names]
+        if not result["holdout_version"]:
+            holdout, new_rows = _cut_holdout(new_rows, cfg)
+            ws.holdout_path.write_bytes(dataset_csv(holdout, header=True))
+            result["holdout_version"], result["holdout_size"] = dvc_add(ws.root, HOLDOUT_FILE)
+            result["holdout_cut"] = True
+            log.warning(
+                "dataset %s: cut a holdout of %d rows (%.0f%%%s) from the first data; it is frozen from now on "
+                "(`flightdeck dataset new-holdout %s` cuts a new one)",
+                cfg.name,
+                len(holdout),
+                100 * float(cfg.holdout["fraction"]),
+                ", stratified by label" if cfg.task is Task.CLASSIFICATION else "",
+                cfg.name,
+            )
+        if manifest.data_version:
+            with ws.dataset_path.open("ab") as fh:  # the checked-out current version, byte for byte
+                fh.write(dataset_csv(new_rows, header=False))
+        else:
+            ws.dataset_path.write_bytes(dataset_csv(new_rows, header=True))
+        result["data_version"], result["size"] = dvc_add(ws.root, DATASET_FILE)
         _push(ws.root, [f"{DATASET_FILE}.dvc", f"{HOLDOUT_FILE}.dvc"], store)
-        rows = len(candidate)
-    else:
-        data_version, size, rows = manifest.data_version, manifest.size, manifest.rows
-    result = {
-        "dataset": cfg.name,
-        "namespace": cfg.namespace,
-        "data_version": data_version,
-        "size": size,
-        "rows": rows,
-        "holdout_version": holdout_version,
-        "holdout_size": holdout_size,
-        "previous_version": manifest.data_version,
-        "new_batches": merged,
-        "quarantined": quarantined,
-        "params_hash": cfg.params_hash,
-        "model_name": cfg.model_name,
-    }
+        result["rows"] = manifest.rows + len(new_rows)
     log.info(
-        "sync %s: data_version=%s (previous %s), %d row(s), %d new batch(es), %d quarantined",
+        "sync %s: data_version=%s (previous %s), %d row(s), %d new batch(es), %d duplicate(s), %d quarantined",
         cfg.name,
-        data_version,
+        result["data_version"],
         manifest.data_version,
-        rows,
-        len(merged),
-        len(quarantined),
+        result["rows"],
+        len(result["new_batches"]),
+        len(result["duplicates"]),
+        len(result["quarantined"]),
     )
     return result
 
 
-def commit(cfg: DatasetConfig, synced: dict[str, Any], store: ObjectStore | None = None) -> Manifest:
-    """Make the synced candidate the dataset's current version and file its batches as processed."""
+def commit(cfg: DatasetConfig, synced: SyncResult, store: ObjectStore | None = None) -> Manifest:
+    """Make the synced candidate the dataset's current version and archive its batches (and duplicates)."""
     store = store or ObjectStore()
     names = prefixes(cfg.key)
     manifest = Manifest.read(store, cfg.key) or Manifest(dataset=cfg.key)
     landed = set(store.list(names["landing"]))
-    new_bases = [k.rsplit("/", 1)[-1] for k in synced["new_batches"]]
     if synced["data_version"] != manifest.data_version:
+        known = manifest.merged_hashes
         manifest = Manifest(
             dataset=cfg.key,
             data_version=synced["data_version"],
@@ -365,32 +561,82 @@ def commit(cfg: DatasetConfig, synced: dict[str, Any], store: ObjectStore | None
             holdout_version=synced["holdout_version"],
             holdout_size=synced["holdout_size"],
             rows=int(synced["rows"]),
-            batches=[*manifest.batches, *[b for b in new_bases if b not in manifest.batches]],
+            batches=[*manifest.batches, *[b for b in synced["batches"] if b["sha256"] not in known]],
             committed_at=datetime.now(UTC).isoformat(),
+            holdout_cut_at=datetime.now(UTC).isoformat() if synced["holdout_cut"] else manifest.holdout_cut_at,
         )
         manifest.write(store)
         log.info(
-            "committed %s data_version=%s (%d rows, batches %s)",
+            "committed %s data_version=%s (%d rows, %d batches)",
             cfg.name,
             manifest.data_version,
             manifest.rows,
-            manifest.batches,
+            len(manifest.batches),
         )
-    for key in synced["new_batches"]:
-        if key in landed:
-            store.move(key, names["processed"] + key.rsplit("/", 1)[-1])
+    for record in [*synced["batches"], *synced["duplicates"]]:
+        if record["key"] in landed:
+            store.move(record["key"], record["archive"])
     return manifest
 
 
-def reject(cfg: DatasetConfig, synced: dict[str, Any], reason: str, store: ObjectStore | None = None) -> list[str]:
+def reject(cfg: DatasetConfig, synced: SyncResult, reason: str, store: ObjectStore | None = None) -> list[str]:
     """Quarantine the batches of a candidate that failed the data checks; the dataset stays as it was."""
     store = store or ObjectStore()
     landed = set(store.list(prefixes(cfg.key)["landing"]))
     return [
-        _quarantine(store, cfg.key, key, f"merged dataset failed data checks: {reason}")
-        for key in synced["new_batches"]
-        if key in landed
+        _quarantine(store, cfg.key, b["key"], b["sha256"], f"merged dataset failed data checks: {reason}")
+        for b in synced["batches"]
+        if b["key"] in landed
     ]
+
+
+def new_holdout(cfg: DatasetConfig, store: ObjectStore | None = None) -> Manifest:
+    """Cut a new holdout from the current dataset (the rest stays the dataset): a new data version.
+
+    The champion was trained on rows that may now be in the holdout, so the next champion gate does not
+    compare against it: the first model judged on the new holdout is gated on the thresholds alone.
+
+    Raises:
+        SchemaError: the dataset has no data yet, or no schema.
+    """
+    store = store or ObjectStore()
+    manifest = Manifest.read(store, cfg.key)
+    if manifest is None or not manifest.data_version or not manifest.holdout_version:
+        raise SchemaError(f"dataset {cfg.key} has no committed data yet: land a batch and run the retrain DAG first")
+    schema = resolve_schema(cfg, store)
+    assert schema is not None
+    cfg = cfg.with_schema(schema)
+    ws = Workspace(cfg, store)
+    ws.ensure()
+    ws.checkout(manifest.data_version, manifest.holdout_version, manifest.size, manifest.holdout_size)
+    holdout, rest = _cut_holdout(read_typed(ws.dataset_path, schema), cfg)
+    ws.holdout_path.write_bytes(dataset_csv(holdout, header=True))
+    ws.dataset_path.write_bytes(dataset_csv(rest, header=True))
+    holdout_version, holdout_size = dvc_add(ws.root, HOLDOUT_FILE)
+    data_version, size = dvc_add(ws.root, DATASET_FILE)
+    _push(ws.root, [f"{DATASET_FILE}.dvc", f"{HOLDOUT_FILE}.dvc"], store)
+    now = datetime.now(UTC).isoformat()
+    manifest = replace(
+        manifest,
+        data_version=data_version,
+        size=size,
+        holdout_version=holdout_version,
+        holdout_size=holdout_size,
+        rows=len(rest),
+        committed_at=now,
+        holdout_cut_at=now,
+    )
+    manifest.write(store)
+    log.warning(
+        "dataset %s: new holdout %s (%d rows); data_version %s (%d rows). The champion comparison is reset: the "
+        "next model is gated on the thresholds alone",
+        cfg.key,
+        holdout_version,
+        len(holdout),
+        data_version,
+        len(rest),
+    )
+    return manifest
 
 
 def stage_env() -> dict[str, str]:

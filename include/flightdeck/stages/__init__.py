@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from flightdeck.data.schema import DatasetSchema, Task
+
 
 def read_params(root: Path | None = None) -> dict[str, Any]:
     with open((root or Path.cwd()) / "params.yaml") as fh:
@@ -19,4 +21,13 @@ def read_params(root: Path | None = None) -> dict[str, Any]:
 
 
 def read_schema(root: Path | None = None) -> dict[str, Any]:
+    """prepared/schema.json: the dataset schema's params form plus the prepare stage's counts."""
     return json.loads(((root or Path.cwd()) / "prepared" / "schema.json").read_text())
+
+
+def dataset_schema(params: dict[str, Any]) -> DatasetSchema:
+    """The schema the sync step rendered into the workspace's params (`data.schema`)."""
+    data = params["data"]
+    return DatasetSchema.from_params(
+        data["schema"], target=data["target"], task=Task(data["task"]), where="data.schema"
+    )

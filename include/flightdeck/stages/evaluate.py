@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import joblib
 import pandas as pd
 
 from flightdeck import modeling
-from flightdeck.stages import read_params, read_schema
+from flightdeck.data.schema import model_frame, target_values
+from flightdeck.stages import dataset_schema, read_params
+from flightdeck.stages.train import code_path
 
 log = logging.getLogger("flightdeck.stages.evaluate")
 
 
 def run(root: Path | None = None) -> dict[str, float]:
     root = root or Path.cwd()
-    params, schema = read_params(root), read_schema(root)
+    params = read_params(root)
+    schema = dataset_schema(params)
+    extra = code_path(params["train"])
+    if extra is not None and str(extra) not in sys.path:  # the user's model class must be importable
+        sys.path.insert(0, str(extra))
     model = joblib.load(root / "model" / "model.joblib")
-    holdout = pd.read_csv(root / "prepared" / "holdout.csv")
-    scores = modeling.metrics(model, holdout[schema["features"]], holdout[schema["target"]])
+    holdout = pd.read_parquet(root / "prepared" / "holdout.parquet")
+    scores = modeling.metrics(model, model_frame(holdout, schema), target_values(holdout, schema), schema.task)
     scores["holdout_rows"] = float(len(holdout))
     (root / "metrics.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
     primary = params["evaluate"]["primary_metric"]

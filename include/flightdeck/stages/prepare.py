@@ -1,4 +1,4 @@
-"""Stage `prepare`: select the configured columns, type them, de-duplicate, write the schema."""
+"""Stage `prepare`: type the dataset and the holdout by the schema, de-duplicate, write them as Parquet."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-import pandas as pd
-
-from flightdeck.stages import read_params
+from flightdeck.data.schema import read_typed
+from flightdeck.stages import dataset_schema, read_params
 
 log = logging.getLogger("flightdeck.stages.prepare")
 
@@ -16,40 +15,35 @@ log = logging.getLogger("flightdeck.stages.prepare")
 def run(root: Path | None = None) -> dict[str, object]:
     root = root or Path.cwd()
     params = read_params(root)
-    data, prepare = params["data"], params.get("prepare") or {}
-    target = data["target"]
-    dataset = pd.read_csv(root / "data" / "dataset.csv")
-    holdout = pd.read_csv(root / "data" / "holdout.csv")
-    features = [c for c in holdout.columns if c != target] if data["features"] == "all" else data["features"]
-    columns = [*features, target]
-    train = dataset[columns].copy()
+    prepare = params.get("prepare") or {}
+    schema = dataset_schema(params)
+    train = read_typed(root / "data" / "dataset.csv", schema)
+    holdout = read_typed(root / "data" / "holdout.csv", schema)
     before = len(train)
     if prepare.get("drop_duplicates", True):
         train = train.drop_duplicates(ignore_index=True)
-    for frame in (train, holdout):
-        frame[features] = frame[features].astype("float64")
-        frame[target] = frame[target].astype("int64")
     out = root / "prepared"
     out.mkdir(exist_ok=True)
-    train.to_csv(out / "train.csv", index=False)
-    holdout[columns].to_csv(out / "holdout.csv", index=False)
-    schema = {
-        "features": features,
-        "target": target,
-        "classes": sorted(int(c) for c in holdout[target].unique()),
+    train.to_parquet(out / "train.parquet", index=False)
+    holdout.to_parquet(out / "holdout.parquet", index=False)
+    summary = {
+        **schema.to_params(),
+        "features": schema.feature_names,
+        "classes": [str(c) for c in schema.classes] if schema.classes is not None else None,
         "train_rows": len(train),
         "holdout_rows": len(holdout),
         "dropped_duplicates": before - len(train),
     }
-    (out / "schema.json").write_text(json.dumps(schema, indent=2))
+    (out / "schema.json").write_text(json.dumps(summary, indent=2))
     log.info(
-        "prepare: %d training rows (%d duplicates dropped), %d holdout rows, %d features",
+        "prepare: %d training rows (%d duplicates dropped), %d holdout rows, %d features, task %s",
         len(train),
         before - len(train),
         len(holdout),
-        len(features),
+        len(schema.features),
+        schema.task.value,
     )
-    return schema
+    return summary
 
 
 if __name__ == "__main__":

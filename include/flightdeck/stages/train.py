@@ -1,4 +1,5 @@
-"""Stage `train`: a small cross-validated grid search over the configured family; the best is refit."""
+"""Stage `train`: the user's entrypoint, or a cross-validated grid search over the configured estimator
+inside the schema's preprocessing Pipeline; the best candidate is refit on every row."""
 
 from __future__ import annotations
 
@@ -9,51 +10,72 @@ from pathlib import Path
 import joblib
 import pandas as pd
 
-from flightdeck import modeling
-from flightdeck.stages import read_params, read_schema
+from flightdeck import modeling, settings
+from flightdeck.data.schema import model_frame, target_values
+from flightdeck.stages import dataset_schema, read_params
 
 log = logging.getLogger("flightdeck.stages.train")
 
 
+def code_path(train_params: dict) -> Path | None:
+    """Where the user's training code lives (`train.code_path`, relative to the project root)."""
+    raw = train_params.get("code_path")
+    return (settings.REPO_ROOT / raw).resolve() if raw else None
+
+
 def run(root: Path | None = None) -> dict[str, object]:
     root = root or Path.cwd()
-    params, schema = read_params(root), read_schema(root)
+    params = read_params(root)
     train_params = params["train"]
-    family = train_params["family"]
-    space = train_params["search"][family]
-    frame = pd.read_csv(root / "prepared" / "train.csv")
-    X, y = frame[schema["features"]], frame[schema["target"]]
-    model, results = modeling.search(
-        family,
-        space,
-        X,
-        y,
-        cv=int(train_params["cv"]),
-        scoring=train_params["scoring"],
-        seed=int(train_params["seed"]),
-    )
+    schema = dataset_schema(params)
+    frame = pd.read_parquet(root / "prepared" / "train.parquet")
     out = root / "model"
     out.mkdir(exist_ok=True)
-    joblib.dump(model, out / "model.joblib")
-    best = next(r for r in results if r.get("best"))
-    summary = {
-        "family": family,
-        "candidates": results,
-        "best_params": best["params"],
-        "best_cv_score": best["mean_score"],
-        "train_rows": len(frame),
-    }
-    (out / "search.json").write_text(json.dumps(summary, indent=2))
-    for r in results:
-        log.info(
-            "train: %s %s cv %s=%.4f (+/- %.4f)%s",
-            family,
-            r["params"],
-            r["scoring"],
-            r["mean_score"],
-            r["std_score"],
-            "  <- best" if r.get("best") else "",
+    if train_params.get("entrypoint"):
+        entry = train_params["entrypoint"]
+        log.info("train: calling the user's entrypoint %s on %d rows", entry, len(frame))
+        model = modeling.run_entrypoint(entry, frame, schema, params, code_path(train_params))
+        summary: dict[str, object] = {
+            "model": entry,
+            "kind": "entrypoint",
+            "candidates": [],
+            "best_params": {},
+            "best_cv_score": None,
+            "train_rows": len(frame),
+        }
+    else:
+        estimator = modeling.estimator_path(train_params, schema.task)
+        model, results = modeling.search(
+            schema,
+            estimator,
+            modeling.search_space(train_params),
+            model_frame(frame, schema),
+            target_values(frame, schema),
+            cv=int(train_params["cv"]),
+            scoring=train_params["scoring"],
+            seed=int(train_params["seed"]),
         )
+        best = next(r for r in results if r.get("best"))
+        summary = {
+            "model": estimator,
+            "kind": "estimator",
+            "candidates": results,
+            "best_params": best["params"],
+            "best_cv_score": best["mean_score"],
+            "train_rows": len(frame),
+        }
+        for r in results:
+            log.info(
+                "train: %s %s cv %s=%.4f (+/- %.4f)%s",
+                estimator.rsplit(".", 1)[-1],
+                r["params"],
+                r["scoring"],
+                r["mean_score"],
+                r["std_score"],
+                "  <- best" if r.get("best") else "",
+            )
+    joblib.dump(model, out / "model.joblib")
+    (out / "search.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 

@@ -1,0 +1,1 @@
+"""Test data and helpers shared by the suites (never shipped in an image)."""
