@@ -270,7 +270,7 @@ class Validator:
             if not seen <= accepted:
                 nullable = not spec.required and seen - accepted == {type(None)}
                 if not nullable:
-                    self._raise_type(spec, col, accepted, where)
+                    self._raise_type(spec, col, accepted | {type(None)} if not spec.required else accepted, where)
             if spec.type in ("double", "float"):
                 for i, v in enumerate(col):
                     if type(v) is float and not math.isfinite(v):
