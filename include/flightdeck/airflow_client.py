@@ -31,8 +31,13 @@ class AirflowClient:
         self.session = requests.Session()
         # Airflow's embedded SQLite answers 500 "Database error" while another process holds its write lock
         # (the transaction is rolled back), so every call, writes included, is retried with backoff.
-        retry = Retry(total=5, backoff_factor=1, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
-                      raise_on_status=False)
+        retry = Retry(
+            total=5,
+            backoff_factor=1,
+            status_forcelist=(500, 502, 503, 504),
+            allowed_methods=None,
+            raise_on_status=False,
+        )
         self.session.mount(self.base_url, HTTPAdapter(max_retries=retry))
         resp = self.session.post(
             f"{self.base_url}/auth/token", json={"username": username, "password": password}, timeout=timeout
@@ -124,8 +129,9 @@ class AirflowClient:
             raise AirflowError(f"log of {dag_id}/{run_id}/{task_id}#{try_number}: {resp.status_code} {resp.text[:300]}")
         return _log_text(resp.json().get("content", []))
 
-    def clear_task(self, dag_id: str, run_id: str, task_id: str, only_failed: bool = False,
-                   include_downstream: bool = False) -> None:
+    def clear_task(
+        self, dag_id: str, run_id: str, task_id: str, only_failed: bool = False, include_downstream: bool = False
+    ) -> None:
         """Clear one task of a run (the UI's "Clear"), which puts the run back to queued."""
         self.post(
             f"/dags/{dag_id}/clearTaskInstances",

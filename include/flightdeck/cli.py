@@ -49,14 +49,17 @@ def render_status(st: Mapping[str, Any]) -> str:
     live = st["live"]
     if live["ok"]:
         v = live["version"]
-        lines.append(f"  live      {v.get('model_name')} v{v.get('model_version')}  run {v.get('run_id')}  "
-                     f"via {live['url']}")
+        lines.append(
+            f"  live      {v.get('model_name')} v{v.get('model_version')}  run {v.get('run_id')}  via {live['url']}"
+        )
     else:
         lines.append(f"  live      unknown ({live['error']})")
     for rev, pct in st["traffic"]["weights"].items():
         h = st["traffic"]["health"].get(rev, {})
-        lines.append(f"  traffic   {rev}: {pct}%  {h.get('healthy', '?')}/{h.get('total', '?')} healthy  "
-                     f"requests {h.get('requests', 0)} 5xx {h.get('errors_5xx', 0)}")
+        lines.append(
+            f"  traffic   {rev}: {pct}%  {h.get('healthy', '?')}/{h.get('total', '?')} healthy  "
+            f"requests {h.get('requests', 0)} 5xx {h.get('errors_5xx', 0)}"
+        )
     d = st["deployment"]
     if d:
         lines.append(f"  deployed  {d['run_id']}  {d['outcome']}  {d['strategy']}  finished {d['finished_at']}")
@@ -80,8 +83,10 @@ def render_status(st: Mapping[str, Any]) -> str:
     i = st["image"]
     if i:
         lines.append(f"  image     {i['pinned']}")
-        lines.append(f"            tag {i['tag']}  registry digest {i['registry_digest'] or i['registry_error']}  "
-                     f"git {i['git_sha'] or '-'} (image)")
+        lines.append(
+            f"            tag {i['tag']}  registry digest {i['registry_digest'] or i['registry_error']}  "
+            f"git {i['git_sha'] or '-'} (image)"
+        )
     if st["latest_attempt"]:
         a = st["latest_attempt"]
         lines.append(f"  latest    {a['run_id']}  {a['outcome']}")
@@ -94,8 +99,10 @@ def render_status(st: Mapping[str, Any]) -> str:
 
 def render_diff(d: Mapping[str, Any]) -> str:
     a, b = d["a"], d["b"]
-    lines = [f"A {a['run_id']}  {a['model_name']} v{a['model_version']}  {a['outcome']}",
-             f"B {b['run_id']}  {b['model_name']} v{b['model_version']}  {b['outcome']}"]
+    lines = [
+        f"A {a['run_id']}  {a['model_name']} v{a['model_version']}  {a['outcome']}",
+        f"B {b['run_id']}  {b['model_name']} v{b['model_version']}  {b['outcome']}",
+    ]
     if d["identical"]:
         lines.append("same model, data, code, params and image")
     for section, changes in d["changes"].items():
@@ -113,8 +120,10 @@ def render_history(rows: Sequence[Mapping[str, Any]]) -> str:
     out = []
     for r in rows:
         rb = f"  rollback: {r['rollback']['reason']}" if r["rollback"] else ""
-        out.append(f"{r['started_at'][:19]}  {r['outcome']:<13} {r['model_name']} v{r['model_version']:<4} "
-                   f"{r['strategy']:<10} {r['run_id']}{rb}")
+        out.append(
+            f"{r['started_at'][:19]}  {r['outcome']:<13} {r['model_name']} v{r['model_version']:<4} "
+            f"{r['strategy']:<10} {r['run_id']}{rb}"
+        )
     return "\n".join(out) or "no deployments"
 
 
@@ -131,8 +140,9 @@ def _airflow(s: settings_mod.Settings) -> Any:
     return AirflowClient(s.airflow_url, os.environ.get("FLIGHTDECK_AIRFLOW_USER", "admin"), password)
 
 
-def clear_task(dag_id: str, run_id: str, task_id: str, downstream: bool, wait: bool, timeout: float,
-               s: settings_mod.Settings) -> dict:
+def clear_task(
+    dag_id: str, run_id: str, task_id: str, downstream: bool, wait: bool, timeout: float, s: settings_mod.Settings
+) -> dict:
     """Clear one task of a run (and optionally what follows it), then optionally wait for the run again.
     On the deploy DAG: clearing `start_new` with downstream of an older successful run redeploys exactly
     that run's image digest (a roll back); clearing a failed `rollback` retries it."""
@@ -145,8 +155,15 @@ def clear_task(dag_id: str, run_id: str, task_id: str, downstream: bool, wait: b
         tasks = client.task_states(dag_id, run_id) if wait else {}
     finally:
         client.close()
-    return {"dag_id": dag_id, "run_id": run_id, "cleared": task_id, "downstream": downstream, "state": state,
-            "tasks": tasks, "url": lineage.airflow_run_url(s.airflow_url, dag_id, run_id)}
+    return {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "cleared": task_id,
+        "downstream": downstream,
+        "state": state,
+        "tasks": tasks,
+        "url": lineage.airflow_run_url(s.airflow_url, dag_id, run_id),
+    }
 
 
 def rollback_target(store: rec.RecordStore, target: str, to: str | None) -> dict[str, Any]:
@@ -173,8 +190,13 @@ def run_dag(dag_id: str, conf: dict[str, Any], wait: bool, timeout: float, s: se
         tasks = client.task_states(dag_id, run_id) if wait else {}
     finally:
         client.close()
-    return {"dag_id": dag_id, "run_id": run_id, "state": state, "tasks": tasks,
-            "url": lineage.airflow_run_url(s.airflow_url, dag_id, run_id)}
+    return {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "state": state,
+        "tasks": tasks,
+        "url": lineage.airflow_run_url(s.airflow_url, dag_id, run_id),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,8 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_init.add_argument("name")
     p_init.add_argument("--from", dest="sample", required=True, help="a CSV or Parquet file of the data")
     p_init.add_argument("--target", required=True, help="the column to predict")
-    p_init.add_argument("--task", choices=["classification", "regression"], default=None,
-                        help="default: inferred from the target column")
+    p_init.add_argument(
+        "--task",
+        choices=["classification", "regression"],
+        default=None,
+        help="default: inferred from the target column",
+    )
+    p_init.add_argument("--entrypoint", default=None, help="your training code, package.module:function")
+    p_init.add_argument("--code-path", default=None, help="the folder holding it, relative to the project root")
     p_init.add_argument("--params", default=None, help="the params file to edit (default: the project's params.yaml)")
     p_init.add_argument("--force", action="store_true", help="replace an existing block of that name")
     p_land = ds.add_parser("land", help="upload files to the dataset's landing prefix in S3")
@@ -246,11 +274,20 @@ def dataset_command(args: argparse.Namespace) -> int:
 
     try:
         if args.dataset_cmd == "init":
-            block = onboard.init_block(args.name, Path(args.sample), args.target, args.task)
+            block = onboard.init_block(
+                args.name,
+                Path(args.sample),
+                args.target,
+                args.task,
+                entrypoint=args.entrypoint,
+                code_path=args.code_path,
+            )
             path = onboard.write_block(args.name, block, Path(args.params) if args.params else None, force=args.force)
             pipeline_config.load(args.name, path=path)  # the block it wrote must load
             print(yaml.safe_dump({"datasets": {args.name: block}}, sort_keys=False, default_flow_style=None), end="")
-            print(f"flightdeck: wrote datasets.{args.name} to {path}; review the schema, then commit it", file=sys.stderr)
+            print(
+                f"flightdeck: wrote datasets.{args.name} to {path}; review the schema, then commit it", file=sys.stderr
+            )
             return 0
         from flightdeck.data import sync as data_sync
         from flightdeck.data.store import ObjectStore
@@ -270,8 +307,10 @@ def dataset_command(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(schema.to_params(), sort_keys=False, default_flow_style=None), end="")
         else:
             manifest = data_sync.new_holdout(cfg, store)
-            print(f"dataset {cfg.key}: new holdout {manifest.holdout_version}, data_version {manifest.data_version} "
-                  f"({manifest.rows} rows); the next retrain is gated on the thresholds alone")
+            print(
+                f"dataset {cfg.key}: new holdout {manifest.holdout_version}, data_version {manifest.data_version} "
+                f"({manifest.rows} rows); the next retrain is gated on the thresholds alone"
+            )
         return 0
     except (pipeline_config.ConfigError, SchemaError, FileNotFoundError, IsADirectoryError) as exc:
         print(f"flightdeck: {exc}", file=sys.stderr)
@@ -293,8 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except LookupError as e:
             print(f"flightdeck: {e}", file=sys.stderr)
             return 1
-        print(f"rolling back {args.target} to {to['run_id']} ({(to.get('model') or {}).get('name')} "
-              f"v{(to.get('model') or {}).get('version')}, {(to.get('image') or {}).get('pinned')})", file=sys.stderr)
+        print(
+            f"rolling back {args.target} to {to['run_id']} ({(to.get('model') or {}).get('name')} "
+            f"v{(to.get('model') or {}).get('version')}, {(to.get('image') or {}).get('pinned')})",
+            file=sys.stderr,
+        )
         args.cmd, args.dag_id, args.run_id = "clear", to.get("dag_id") or "deploy", to["run_id"]
         args.task_id, args.downstream = "start_new", True
     if args.cmd in ("run", "clear"):
@@ -302,17 +344,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = run_dag(args.dag_id, json.loads(args.conf), args.wait, args.timeout, s)
         else:
             out = clear_task(args.dag_id, args.run_id, args.task_id, args.downstream, args.wait, args.timeout, s)
-        print(json.dumps(out, indent=1, sort_keys=True) if args.json else
-              f"{out['dag_id']} {out['run_id']}: {out['state']}  {out['url']}")
+        print(
+            json.dumps(out, indent=1, sort_keys=True)
+            if args.json
+            else f"{out['dag_id']} {out['run_id']}: {out['state']}  {out['url']}"
+        )
         return 0 if out["state"] in ("success", "queued") else 1
     if args.cmd == "logs":
         from flightdeck import servinglogs
 
-        saved = servinglogs.collect(args.target, s3=None if args.no_upload else _store(s).s3,
-                                    bucket=None if args.no_upload else s.logs_bucket)
-        print(json.dumps(saved, indent=1) if args.json else
-              "\n".join(f"{x['container']}: {x['bytes']} bytes -> {x['s3'] or x['path']}" for x in saved)
-              or f"no serving containers on target {args.target}")
+        saved = servinglogs.collect(
+            args.target, s3=None if args.no_upload else _store(s).s3, bucket=None if args.no_upload else s.logs_bucket
+        )
+        print(
+            json.dumps(saved, indent=1)
+            if args.json
+            else "\n".join(f"{x['container']}: {x['bytes']} bytes -> {x['s3'] or x['path']}" for x in saved)
+            or f"no serving containers on target {args.target}"
+        )
         return 0
     store = _store(s)
     try:

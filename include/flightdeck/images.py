@@ -86,8 +86,7 @@ def resolve_model(name: str, version_or_alias: str, tracking_uri: str | None = N
         run = client.get_run(mv.run_id)
         for src in (run.data.tags, run.data.params):
             data_version = data_version or src.get("data_version", "") or src.get("data.version", "")
-    return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id or "", data_version=data_version,
-                    alias=alias)
+    return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id or "", data_version=data_version, alias=alias)
 
 
 def download_model(model: ModelRef, dest: Path, tracking_uri: str | None = None) -> Path:
@@ -178,8 +177,9 @@ def hash_tree(paths: Sequence[Path], root: Path, extra: Mapping[str, str]) -> st
     return h.hexdigest()
 
 
-def assemble_context(dockerfile: Path, model_dir: Path | None, dest: Path,
-                     source_root: Path | None = None, target: str | None = None) -> Path:
+def assemble_context(
+    dockerfile: Path, model_dir: Path | None, dest: Path, source_root: Path | None = None, target: str | None = None
+) -> Path:
     """A minimal build context: Dockerfile (+ .dockerignore), what it COPYs, and the model."""
     root = source_root or dockerfile.parent
     if dest.exists():
@@ -195,8 +195,9 @@ def assemble_context(dockerfile: Path, model_dir: Path | None, dest: Path,
             target = dest / match.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             if match.is_dir():
-                shutil.copytree(match, target, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".venv"))
+                shutil.copytree(
+                    match, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".venv")
+                )
             else:
                 shutil.copy2(match, target)
     if model_dir is not None:
@@ -220,9 +221,18 @@ def image_labels(model: ModelRef, sha: str, inputs_hash: str, tag: str) -> dict[
     }
 
 
-def build_image(model: ModelRef, *, registry: str, model_dir: Path | None, dockerfile: Path | None = None,
-                target: str | None = "serving", sha: str | None = None, repository: str | None = None,
-                workdir: Path | None = None, client: docker.DockerClient | None = None) -> BuiltImage:
+def build_image(
+    model: ModelRef,
+    *,
+    registry: str,
+    model_dir: Path | None,
+    dockerfile: Path | None = None,
+    target: str | None = "serving",
+    sha: str | None = None,
+    repository: str | None = None,
+    workdir: Path | None = None,
+    client: docker.DockerClient | None = None,
+) -> BuiltImage:
     """Build (or reuse) the serving image for `model`; `model_dir` is baked in as ./model."""
     client = client or docker.from_env()
     dockerfile = dockerfile or settings_mod.REPO_ROOT / "Dockerfile"
@@ -231,23 +241,38 @@ def build_image(model: ModelRef, *, registry: str, model_dir: Path | None, docke
     sha = sha or settings_mod.git_sha()
     repository = repository or model.name
     tag = f"{registry}/{repository}:v{model.version}-{sha[:7]}"
-    build_args = {"MODEL_DIR": MODEL_DIR_IN_CONTEXT, "MODEL_NAME": model.name, "MODEL_VERSION": model.version,
-                  "RUN_ID": model.run_id, "DATA_VERSION": model.data_version, "GIT_SHA": sha,
-                  **serving_build_args(model_dir)}
+    build_args = {
+        "MODEL_DIR": MODEL_DIR_IN_CONTEXT,
+        "MODEL_NAME": model.name,
+        "MODEL_VERSION": model.version,
+        "RUN_ID": model.run_id,
+        "DATA_VERSION": model.data_version,
+        "GIT_SHA": sha,
+        **serving_build_args(model_dir),
+    }
     try:
         return _build(client, model, dockerfile, target, sha, tag, build_args, model_dir, workdir)
     except docker.errors.BuildError as e:
         asked = any("WITH_MLFLOW=1" in str(c.get("stream", c.get("error", ""))) for c in e.build_log)
         if build_args.get("WITH_MLFLOW") != "0" or not asked:
             raise
-        log.warning("the lean serving image cannot serve %s/%s; building it WITH_MLFLOW=1", model.name,
-                    model.version)
-        return _build(client, model, dockerfile, target, sha, tag, {**build_args, "WITH_MLFLOW": "1"}, model_dir,
-                      workdir)
+        log.warning("the lean serving image cannot serve %s/%s; building it WITH_MLFLOW=1", model.name, model.version)
+        return _build(
+            client, model, dockerfile, target, sha, tag, {**build_args, "WITH_MLFLOW": "1"}, model_dir, workdir
+        )
 
 
-def _build(client: docker.DockerClient, model: ModelRef, dockerfile: Path, target: str | None, sha: str, tag: str,
-           build_args: dict[str, str], model_dir: Path | None, workdir: Path | None) -> BuiltImage:
+def _build(
+    client: docker.DockerClient,
+    model: ModelRef,
+    dockerfile: Path,
+    target: str | None,
+    sha: str,
+    tag: str,
+    build_args: dict[str, str],
+    model_dir: Path | None,
+    workdir: Path | None,
+) -> BuiltImage:
     with tempfile.TemporaryDirectory(prefix="fd-build-", dir=workdir) as tmp:
         ctx = assemble_context(dockerfile, model_dir, Path(tmp) / "ctx", target=target)
         inputs = hash_tree([ctx], ctx, {**build_args, "TARGET": target or ""})
@@ -256,13 +281,13 @@ def _build(client: docker.DockerClient, model: ModelRef, dockerfile: Path, targe
             image = found[0]
             image.tag(tag.rsplit(":", 1)[0], tag.rsplit(":", 1)[1])
             log.info("reusing image %s for inputs %s (tag %s)", image.short_id, inputs[:12], tag)
-            return BuiltImage(tag=tag, image_id=image.id, inputs_hash=inputs, reused=True,
-                              labels=dict(image.labels))
+            return BuiltImage(tag=tag, image_id=image.id, inputs_hash=inputs, reused=True, labels=dict(image.labels))
         labels = image_labels(model, sha, inputs, tag)
         t0 = time.monotonic()
         try:
-            image, logs = client.images.build(path=str(ctx), tag=tag, target=target, buildargs=build_args,
-                                              labels=labels, rm=True, forcerm=True)
+            image, logs = client.images.build(
+                path=str(ctx), tag=tag, target=target, buildargs=build_args, labels=labels, rm=True, forcerm=True
+            )
         except docker.errors.BuildError as e:  # the SDK keeps the log; show its tail, not just "exit 1"
             tail = [c.get("stream", c.get("error", "")).rstrip() for c in e.build_log][-40:]
             log.error("docker build of %s failed; last build output:\n%s", tag, "\n".join(x for x in tail if x))
@@ -274,8 +299,9 @@ def _build(client: docker.DockerClient, model: ModelRef, dockerfile: Path, targe
         return BuiltImage(tag=tag, image_id=image.id, inputs_hash=inputs, reused=False, labels=labels)
 
 
-def push_image(built: BuiltImage, *, auth_config: Mapping[str, str] | None = None,
-               client: docker.DockerClient | None = None) -> BuiltImage:
+def push_image(
+    built: BuiltImage, *, auth_config: Mapping[str, str] | None = None, client: docker.DockerClient | None = None
+) -> BuiltImage:
     """Push the tag and record its manifest digest; skip when the registry already has this image."""
     client = client or docker.from_env()
     repo, tag = built.tag.rsplit(":", 1)
@@ -291,8 +317,9 @@ def push_image(built: BuiltImage, *, auth_config: Mapping[str, str] | None = Non
         except docker.errors.APIError as e:  # tag absent (or registry reset): push it
             log.info("registry lookup of %s failed (%s): pushing", built.tag, e)
     digest = ""
-    for chunk in client.images.push(repo, tag=tag, stream=True, decode=True,
-                                    auth_config=dict(auth_config) if auth_config else None):
+    for chunk in client.images.push(
+        repo, tag=tag, stream=True, decode=True, auth_config=dict(auth_config) if auth_config else None
+    ):
         if "error" in chunk:  # push errors arrive in the stream, they are not raised
             raise RuntimeError(f"push of {built.tag} failed: {chunk['error']}")
         digest = chunk.get("aux", {}).get("Digest", digest)

@@ -23,12 +23,14 @@ from flightdeck.deploy import records as rec
 
 log = logging.getLogger(__name__)
 
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.index.v1+json",
-])
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
 FINISHED = ("succeeded", "rolled_back", "rollback_failed", "failed")
 
 
@@ -64,8 +66,13 @@ def traffic(backend: Any) -> dict[str, Any]:
         health = {}
         for revision in weights:
             h = backend.target_health(revision)
-            health[revision] = {"healthy": h.healthy, "total": h.total, "states": dict(h.states),
-                                "requests": h.requests, "errors_5xx": h.errors_5xx}
+            health[revision] = {
+                "healthy": h.healthy,
+                "total": h.total,
+                "states": dict(h.states),
+                "requests": h.requests,
+                "errors_5xx": h.errors_5xx,
+            }
         return {"weights": weights, "health": health, "error": None}
     except Exception as e:  # noqa: BLE001 - a down engine/LB is part of the answer, not a crash
         return {"weights": {}, "health": {}, "error": f"{type(e).__name__}: {e}"}
@@ -101,8 +108,13 @@ def registry_image(ref: str, timeout: float = 5) -> dict[str, Any]:
         resp = requests.get(f"{base}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}, timeout=timeout)
         resp.raise_for_status()
         manifest = resp.json()
-        out: dict[str, Any] = {"ref": ref, "digest": resp.headers.get("Docker-Content-Digest", ""),
-                               "media_type": manifest.get("mediaType", ""), "labels": {}, "error": None}
+        out: dict[str, Any] = {
+            "ref": ref,
+            "digest": resp.headers.get("Docker-Content-Digest", ""),
+            "media_type": manifest.get("mediaType", ""),
+            "labels": {},
+            "error": None,
+        }
         config = manifest.get("config", {}).get("digest")
         if config:
             blob = requests.get(f"{base}/blobs/{config}", timeout=timeout)
@@ -120,10 +132,24 @@ def model_lineage(name: str, version: str, tracking_uri: str, mlflow_url: str | 
     from mlflow.exceptions import MlflowException
 
     mlflow_url = mlflow_url or tracking_uri
-    out: dict[str, Any] = {"name": name, "version": str(version), "aliases": [], "version_tags": {},
-                           "run_id": "", "run_name": "", "experiment_id": "", "params": {}, "metrics": {},
-                           "data_version": "", "git_sha": "", "dataset": "", "source": "",
-                           "url": mlflow_model_url(mlflow_url, name, str(version)), "run_url": "", "error": None}
+    out: dict[str, Any] = {
+        "name": name,
+        "version": str(version),
+        "aliases": [],
+        "version_tags": {},
+        "run_id": "",
+        "run_name": "",
+        "experiment_id": "",
+        "params": {},
+        "metrics": {},
+        "data_version": "",
+        "git_sha": "",
+        "dataset": "",
+        "source": "",
+        "url": mlflow_model_url(mlflow_url, name, str(version)),
+        "run_url": "",
+        "error": None,
+    }
     if not name or str(version) in ("", "0"):
         out["error"] = "no registered model version (an image deployed without a model)"
         return out
@@ -138,12 +164,16 @@ def model_lineage(name: str, version: str, tracking_uri: str, mlflow_url: str | 
         if mv.run_id:
             run = client.get_run(mv.run_id)
             tags = run.data.tags
-            out.update(run_name=run.info.run_name or "", experiment_id=run.info.experiment_id,
-                       params=dict(run.data.params), metrics=dict(run.data.metrics),
-                       data_version=tags.get("data_version") or run.data.params.get("data_version", ""),
-                       git_sha=tags.get("git_sha") or tags.get("mlflow.source.git.commit", ""),
-                       dataset=tags.get("dataset", ""),
-                       run_url=mlflow_run_url(mlflow_url, run.info.experiment_id, mv.run_id))
+            out.update(
+                run_name=run.info.run_name or "",
+                experiment_id=run.info.experiment_id,
+                params=dict(run.data.params),
+                metrics=dict(run.data.metrics),
+                data_version=tags.get("data_version") or run.data.params.get("data_version", ""),
+                git_sha=tags.get("git_sha") or tags.get("mlflow.source.git.commit", ""),
+                dataset=tags.get("dataset", ""),
+                run_url=mlflow_run_url(mlflow_url, run.info.experiment_id, mv.run_id),
+            )
     except MlflowException as e:
         out["error"] = str(e)
     return out
@@ -190,10 +220,20 @@ def summarize(record: Mapping[str, Any], airflow_url: str) -> dict[str, Any]:
         "image": (record.get("image") or {}).get("pinned", ""),
         "digest": (record.get("image") or {}).get("digest", ""),
         "weights": record.get("weights") or {},
-        "rollback": ({"reason": rollback.get("reason", ""), "failed_step": rollback.get("failed_step", ""),
-                      "restored": rollback.get("restored")} if rollback else None),
-        "airflow_url": (airflow_run_url(airflow_url, record.get("dag_id", "deploy"), record["run_id"])
-                        if record.get("run_id") else ""),
+        "rollback": (
+            {
+                "reason": rollback.get("reason", ""),
+                "failed_step": rollback.get("failed_step", ""),
+                "restored": rollback.get("restored"),
+            }
+            if rollback
+            else None
+        ),
+        "airflow_url": (
+            airflow_run_url(airflow_url, record.get("dag_id", "deploy"), record["run_id"])
+            if record.get("run_id")
+            else ""
+        ),
     }
 
 
@@ -212,22 +252,39 @@ def _serving_record(store: rec.RecordStore, target: str, weights: Mapping[str, i
     return current_record(store, target)
 
 
-def status(target: str, store: rec.RecordStore, *, settings: settings_mod.Settings | None = None,
-           backend_factory: Callable[[str], Any] | None = default_backend) -> dict[str, Any]:
+def status(
+    target: str,
+    store: rec.RecordStore,
+    *,
+    settings: settings_mod.Settings | None = None,
+    backend_factory: Callable[[str], Any] | None = default_backend,
+) -> dict[str, Any]:
     """What is serving on `target` now, and where did it come from."""
     s = settings or settings_mod.load()
-    live = live_version(s.lb_url) if target == "local" else {"url": "", "ok": False, "version": None,
-                                                               "error": "live check only through the local LB"}
+    live = (
+        live_version(s.lb_url)
+        if target == "local"
+        else {"url": "", "ok": False, "version": None, "error": "live check only through the local LB"}
+    )
     flow = traffic(backend_factory(target)) if backend_factory else {"weights": {}, "health": {}, "error": "off"}
     record = _serving_record(store, target, flow["weights"])
     records = store.list(target)
     latest = records[0] if records else None
     warnings: list[str] = []  # something disagrees or cannot be checked
     notes: list[str] = []  # worth knowing, not wrong (a deploy in flight)
-    out: dict[str, Any] = {"target": target, "checked_at": rec.now_iso(), "live": live, "traffic": flow,
-                           "deployment": summarize(record, s.airflow_url) if record else None,
-                           "latest_attempt": None, "model": None, "image": None, "checks": {},
-                           "warnings": warnings, "notes": notes}
+    out: dict[str, Any] = {
+        "target": target,
+        "checked_at": rec.now_iso(),
+        "live": live,
+        "traffic": flow,
+        "deployment": summarize(record, s.airflow_url) if record else None,
+        "latest_attempt": None,
+        "model": None,
+        "image": None,
+        "checks": {},
+        "warnings": warnings,
+        "notes": notes,
+    }
     if latest and (not record or latest.get("deployment_id") != record.get("deployment_id")):
         out["latest_attempt"] = summarize(latest, s.airflow_url)
         if latest.get("outcome") == "in_progress":
@@ -241,21 +298,30 @@ def status(target: str, store: rec.RecordStore, *, settings: settings_mod.Settin
     version = str(served.get("model_version") or model.get("version", ""))
     out["model"] = model_lineage(name, version, s.mlflow_uri)
     image = dict(record.get("image") or {})
-    reg = registry_image(image["pinned"]) if image.get("digest") else {"digest": "", "labels": {},
-                                                                        "error": "image not in a registry"}
-    out["image"] = {"tag": image.get("tag", ""), "pinned": image.get("pinned", ""),
-                    "digest": image.get("digest", ""), "registry_digest": reg.get("digest", ""),
-                    "labels": reg.get("labels") or image.get("labels") or {},
-                    "git_sha": (reg.get("labels") or image.get("labels") or {}).get(
-                        "org.opencontainers.image.revision", ""),
-                    "registry_error": reg.get("error")}
+    reg = (
+        registry_image(image["pinned"])
+        if image.get("digest")
+        else {"digest": "", "labels": {}, "error": "image not in a registry"}
+    )
+    out["image"] = {
+        "tag": image.get("tag", ""),
+        "pinned": image.get("pinned", ""),
+        "digest": image.get("digest", ""),
+        "registry_digest": reg.get("digest", ""),
+        "labels": reg.get("labels") or image.get("labels") or {},
+        "git_sha": (reg.get("labels") or image.get("labels") or {}).get("org.opencontainers.image.revision", ""),
+        "registry_error": reg.get("error"),
+    }
     checks = out["checks"]
     if live["ok"]:
-        checks["live_matches_record"] = (str(served.get("model_name")) == model.get("name")
-                                         and str(served.get("model_version")) == str(model.get("version")))
+        checks["live_matches_record"] = str(served.get("model_name")) == model.get("name") and str(
+            served.get("model_version")
+        ) == str(model.get("version"))
         if not checks["live_matches_record"]:
-            warnings.append(f"the LB serves {served.get('model_name')} v{served.get('model_version')} but the "
-                            f"deployment record says {model.get('name')} v{model.get('version')}")
+            warnings.append(
+                f"the LB serves {served.get('model_name')} v{served.get('model_version')} but the "
+                f"deployment record says {model.get('name')} v{model.get('version')}"
+            )
     else:
         warnings.append(f"live check failed: {live['error']}")
     if image.get("digest"):
@@ -274,16 +340,24 @@ def _dict_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, dict[str
     return {k: {"a": a.get(k), "b": b.get(k)} for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def diff(ref_a: str, ref_b: str, store: rec.RecordStore, *, target: str | None = None,
-         settings: settings_mod.Settings | None = None,
-         lineage: Callable[[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+def diff(
+    ref_a: str,
+    ref_b: str,
+    store: rec.RecordStore,
+    *,
+    target: str | None = None,
+    settings: settings_mod.Settings | None = None,
+    lineage: Callable[[str, str], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """What changed from deployment A to deployment B: model, data, params, metrics, image, settings."""
     s = settings or settings_mod.load()
     lineage = lineage or (lambda name, version: model_lineage(name, version, s.mlflow_uri))
     ra, rb = find_record(store, ref_a, target), find_record(store, ref_b, target)
     ma, mb = ra.get("model") or {}, rb.get("model") or {}
-    la, lb = lineage(ma.get("name", ""), str(ma.get("version", ""))), lineage(mb.get("name", ""),
-                                                                               str(mb.get("version", "")))
+    la, lb = (
+        lineage(ma.get("name", ""), str(ma.get("version", ""))),
+        lineage(mb.get("name", ""), str(mb.get("version", ""))),
+    )
     ia, ib = ra.get("image") or {}, rb.get("image") or {}
     metric_delta = {}
     for k, v in _dict_diff(la["metrics"], lb["metrics"]).items():
@@ -292,26 +366,34 @@ def diff(ref_a: str, ref_b: str, store: rec.RecordStore, *, target: str | None =
     sha_a = (ia.get("labels") or {}).get("org.opencontainers.image.revision", "")
     sha_b = (ib.get("labels") or {}).get("org.opencontainers.image.revision", "")
     changes = {
-        "model": _dict_diff({"name": ma.get("name"), "version": str(ma.get("version", "")),
-                             "run_id": ma.get("run_id")},
-                            {"name": mb.get("name"), "version": str(mb.get("version", "")),
-                             "run_id": mb.get("run_id")}),
-        "data": _dict_diff({"data_version": la["data_version"] or ma.get("data_version", ""),
-                            "dataset": la["dataset"]},
-                           {"data_version": lb["data_version"] or mb.get("data_version", ""),
-                            "dataset": lb["dataset"]}),
-        "code": _dict_diff({"training_git_sha": la["git_sha"], "image_git_sha": sha_a},
-                           {"training_git_sha": lb["git_sha"], "image_git_sha": sha_b}),
+        "model": _dict_diff(
+            {"name": ma.get("name"), "version": str(ma.get("version", "")), "run_id": ma.get("run_id")},
+            {"name": mb.get("name"), "version": str(mb.get("version", "")), "run_id": mb.get("run_id")},
+        ),
+        "data": _dict_diff(
+            {"data_version": la["data_version"] or ma.get("data_version", ""), "dataset": la["dataset"]},
+            {"data_version": lb["data_version"] or mb.get("data_version", ""), "dataset": lb["dataset"]},
+        ),
+        "code": _dict_diff(
+            {"training_git_sha": la["git_sha"], "image_git_sha": sha_a},
+            {"training_git_sha": lb["git_sha"], "image_git_sha": sha_b},
+        ),
         "params": _dict_diff(la["params"], lb["params"]),
         "metrics": metric_delta,
-        "image": _dict_diff({"digest": ia.get("digest", ""), "tag": ia.get("tag", "")},
-                            {"digest": ib.get("digest", ""), "tag": ib.get("tag", "")}),
+        "image": _dict_diff(
+            {"digest": ia.get("digest", ""), "tag": ia.get("tag", "")},
+            {"digest": ib.get("digest", ""), "tag": ib.get("tag", "")},
+        ),
         "deploy_params": _dict_diff(ra.get("params") or {}, rb.get("params") or {}),
         "outcome": _dict_diff({"outcome": ra.get("outcome")}, {"outcome": rb.get("outcome")}),
     }
-    return {"a": summarize(ra, s.airflow_url), "b": summarize(rb, s.airflow_url),
-            "identical": not any(changes[k] for k in ("model", "data", "code", "params", "image")),
-            "changes": changes, "errors": [e for e in (la["error"], lb["error"]) if e]}
+    return {
+        "a": summarize(ra, s.airflow_url),
+        "b": summarize(rb, s.airflow_url),
+        "identical": not any(changes[k] for k in ("model", "data", "code", "params", "image")),
+        "changes": changes,
+        "errors": [e for e in (la["error"], lb["error"]) if e],
+    }
 
 
 def age(iso: str) -> str:

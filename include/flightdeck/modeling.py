@@ -206,7 +206,7 @@ def run_entrypoint(
 ) -> Any:
     """Call the user's `package.module:function(frame, schema, params)` and check what it returns.
 
-    `frame` is the prepared training table (features and target, typed by the schema); the function
+    `frame` is the prepared training table (`schema.training_frame`: features as the model server feeds them, and the target); the function
     returns a fitted model with `predict` (scikit-learn-compatible, or an `mlflow.pyfunc.PythonModel`).
 
     Raises:
@@ -228,9 +228,10 @@ def run_entrypoint(
 
 def predict(model: Any, X: pd.DataFrame) -> np.ndarray:
     """Predictions of any model we log: scikit-learn-compatible, or a PythonModel (context None)."""
-    from mlflow.pyfunc import PythonModel
-
-    if isinstance(model, PythonModel):
+    # A PythonModel's module imported mlflow when it was defined or unpickled; importing MLflow here
+    # for every other model would cost the evaluate stage seconds.
+    pyfunc = sys.modules.get("mlflow.pyfunc")
+    if pyfunc is not None and isinstance(model, pyfunc.PythonModel):
         out = model.predict(None, X)
     else:
         out = model.predict(X)

@@ -67,8 +67,9 @@ def event_from_context(context: Mapping[str, Any]) -> FailureEvent:
         try_number=getattr(ti, "try_number", None),
         max_tries=getattr(ti, "max_tries", None),
         map_index=int(getattr(ti, "map_index", -1) if getattr(ti, "map_index", None) is not None else -1),
-        error=f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else str(err or context.get("reason")
-                                                                                      or ""),
+        error=f"{type(err).__name__}: {err}"
+        if isinstance(err, BaseException)
+        else str(err or context.get("reason") or ""),
         log_url=str(getattr(ti, "log_url", "") or ""),
         logical_date=str(context.get("logical_date") or ""),
     )
@@ -99,8 +100,9 @@ class SlackWebhookSender:
         self.timeout = timeout
 
     def send(self, event: FailureEvent) -> None:
-        resp = requests.post(self.webhook_url, json={"text": f"*{event.subject}*\n{event.text()}"},
-                             timeout=self.timeout)
+        resp = requests.post(
+            self.webhook_url, json={"text": f"*{event.subject}*\n{event.text()}"}, timeout=self.timeout
+        )
         if resp.status_code >= 300:
             raise RuntimeError(f"slack webhook answered {resp.status_code}: {resp.text[:200]}")
 
@@ -118,9 +120,14 @@ class SnsSender:
 
     def send(self, event: FailureEvent) -> None:
         self.client_factory().publish(
-            TopicArn=self.topic_arn, Subject=event.subject[:100], Message=event.text(),
-            MessageAttributes={"dag_id": {"DataType": "String", "StringValue": event.dag_id or "-"},
-                               "task_id": {"DataType": "String", "StringValue": event.task_id or "-"}})
+            TopicArn=self.topic_arn,
+            Subject=event.subject[:100],
+            Message=event.text(),
+            MessageAttributes={
+                "dag_id": {"DataType": "String", "StringValue": event.dag_id or "-"},
+                "task_id": {"DataType": "String", "StringValue": event.task_id or "-"},
+            },
+        )
 
 
 def channels(env: Mapping[str, str] | None = None) -> list[str]:
@@ -132,9 +139,12 @@ def channels(env: Mapping[str, str] | None = None) -> list[str]:
     return ["log", *[c for c in wanted if c != "log"]]  # the log line is always written
 
 
-def configured_senders(env: Mapping[str, str] | None = None, *,
-                       slack_url: Callable[[], str] | None = None,
-                       sns_client: Callable[[], Any] | None = None) -> list[Sender]:
+def configured_senders(
+    env: Mapping[str, str] | None = None,
+    *,
+    slack_url: Callable[[], str] | None = None,
+    sns_client: Callable[[], Any] | None = None,
+) -> list[Sender]:
     """Senders for the channels the environment asks for. `slack_url` / `sns_client` let the Airflow
     adapter supply a connection's secret and a hook's client."""
     env = os.environ if env is None else env

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 L_TARGET, L_REV = "org.flightdeck.target", "org.flightdeck.revision"
 
 
-def save_container(container: Any, target: str, dest: Path, s3: Any | None = None,
-                   bucket: str | None = None) -> dict[str, Any]:
+def save_container(
+    container: Any, target: str, dest: Path, s3: Any | None = None, bucket: str | None = None
+) -> dict[str, Any]:
     """Write one container's whole log (docker keeps it all: overwrite, never append) locally and to S3."""
     revision = container.labels.get(L_REV, "unknown")
     body: bytes = container.logs(timestamps=True)
@@ -35,12 +36,23 @@ def save_container(container: Any, target: str, dest: Path, s3: Any | None = Non
     key = f"serving/{target}/{revision}/{container.name}.log"
     if s3 is not None and bucket:
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain")
-    return {"container": container.name, "revision": revision, "bytes": len(body), "path": str(path),
-            "s3": f"s3://{bucket}/{key}" if s3 is not None and bucket else ""}
+    return {
+        "container": container.name,
+        "revision": revision,
+        "bytes": len(body),
+        "path": str(path),
+        "s3": f"s3://{bucket}/{key}" if s3 is not None and bucket else "",
+    }
 
 
-def collect(target: str = "local", *, docker_client: Any | None = None, s3: Any | None = None,
-            bucket: str | None = None, dest: Path | None = None) -> list[dict[str, Any]]:
+def collect(
+    target: str = "local",
+    *,
+    docker_client: Any | None = None,
+    s3: Any | None = None,
+    bucket: str | None = None,
+    dest: Path | None = None,
+) -> list[dict[str, Any]]:
     """Save the logs of every serving container of `target` (running or stopped)."""
     import docker
 

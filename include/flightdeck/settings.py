@@ -64,8 +64,9 @@ def git_sha() -> str:
     if os.environ.get("FLIGHTDECK_GIT_SHA"):
         return os.environ["FLIGHTDECK_GIT_SHA"]
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -181,6 +181,18 @@ def _log_model(model: Any, *, signature: Any, example: Any, code_paths: list[str
         )
 
 
+def _code_paths(folder: Path | None) -> list[str] | None:
+    """The modules and packages in the user's code folder: MLflow copies each into the model's `code/`,
+    which its loaders (and the model server) put on sys.path, so `import <module>` works there too."""
+    if folder is None:
+        return None
+    return sorted(
+        str(p)
+        for p in folder.iterdir()
+        if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").is_file())) and not p.name.startswith(".")
+    )
+
+
 def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> dict[str, Any]:
     """Log the outputs of `dvc repro` in `workspace` as one MLflow run (reused if already complete)."""
     import sys
@@ -239,9 +251,7 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
             mlflow.log_metrics({**scores, **extra})
             for name in ("prepared/schema.json", "model/search.json", "metrics.json", "params.yaml"):
                 mlflow.log_artifact(str(workspace / name))
-            info = _log_model(
-                model, signature=signature, example=example, code_paths=[str(user_code)] if user_code else None
-            )
+            info = _log_model(model, signature=signature, example=example, code_paths=_code_paths(user_code))
             mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_COMPLETE: "true"})
             run_id = run.info.run_id
     log.info(

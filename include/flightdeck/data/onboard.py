@@ -1,9 +1,9 @@
 """First use of one's own data: a params.yaml block from a sample file, and landing local files.
 
-    flightdeck dataset init NAME --from FILE --target COLUMN [--task classification|regression]
-    flightdeck dataset land NAME FILE [FILE ...] [--namespace NS]
-    flightdeck dataset schema NAME [--namespace NS]      the schema in use (declared or inferred)
-    flightdeck dataset new-holdout NAME [--namespace NS] cut a new holdout (resets the champion comparison)
+flightdeck dataset init NAME --from FILE --target COLUMN [--task classification|regression]
+flightdeck dataset land NAME FILE [FILE ...] [--namespace NS]
+flightdeck dataset schema NAME [--namespace NS]      the schema in use (declared or inferred)
+flightdeck dataset new-holdout NAME [--namespace NS] cut a new holdout (resets the champion comparison)
 """
 
 from __future__ import annotations
@@ -24,8 +24,18 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
-def init_block(name: str, sample: Path, target: str, task: str | None = None) -> dict[str, Any]:
-    """The `datasets.<name>` block for a dataset of the user's files, with the schema inferred from `sample`.
+def init_block(
+    name: str,
+    sample: Path,
+    target: str,
+    task: str | None = None,
+    *,
+    entrypoint: str | None = None,
+    code_path: str | None = None,
+) -> dict[str, Any]:
+    """The `datasets.<name>` block for a dataset of the user's files, with the schema inferred from `sample`;
+    the model is HistGradientBoosting unless `entrypoint` (`package.module:function`, found under
+    `code_path`, a folder relative to the project root) names the user's own training code.
 
     Raises:
         ConfigError: the name is not usable as a key.
@@ -40,8 +50,9 @@ def init_block(name: str, sample: Path, target: str, task: str | None = None) ->
     block["holdout"] = {"fraction": 0.25, "file": None}
     # Starting bounds a model must clear to be promoted at all: raise them once you know your baseline.
     floors = {"r2": 0.0} if schema.task is Task.REGRESSION else {"f1_macro": 0.5}
+    train = {"entrypoint": entrypoint, "code_path": code_path} if entrypoint else {"family": "hist_gradient_boosting"}
     block["overrides"] = {
-        "train": {"family": "hist_gradient_boosting"},
+        "train": {k: v for k, v in train.items() if v},
         "gates": {"data": {"min_rows": max(10, min(100, len(frame) // 2))}, "thresholds": floors},
     }
     return block

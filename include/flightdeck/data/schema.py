@@ -314,8 +314,9 @@ def coerce_trusted(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
 
 
 def model_frame(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
-    """The features as the model sees them: numbers float64, booleans float64 (0/1/NaN), categoricals
-    object strings with NaN for missing: the dtypes a request decoded by the model server has too."""
+    """The features as every model sees them, in training, in the gates and behind the model server
+    (serving/frames.py `sklearn_frame`): numbers, integers and booleans float64 (NaN for null, 0/1 for
+    booleans), categoricals object strings (None for null)."""
     out = {}
     for col in schema.features:
         series = frame[col.name]
@@ -326,23 +327,38 @@ def model_frame(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def example_frame(frame: pd.DataFrame, schema: DatasetSchema, rows: int = 3) -> pd.DataFrame:
-    """A few feature rows in their JSON-natural types (int, float, bool, str), preferring rows without
-    nulls: the input example logged with the model, which the model server's smoke test replays."""
-    complete = frame.dropna()
-    sample = (complete if len(complete) else frame).head(rows)
+def training_frame(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
+    """`model_frame` plus the target in its natural type: what a user's training entrypoint gets."""
+    out = model_frame(frame, schema)
+    out[schema.target] = target_values(frame, schema)
+    return out
+
+
+def natural_frame(frame: pd.DataFrame, schema: DatasetSchema, columns: list[ColumnSpec] | None = None) -> pd.DataFrame:
+    """The columns in numpy-friendly, JSON-natural dtypes: numbers float64 (NaN), integers int64 and
+    booleans bool (object with None when a null is present), categoricals object strings with None.
+    No pandas NA: what scikit-learn and a user's own training code expect."""
     out = {}
-    for col in schema.features:
-        series = sample[col.name]
-        if col.type is ColumnType.INTEGER and series.notna().all():
+    for col in columns if columns is not None else schema.columns:
+        series = frame[col.name]
+        complete = bool(series.notna().all())
+        if col.type is ColumnType.NUMBER:
+            out[col.name] = series.astype("Float64").astype("float64")
+        elif col.type is ColumnType.INTEGER and complete:
             out[col.name] = series.astype("int64")
-        elif col.type is ColumnType.BOOLEAN and series.notna().all():
+        elif col.type is ColumnType.BOOLEAN and complete:
             out[col.name] = series.astype(bool)
-        elif col.type is ColumnType.NUMBER:
-            out[col.name] = series.astype("float64")
         else:
             out[col.name] = series.astype(object).where(series.notna(), None)
-    return pd.DataFrame(out).reset_index(drop=True)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def example_frame(frame: pd.DataFrame, schema: DatasetSchema, rows: int = 3) -> pd.DataFrame:
+    """A few feature rows, preferring rows without nulls, in natural dtypes: the input example logged
+    with the model, which the model server's smoke test replays."""
+    complete = frame.dropna()
+    sample = (complete if len(complete) else frame).head(rows).reset_index(drop=True)
+    return natural_frame(sample, schema, schema.features)
 
 
 def target_values(frame: pd.DataFrame, schema: DatasetSchema) -> Any:

@@ -30,15 +30,15 @@ def ecr_login(aws_conn_id: str | None = "aws_default", region_name: str | None =
     return host, {"username": creds.username, "password": creds.password}
 
 
-def ensure_ecr_repository(name: str, aws_conn_id: str | None = "aws_default",
-                          region_name: str | None = None) -> str:
+def ensure_ecr_repository(name: str, aws_conn_id: str | None = "aws_default", region_name: str | None = None) -> str:
     """Create the repository if needed (immutable tags, scan on push); returns its URI."""
     from airflow.providers.amazon.aws.hooks.ecr import EcrHook
 
     ecr = EcrHook(aws_conn_id=aws_conn_id, region_name=region_name).conn
     try:
-        repo = ecr.create_repository(repositoryName=name, imageTagMutability="IMMUTABLE",
-                                     imageScanningConfiguration={"scanOnPush": True})["repository"]
+        repo = ecr.create_repository(
+            repositoryName=name, imageTagMutability="IMMUTABLE", imageScanningConfiguration={"scanOnPush": True}
+        )["repository"]
         log.info("created ECR repository %s (immutable tags, scan on push)", repo["repositoryUri"])
     except ecr.exceptions.RepositoryAlreadyExistsException:
         repo = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]

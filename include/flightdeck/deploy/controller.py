@@ -60,8 +60,7 @@ class Snapshot:
         return cls(weights={k: int(v) for k, v in d["weights"].items()}, specs=dict(d.get("specs", {})))
 
 
-def plan_steps(strategy: str, canary_percent: int = 10, canary_steps: int = 3,
-               replicas: int = 1) -> list[int]:
+def plan_steps(strategy: str, canary_percent: int = 10, canary_steps: int = 3, replicas: int = 1) -> list[int]:
     """The new revision's traffic percent after each shift step (the last is always 100).
 
     blue_green: all at once. canary: `canary_percent` first, then evenly up to 100 in `canary_steps`
@@ -101,6 +100,7 @@ def split(new: str, percent: int, previous: Mapping[str, int]) -> dict[str, int]
 
 # -- steps ------------------------------------------------------------------------------------------
 
+
 def snapshot(backend: Backend, new_revision: str) -> Snapshot:
     """What serves now (excluding the revision being deployed, so a re-run gives the same answer)."""
     weights = {r: w for r, w in backend.weights().items() if r != new_revision}
@@ -120,8 +120,13 @@ def start(backend: Backend, spec: RevisionSpec) -> Snapshot:
     return snap
 
 
-def wait_healthy(backend: Backend, revision: str, th: Thresholds, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> TargetHealth:
+def wait_healthy(
+    backend: Backend,
+    revision: str,
+    th: Thresholds,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> TargetHealth:
     """Block until every target of the revision passes the LB health check, or fail."""
     deadline = clock() + th.healthy_timeout_s
     while True:
@@ -130,13 +135,21 @@ def wait_healthy(backend: Backend, revision: str, th: Thresholds, sleep: Callabl
             log.info("revision %s healthy: %d/%d targets UP", revision, h.healthy, h.total)
             return h
         if clock() >= deadline:
-            raise DeployError(f"revision {revision} not healthy after {th.healthy_timeout_s:.0f}s: "
-                              f"{h.healthy}/{h.total} targets up ({dict(h.states)})")
+            raise DeployError(
+                f"revision {revision} not healthy after {th.healthy_timeout_s:.0f}s: "
+                f"{h.healthy}/{h.total} targets up ({dict(h.states)})"
+            )
         sleep(th.poll_s)
 
 
-def watch(backend: Backend, revision: str, seconds: float, th: Thresholds,
-          sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> dict:
+def watch(
+    backend: Backend,
+    revision: str,
+    seconds: float,
+    th: Thresholds,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict:
     """Watch health and the 5xx rate for `seconds`; raise DeployError at the first bad sign.
 
     The 5xx rate is judged over a sliding window of `th.window_s` seconds (once it holds at least
@@ -160,25 +173,33 @@ def watch(backend: Backend, revision: str, seconds: float, th: Thresholds,
         if not h.all_healthy and err and err / req > th.max_5xx_rate:
             # a target down while answering 5xx: the LB's passive check took it out after consecutive
             # errors, which is a verdict on live traffic; no need for `min_requests` or a second poll
-            raise DeployError(f"revision {revision} 5xx rate {err / req:.1%} over the last {req} responses "
-                              f"> {th.max_5xx_rate:.1%}; the load balancer took {h.total - h.healthy}/"
-                              f"{h.total} targets out ({dict(h.states)})")
+            raise DeployError(
+                f"revision {revision} 5xx rate {err / req:.1%} over the last {req} responses "
+                f"> {th.max_5xx_rate:.1%}; the load balancer took {h.total - h.healthy}/"
+                f"{h.total} targets out ({dict(h.states)})"
+            )
         bad_polls = bad_polls + 1 if not h.all_healthy else 0
         if bad_polls >= th.unhealthy_polls:
-            raise DeployError(f"revision {revision} unhealthy: {h.healthy}/{h.total} targets up "
-                              f"({dict(h.states)})")
+            raise DeployError(f"revision {revision} unhealthy: {h.healthy}/{h.total} targets up ({dict(h.states)})")
         if req >= th.min_requests and err / req > th.max_5xx_rate:
-            raise DeployError(f"revision {revision} 5xx rate {err / req:.1%} over the last {req} responses "
-                              f"> {th.max_5xx_rate:.1%}")
+            raise DeployError(
+                f"revision {revision} 5xx rate {err / req:.1%} over the last {req} responses > {th.max_5xx_rate:.1%}"
+            )
         if now >= deadline:
             break
         sleep(th.poll_s)
     req, err = h.requests - base_req, h.errors_5xx - base_err
     if req and err / req > th.max_5xx_rate:  # end of the period: judge even a thin sample
-        raise DeployError(f"revision {revision} 5xx rate {err / req:.1%} over {req} responses "
-                          f"> {th.max_5xx_rate:.1%}")
-    log.info("revision %s watched %.0fs: %d responses, %d 5xx, %d/%d targets up", revision, seconds, req,
-             err, h.healthy, h.total)
+        raise DeployError(f"revision {revision} 5xx rate {err / req:.1%} over {req} responses > {th.max_5xx_rate:.1%}")
+    log.info(
+        "revision %s watched %.0fs: %d responses, %d 5xx, %d/%d targets up",
+        revision,
+        seconds,
+        req,
+        err,
+        h.healthy,
+        h.total,
+    )
     return {"responses": req, "errors_5xx": err}
 
 
@@ -196,8 +217,15 @@ def guard(backend: Backend, new: str, snap: Snapshot) -> None:
             log.exception("guard could not restore weights; rollback will")
 
 
-def shift(backend: Backend, new: str, percent: int, snap: Snapshot, th: Thresholds, hold_s: float = 0.0,
-          sleep: Callable[[float], None] = time.sleep) -> dict:
+def shift(
+    backend: Backend,
+    new: str,
+    percent: int,
+    snap: Snapshot,
+    th: Thresholds,
+    hold_s: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict:
     """Give the new revision `percent` of traffic, then watch it for `hold_s` seconds."""
     h = backend.target_health(new)
     if not h.all_healthy:
@@ -212,8 +240,14 @@ def shift(backend: Backend, new: str, percent: int, snap: Snapshot, th: Threshol
     return {"weights": weights, **result}
 
 
-def bake(backend: Backend, new: str, snap: Snapshot, seconds: float, th: Thresholds,
-         sleep: Callable[[float], None] = time.sleep) -> dict:
+def bake(
+    backend: Backend,
+    new: str,
+    snap: Snapshot,
+    seconds: float,
+    th: Thresholds,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict:
     """Full traffic on the new revision for `seconds` while watching; guard on failure."""
     try:
         return watch(backend, new, seconds, th, sleep=sleep)
@@ -231,8 +265,9 @@ def finalize(backend: Backend, new: str, snap: Snapshot) -> dict[str, int]:
     return backend.weights()
 
 
-def rollback(backend: Backend, new: str, snap: Snapshot, th: Thresholds,
-             sleep: Callable[[float], None] = time.sleep) -> dict[str, int]:
+def rollback(
+    backend: Backend, new: str, snap: Snapshot, th: Thresholds, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, int]:
     """Restore the previous split with every previous revision running, then stop the new one."""
     live = backend.weights()
     for r, w in snap.weights.items():
@@ -256,6 +291,7 @@ def rollback(backend: Backend, new: str, snap: Snapshot, th: Thresholds,
 
 # -- all steps in one process -----------------------------------------------------------------------
 
+
 @dataclass
 class Outcome:
     ok: bool
@@ -265,9 +301,18 @@ class Outcome:
     steps: list[dict[str, Any]] = field(default_factory=list)
 
 
-def deploy(backend: Backend, spec: RevisionSpec, strategy: str, th: Thresholds, *, canary_percent: int = 10,
-           canary_steps: int = 3, step_hold_s: float = 5.0, bake_s: float = 10.0,
-           on_step: Callable[[str, dict], None] | None = None) -> Outcome:
+def deploy(
+    backend: Backend,
+    spec: RevisionSpec,
+    strategy: str,
+    th: Thresholds,
+    *,
+    canary_percent: int = 10,
+    canary_steps: int = 3,
+    step_hold_s: float = 5.0,
+    bake_s: float = 10.0,
+    on_step: Callable[[str, dict], None] | None = None,
+) -> Outcome:
     """Run a whole deploy with automatic rollback (the DAG runs the same steps as tasks)."""
     steps: list[dict[str, Any]] = []
 

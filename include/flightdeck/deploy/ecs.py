@@ -53,15 +53,18 @@ class EcsConfig:
     @classmethod
     def from_env(cls) -> EcsConfig:
         e = os.environ.get
-        return cls(cluster=e("FLIGHTDECK_ECS_CLUSTER", "flightdeck"),
-                   listener_arn=e("FLIGHTDECK_ECS_LISTENER_ARN", ""),
-                   vpc_id=e("FLIGHTDECK_ECS_VPC_ID", ""), app=e("FLIGHTDECK_ECS_APP", "flightdeck-serving"),
-                   subnets=tuple(filter(None, e("FLIGHTDECK_ECS_SUBNETS", "").split(","))),
-                   security_groups=tuple(filter(None, e("FLIGHTDECK_ECS_SECURITY_GROUPS", "").split(","))),
-                   launch_type=e("FLIGHTDECK_ECS_LAUNCH_TYPE", "FARGATE"),
-                   network_mode=e("FLIGHTDECK_ECS_NETWORK_MODE", "awsvpc"),
-                   execution_role_arn=e("FLIGHTDECK_ECS_EXECUTION_ROLE_ARN", ""),
-                   region=e("AWS_DEFAULT_REGION", "us-east-1"))
+        return cls(
+            cluster=e("FLIGHTDECK_ECS_CLUSTER", "flightdeck"),
+            listener_arn=e("FLIGHTDECK_ECS_LISTENER_ARN", ""),
+            vpc_id=e("FLIGHTDECK_ECS_VPC_ID", ""),
+            app=e("FLIGHTDECK_ECS_APP", "flightdeck-serving"),
+            subnets=tuple(filter(None, e("FLIGHTDECK_ECS_SUBNETS", "").split(","))),
+            security_groups=tuple(filter(None, e("FLIGHTDECK_ECS_SECURITY_GROUPS", "").split(","))),
+            launch_type=e("FLIGHTDECK_ECS_LAUNCH_TYPE", "FARGATE"),
+            network_mode=e("FLIGHTDECK_ECS_NETWORK_MODE", "awsvpc"),
+            execution_role_arn=e("FLIGHTDECK_ECS_EXECUTION_ROLE_ARN", ""),
+            region=e("AWS_DEFAULT_REGION", "us-east-1"),
+        )
 
 
 class EcsBackend:
@@ -76,8 +79,7 @@ class EcsBackend:
         self.cw, self.logs = clients("cloudwatch"), clients("logs")
 
     @classmethod
-    def from_settings(cls, aws_conn_id: str | None = "aws_default",
-                      cfg: EcsConfig | None = None) -> EcsBackend:
+    def from_settings(cls, aws_conn_id: str | None = "aws_default", cfg: EcsConfig | None = None) -> EcsBackend:
         from flightdeck.deploy.aws import client as hook_client
 
         def clients(service: str) -> Any:
@@ -131,20 +133,37 @@ class EcsBackend:
         except self.logs.exceptions.ResourceAlreadyExistsException:
             pass
         container: dict[str, Any] = {
-            "name": "serving", "image": spec.image, "essential": True,
+            "name": "serving",
+            "image": spec.image,
+            "essential": True,
             "portMappings": [{"containerPort": c.container_port, "protocol": "tcp"}],
             "environment": [{"name": k, "value": str(v)} for k, v in sorted(spec.env.items())],
-            "logConfiguration": {"logDriver": "awslogs", "options": {
-                "awslogs-group": c.log_group, "awslogs-region": c.region,
-                "awslogs-stream-prefix": spec.revision}},
-            "healthCheck": {"command": ["CMD-SHELL", f"python3 -c \"import urllib.request as u; u.urlopen("
-                                        f"'http://127.0.0.1:{c.container_port}/healthz')\""],
-                            "interval": 10, "timeout": 5, "retries": 3, "startPeriod": 30},
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": c.log_group,
+                    "awslogs-region": c.region,
+                    "awslogs-stream-prefix": spec.revision,
+                },
+            },
+            "healthCheck": {
+                "command": [
+                    "CMD-SHELL",
+                    f'python3 -c "import urllib.request as u; u.urlopen('
+                    f"'http://127.0.0.1:{c.container_port}/healthz')\"",
+                ],
+                "interval": 10,
+                "timeout": 5,
+                "retries": 3,
+                "startPeriod": 30,
+            },
         }
-        kwargs: dict[str, Any] = {"family": self.family(spec.revision), "networkMode": c.network_mode,
-                                  "containerDefinitions": [container],
-                                  "tags": [{"key": f"fd.{k}", "value": str(getattr(spec, k))[:256]}
-                                           for k in SPEC_TAGS]}
+        kwargs: dict[str, Any] = {
+            "family": self.family(spec.revision),
+            "networkMode": c.network_mode,
+            "containerDefinitions": [container],
+            "tags": [{"key": f"fd.{k}", "value": str(getattr(spec, k))[:256]} for k in SPEC_TAGS],
+        }
         if c.network_mode == "awsvpc":
             kwargs.update(requiresCompatibilities=[c.launch_type], cpu=c.cpu, memory=c.memory)
         else:
@@ -164,43 +183,74 @@ class EcsBackend:
         tg_arn = self._tg_arn(spec.revision)
         if tg_arn is None:
             tg = self.elb.create_target_group(
-                Name=self.tg_name(spec.revision), Protocol="HTTP", Port=c.container_port, VpcId=c.vpc_id,
+                Name=self.tg_name(spec.revision),
+                Protocol="HTTP",
+                Port=c.container_port,
+                VpcId=c.vpc_id,
                 TargetType="ip" if c.network_mode == "awsvpc" else "instance",
-                HealthCheckProtocol="HTTP", HealthCheckPath="/readyz", Matcher={"HttpCode": "200"},
-                HealthCheckIntervalSeconds=c.health_interval_s, HealthyThresholdCount=c.healthy_threshold,
+                HealthCheckProtocol="HTTP",
+                HealthCheckPath="/readyz",
+                Matcher={"HttpCode": "200"},
+                HealthCheckIntervalSeconds=c.health_interval_s,
+                HealthyThresholdCount=c.healthy_threshold,
                 UnhealthyThresholdCount=c.unhealthy_threshold,
-                Tags=[{"Key": TAG_REV, "Value": spec.revision},
-                      {"Key": "org.flightdeck.app", "Value": c.app}],
+                Tags=[{"Key": TAG_REV, "Value": spec.revision}, {"Key": "org.flightdeck.app", "Value": c.app}],
             )["TargetGroups"][0]
             tg_arn = tg["TargetGroupArn"]
         service: dict[str, Any] = {
-            "cluster": c.cluster, "serviceName": self.service_name(spec.revision), "taskDefinition": task_def,
-            "desiredCount": spec.replicas, "launchType": c.launch_type,
-            "loadBalancers": [{"targetGroupArn": tg_arn, "containerName": "serving",
-                               "containerPort": c.container_port}],
+            "cluster": c.cluster,
+            "serviceName": self.service_name(spec.revision),
+            "taskDefinition": task_def,
+            "desiredCount": spec.replicas,
+            "launchType": c.launch_type,
+            "loadBalancers": [
+                {"targetGroupArn": tg_arn, "containerName": "serving", "containerPort": c.container_port}
+            ],
             "healthCheckGracePeriodSeconds": 30,
-            "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": True, "rollback": True},
-                                        "maximumPercent": 200, "minimumHealthyPercent": 100},
+            "deploymentConfiguration": {
+                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                "maximumPercent": 200,
+                "minimumHealthyPercent": 100,
+            },
             "tags": [{"key": TAG_REV, "value": spec.revision}],
         }
         if c.network_mode == "awsvpc":
-            service["networkConfiguration"] = {"awsvpcConfiguration": {
-                "subnets": list(c.subnets), "securityGroups": list(c.security_groups),
-                "assignPublicIp": "DISABLED"}}
+            service["networkConfiguration"] = {
+                "awsvpcConfiguration": {
+                    "subnets": list(c.subnets),
+                    "securityGroups": list(c.security_groups),
+                    "assignPublicIp": "DISABLED",
+                }
+            }
         self.ecs.create_service(**service)
         resource = self._scaling_resource(spec.revision)
-        self.scaling.register_scalable_target(ServiceNamespace="ecs", ResourceId=resource,
-                                              ScalableDimension="ecs:service:DesiredCount",
-                                              MinCapacity=max(c.min_capacity, spec.replicas),
-                                              MaxCapacity=max(c.max_capacity, spec.replicas))
+        self.scaling.register_scalable_target(
+            ServiceNamespace="ecs",
+            ResourceId=resource,
+            ScalableDimension="ecs:service:DesiredCount",
+            MinCapacity=max(c.min_capacity, spec.replicas),
+            MaxCapacity=max(c.max_capacity, spec.replicas),
+        )
         self.scaling.put_scaling_policy(
-            PolicyName=f"{self.service_name(spec.revision)}-cpu", ServiceNamespace="ecs", ResourceId=resource,
-            ScalableDimension="ecs:service:DesiredCount", PolicyType="TargetTrackingScaling",
+            PolicyName=f"{self.service_name(spec.revision)}-cpu",
+            ServiceNamespace="ecs",
+            ResourceId=resource,
+            ScalableDimension="ecs:service:DesiredCount",
+            PolicyType="TargetTrackingScaling",
             TargetTrackingScalingPolicyConfiguration={
-                "TargetValue": c.cpu_target, "ScaleInCooldown": 60, "ScaleOutCooldown": 60,
-                "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"}})
-        log.info("created service %s behind %s with autoscaling %d..%d", self.service_name(spec.revision),
-                 tg_arn, c.min_capacity, c.max_capacity)
+                "TargetValue": c.cpu_target,
+                "ScaleInCooldown": 60,
+                "ScaleOutCooldown": 60,
+                "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
+            },
+        )
+        log.info(
+            "created service %s behind %s with autoscaling %d..%d",
+            self.service_name(spec.revision),
+            tg_arn,
+            c.min_capacity,
+            c.max_capacity,
+        )
 
     def _metric(self, name: str, tg_arn: str) -> int:
         lb_dim = self._lb_dimension()
@@ -209,8 +259,14 @@ class EcsBackend:
             dims.append({"Name": "LoadBalancer", "Value": lb_dim})
         end = dt.datetime.now(dt.UTC)
         points = self.cw.get_metric_statistics(
-            Namespace="AWS/ApplicationELB", MetricName=name, Dimensions=dims, Statistics=["Sum"], Period=60,
-            StartTime=end - dt.timedelta(seconds=self.cfg.metrics_window_s), EndTime=end)["Datapoints"]
+            Namespace="AWS/ApplicationELB",
+            MetricName=name,
+            Dimensions=dims,
+            Statistics=["Sum"],
+            Period=60,
+            StartTime=end - dt.timedelta(seconds=self.cfg.metrics_window_s),
+            EndTime=end,
+        )["Datapoints"]
         return int(sum(p["Sum"] for p in points))
 
     def _lb_dimension(self) -> str:
@@ -225,12 +281,16 @@ class EcsBackend:
         if tg_arn is None:
             return TargetHealth(revision=revision, total=desired, healthy=0)
         descs = self.elb.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]
-        states = {f"{d['Target']['Id']}:{d['Target'].get('Port', '')}": d["TargetHealth"]["State"]
-                  for d in descs}
+        states = {f"{d['Target']['Id']}:{d['Target'].get('Port', '')}": d["TargetHealth"]["State"] for d in descs}
         healthy = sum(1 for s in states.values() if s == "healthy")
-        return TargetHealth(revision=revision, total=desired, healthy=healthy, states=states,
-                            requests=self._metric("RequestCount", tg_arn),
-                            errors_5xx=self._metric("HTTPCode_Target_5XX_Count", tg_arn))
+        return TargetHealth(
+            revision=revision,
+            total=desired,
+            healthy=healthy,
+            states=states,
+            requests=self._metric("RequestCount", tg_arn),
+            errors_5xx=self._metric("HTTPCode_Target_5XX_Count", tg_arn),
+        )
 
     def _listener_weights(self) -> dict[str, int]:
         listener = self.elb.describe_listeners(ListenerArns=[self.cfg.listener_arn])["Listeners"][0]
@@ -252,9 +312,15 @@ class EcsBackend:
                 continue
             groups.append({"TargetGroupArn": arn, "Weight": int(pct)})
         # keep groups this deploy does not mention (weight unchanged) out of the forward: it is ours
-        self.elb.modify_listener(ListenerArn=self.cfg.listener_arn, DefaultActions=[{
-            "Type": "forward", "ForwardConfig": {"TargetGroups": groups,
-                                                 "TargetGroupStickinessConfig": {"Enabled": False}}}])
+        self.elb.modify_listener(
+            ListenerArn=self.cfg.listener_arn,
+            DefaultActions=[
+                {
+                    "Type": "forward",
+                    "ForwardConfig": {"TargetGroups": groups, "TargetGroupStickinessConfig": {"Enabled": False}},
+                }
+            ],
+        )
         log.info("listener %s weights now %s", self.cfg.listener_arn.rsplit("/", 1)[-1], dict(weights))
 
     def stop_revision(self, revision: str) -> None:
@@ -264,13 +330,17 @@ class EcsBackend:
             if tg_arn in current:
                 rest = [{"TargetGroupArn": a, "Weight": w} for a, w in current.items() if a != tg_arn]
                 if rest:
-                    self.elb.modify_listener(ListenerArn=self.cfg.listener_arn, DefaultActions=[{
-                        "Type": "forward", "ForwardConfig": {"TargetGroups": rest}}])
+                    self.elb.modify_listener(
+                        ListenerArn=self.cfg.listener_arn,
+                        DefaultActions=[{"Type": "forward", "ForwardConfig": {"TargetGroups": rest}}],
+                    )
         name = self.service_name(revision)
         try:
             self.scaling.deregister_scalable_target(
-                ServiceNamespace="ecs", ResourceId=self._scaling_resource(revision),
-                ScalableDimension="ecs:service:DesiredCount")
+                ServiceNamespace="ecs",
+                ResourceId=self._scaling_resource(revision),
+                ScalableDimension="ecs:service:DesiredCount",
+            )
         except self.scaling.exceptions.ObjectNotFoundException:
             pass
         if self._service_by_name(name) is not None:
@@ -291,7 +361,7 @@ class EcsBackend:
                 continue
             if self._service_by_name(name) is None:
                 continue
-            revision = name[len(prefix):]
+            revision = name[len(prefix) :]
             tg = self._tg_arn(revision)
             out[revision] = by_arn.get(tg, 0) if tg else 0
         return dict(sorted(out.items()))
@@ -307,16 +377,21 @@ class EcsBackend:
         svc = self._service(spec.revision)
         if svc is None:
             raise RuntimeError(f"no live ECS service {self.service_name(spec.revision)} to roll")
-        return {"cluster": self.cfg.cluster, "service": svc["serviceName"],
-                "previous_task_definition": svc["taskDefinition"], "task_definition": self.register(spec)}
+        return {
+            "cluster": self.cfg.cluster,
+            "service": svc["serviceName"],
+            "previous_task_definition": svc["taskDefinition"],
+            "task_definition": self.register(spec),
+        }
 
     def roll_back(self, roll: Mapping[str, str]) -> None:
         """Put the service back on the task definition it ran before the roll (idempotent: after a
         FAILED rollout the circuit breaker has usually done so already) and retire the new one."""
         svc = self._service_by_name(roll["service"])
         if svc is not None and svc["taskDefinition"] != roll["previous_task_definition"]:
-            self.ecs.update_service(cluster=roll["cluster"], service=roll["service"],
-                                    taskDefinition=roll["previous_task_definition"])
+            self.ecs.update_service(
+                cluster=roll["cluster"], service=roll["service"], taskDefinition=roll["previous_task_definition"]
+            )
             log.warning("service %s back on %s", roll["service"], roll["previous_task_definition"])
         if roll.get("task_definition") and roll["task_definition"] != roll["previous_task_definition"]:
             self.ecs.deregister_task_definition(taskDefinition=roll["task_definition"])
@@ -327,16 +402,23 @@ class EcsBackend:
         svc = self._service(revision)
         try:
             td = self.ecs.describe_task_definition(
-                taskDefinition=svc["taskDefinition"] if svc else self.family(revision), include=["TAGS"])
+                taskDefinition=svc["taskDefinition"] if svc else self.family(revision), include=["TAGS"]
+            )
         except self.ecs.exceptions.ClientException:
             return None
         tags = {t["key"][3:]: t["value"] for t in td.get("tags", []) if t["key"].startswith("fd.")}
         container = td["taskDefinition"]["containerDefinitions"][0]
         env = {e["name"]: e["value"] for e in container.get("environment", [])}
-        return RevisionSpec(revision=revision, image=tags.get("image", ""), digest=tags.get("digest", ""),
-                            model_name=tags.get("model_name", ""),
-                            model_version=tags.get("model_version", ""),
-                            replicas=int(tags.get("replicas", "1")), env=env, run_id=tags.get("run_id", ""))
+        return RevisionSpec(
+            revision=revision,
+            image=tags.get("image", ""),
+            digest=tags.get("digest", ""),
+            model_name=tags.get("model_name", ""),
+            model_version=tags.get("model_version", ""),
+            replicas=int(tags.get("replicas", "1")),
+            env=env,
+            run_id=tags.get("run_id", ""),
+        )
 
 
 def deployment_state(ecs: Any, cluster: str, service: str) -> tuple[str, str]:

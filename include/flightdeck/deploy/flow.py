@@ -36,10 +36,23 @@ class StepNotInPlan(Exception):
 
 
 DEFAULT_PARAMS: dict[str, Any] = {
-    "model": "champion", "model_name": "", "target": "local", "strategy": "blue_green",
-    "canary_percent": 10, "canary_steps": 3, "step_seconds": 10, "bake_seconds": 20, "replicas": 1,
-    "healthy_timeout_seconds": 90, "max_5xx_rate": 0.05, "min_requests": 20, "unhealthy_polls": 2,
-    "require_approval": False, "approval_timeout_minutes": 30, "image": "", "env": {},
+    "model": "champion",
+    "model_name": "",
+    "target": "local",
+    "strategy": "blue_green",
+    "canary_percent": 10,
+    "canary_steps": 3,
+    "step_seconds": 10,
+    "bake_seconds": 20,
+    "replicas": 1,
+    "healthy_timeout_seconds": 90,
+    "max_5xx_rate": 0.05,
+    "min_requests": 20,
+    "unhealthy_polls": 2,
+    "require_approval": False,
+    "approval_timeout_minutes": 30,
+    "image": "",
+    "env": {},
 }
 
 
@@ -54,17 +67,28 @@ def _params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def thresholds(p: Mapping[str, Any]) -> ctl.Thresholds:
-    return ctl.Thresholds(healthy_timeout_s=float(p["healthy_timeout_seconds"]),
-                          max_5xx_rate=float(p["max_5xx_rate"]), min_requests=int(p["min_requests"]),
-                          unhealthy_polls=int(p["unhealthy_polls"]))
+    return ctl.Thresholds(
+        healthy_timeout_s=float(p["healthy_timeout_seconds"]),
+        max_5xx_rate=float(p["max_5xx_rate"]),
+        min_requests=int(p["min_requests"]),
+        unhealthy_polls=int(p["unhealthy_polls"]),
+    )
 
 
 class Deploy:
     """One deploy run: its params, record store and target backend."""
 
-    def __init__(self, run_id: str, params: Mapping[str, Any], *, store: rec.RecordStore | None = None,
-                 backend: Backend | None = None, aws_conn_id: str | None = "aws_default",
-                 dag_id: str = "deploy", tracking_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        params: Mapping[str, Any],
+        *,
+        store: rec.RecordStore | None = None,
+        backend: Backend | None = None,
+        aws_conn_id: str | None = "aws_default",
+        dag_id: str = "deploy",
+        tracking_uri: str | None = None,
+    ) -> None:
         self.run_id = run_id
         self.dag_id = dag_id
         self.aws_conn_id = aws_conn_id
@@ -116,8 +140,11 @@ class Deploy:
         except StepNotInPlan:
             raise
         except Exception as e:
-            self._update(step=name, detail={"status": "failed", "reason": str(e)},
-                         failure={"step": name, "reason": str(e), "at": rec.now_iso()})
+            self._update(
+                step=name,
+                detail={"status": "failed", "reason": str(e)},
+                failure={"step": name, "reason": str(e), "at": rec.now_iso()},
+            )
             log.error("step %s failed: %s", name, e)
             raise
         self._update(step=name, detail={"status": "ok", **out})
@@ -134,18 +161,26 @@ class Deploy:
         """Model version (pinned for the run) and a fresh record."""
         existing = self.store.get(self.target, self.dep_id)
         if existing and existing.get("model"):
-            log.info("run %s already resolved %s v%s: keeping it", self.run_id, existing["model"]["name"],
-                     existing["model"]["version"])
+            log.info(
+                "run %s already resolved %s v%s: keeping it",
+                self.run_id,
+                existing["model"]["name"],
+                existing["model"]["version"],
+            )
             self._update(step="resolve", detail={"status": "ok", "pinned": True})
             return existing["model"]
 
         def go() -> dict[str, Any]:
             if self.p["image"] and str(self.p["model"]) in ("", "none"):  # a bare image, no model lineage
-                return {"name": self.p["model_name"], "version": "0", "alias": "", "run_id": "",
-                        "data_version": ""}
+                return {"name": self.p["model_name"], "version": "0", "alias": "", "run_id": "", "data_version": ""}
             m = images.resolve_model(self.p["model_name"], str(self.p["model"]), self.tracking_uri)
-            return {"name": m.name, "version": m.version, "alias": m.alias, "run_id": m.run_id,
-                    "data_version": m.data_version}
+            return {
+                "name": m.name,
+                "version": m.version,
+                "alias": m.alias,
+                "run_id": m.run_id,
+                "data_version": m.data_version,
+            }
 
         self._update(dag_id=self.dag_id, run_id=self.run_id, params=self.p, strategy=self.p["strategy"])
         model = self._step("resolve", go)
@@ -209,20 +244,38 @@ class Deploy:
             run_key = hashlib.sha256(self.run_id.encode()).hexdigest()[:6]
             revision = to_roll or f"v{model['version']}-{key}-{run_key}".lower()
             # the server's /version names the image it runs from these (a container cannot see its own digest)
-            env = {"MODEL_NAME": model["name"], "MODEL_VERSION": str(model["version"]),
-                   "IMAGE_REF": image["pinned"], "IMAGE_TAG": image.get("tag") or "",
-                   "IMAGE_DIGEST": image.get("digest") or "",
-                   **{str(k): str(v) for k, v in (self.p["env"] or {}).items()}}
-            spec = RevisionSpec(revision=revision, image=image["pinned"], digest=image.get("digest", ""),
-                                model_name=model["name"], model_version=str(model["version"]),
-                                replicas=int(self.p["replicas"]), env=env, run_id=self.run_id)
+            env = {
+                "MODEL_NAME": model["name"],
+                "MODEL_VERSION": str(model["version"]),
+                "IMAGE_REF": image["pinned"],
+                "IMAGE_TAG": image.get("tag") or "",
+                "IMAGE_DIGEST": image.get("digest") or "",
+                **{str(k): str(v) for k, v in (self.p["env"] or {}).items()},
+            }
+            spec = RevisionSpec(
+                revision=revision,
+                image=image["pinned"],
+                digest=image.get("digest", ""),
+                model_name=model["name"],
+                model_version=str(model["version"]),
+                replicas=int(self.p["replicas"]),
+                env=env,
+                run_id=self.run_id,
+            )
             return spec.to_dict()
 
         spec = self._step("register", go)
         rolling = bool(to_roll) and spec["revision"] == to_roll
-        self._update(spec=spec, revision=spec["revision"], mode="roll" if rolling else "revision",
-                     plan=[] if rolling else ctl.plan_steps(self.p["strategy"], int(self.p["canary_percent"]),
-                                                            int(self.p["canary_steps"]), int(self.p["replicas"])))
+        self._update(
+            spec=spec,
+            revision=spec["revision"],
+            mode="roll" if rolling else "revision",
+            plan=[]
+            if rolling
+            else ctl.plan_steps(
+                self.p["strategy"], int(self.p["canary_percent"]), int(self.p["canary_steps"]), int(self.p["replicas"])
+            ),
+        )
         return spec
 
     def _service_to_roll(self) -> str:
@@ -257,6 +310,7 @@ class Deploy:
 
     def _start_roll(self, r: Mapping[str, Any], spec: RevisionSpec) -> dict[str, Any]:
         """Register the new task definition for ECS to roll the live service to (`roll_service`)."""
+
         def go() -> dict[str, Any]:
             if r.get("roll"):  # a re-run rolls to the task definition this run registered
                 return {"roll": r["roll"], "previous": r["previous"]}
@@ -267,16 +321,28 @@ class Deploy:
             return {"roll": self.backend.prepare_roll(spec), "previous": snap.to_dict()}
 
         out = self._step("start_new", go)
-        self._update(roll=out["roll"], previous=out["previous"], outcome="in_progress", failure=None,
-                     rollback=None, finished_at=None)
-        log.info("rolling ECS service %s from %s to %s", out["roll"]["service"],
-                 out["roll"]["previous_task_definition"], out["roll"]["task_definition"])
+        self._update(
+            roll=out["roll"],
+            previous=out["previous"],
+            outcome="in_progress",
+            failure=None,
+            rollback=None,
+            finished_at=None,
+        )
+        log.info(
+            "rolling ECS service %s from %s to %s",
+            out["roll"]["service"],
+            out["roll"]["previous_task_definition"],
+            out["roll"]["task_definition"],
+        )
         return out
 
     def wait_healthy(self) -> dict[str, Any]:
         spec = self._spec()
-        return self._step("wait_healthy", lambda: {
-            "healthy": ctl.wait_healthy(self.backend, spec.revision, thresholds(self.p)).healthy})
+        return self._step(
+            "wait_healthy",
+            lambda: {"healthy": ctl.wait_healthy(self.backend, spec.revision, thresholds(self.p)).healthy},
+        )
 
     def shift(self, index: int) -> dict[str, Any]:
         plan = self.record()["plan"]
@@ -285,13 +351,16 @@ class Deploy:
         pct = plan[index - 1]
         spec, snap = self._spec(), self._snap()
         hold = float(self.p["step_seconds"]) if pct < 100 else 0.0
-        return self._step(f"shift_{index}", lambda: ctl.shift(self.backend, spec.revision, pct, snap,
-                                                              thresholds(self.p), hold_s=hold))
+        return self._step(
+            f"shift_{index}", lambda: ctl.shift(self.backend, spec.revision, pct, snap, thresholds(self.p), hold_s=hold)
+        )
 
     def bake(self) -> dict[str, Any]:
         spec, snap = self._spec(), self._snap()
-        return self._step("bake", lambda: ctl.bake(self.backend, spec.revision, snap,
-                                                   float(self.p["bake_seconds"]), thresholds(self.p)))
+        return self._step(
+            "bake",
+            lambda: ctl.bake(self.backend, spec.revision, snap, float(self.p["bake_seconds"]), thresholds(self.p)),
+        )
 
     def finalize(self) -> dict[str, Any]:
         r = self.record()
@@ -307,23 +376,36 @@ class Deploy:
         r = self.store.get(self.target, self.dep_id)
         failed_tasks = failed_tasks or []
         if r is not None and failed_tasks and (r.get("failure") or {}).get("step") not in failed_tasks:
-            why = ("canary approval rejected or timed out" if "approve_canary" in failed_tasks
-                   else "see that task's log")
-            r = self._update(failure={"step": ", ".join(failed_tasks), "reason": f"{', '.join(failed_tasks)} "
-                                      f"failed ({why})", "at": rec.now_iso()})
+            why = "canary approval rejected or timed out" if "approve_canary" in failed_tasks else "see that task's log"
+            r = self._update(
+                failure={
+                    "step": ", ".join(failed_tasks),
+                    "reason": f"{', '.join(failed_tasks)} failed ({why})",
+                    "at": rec.now_iso(),
+                }
+            )
         if r is None or not r.get("previous"):
             reason = (r or {}).get("failure", {}).get("reason", "failed before any revision started")
             if r is not None:
-                r = self._update(step="rollback", detail={"status": "nothing_started"},
-                                 outcome="failed", finished_at=rec.now_iso(),
-                                 rollback={"reason": reason, "at": rec.now_iso(), "restored": None})
+                r = self._update(
+                    step="rollback",
+                    detail={"status": "nothing_started"},
+                    outcome="failed",
+                    finished_at=rec.now_iso(),
+                    rollback={"reason": reason, "at": rec.now_iso(), "restored": None},
+                )
                 log.info("%s", rec.render(r))
             log.error("deploy failed before a revision started (%s): live traffic untouched", reason)
             return {"restored": None, "reason": reason}
         failure = r.get("failure") or {"step": "?", "reason": "an upstream task failed"}
         spec, snap = self._spec(), self._snap()
-        log.warning("rolling back %s on %s because %s failed: %s", spec.revision, self.target,
-                    failure["step"], failure["reason"])
+        log.warning(
+            "rolling back %s on %s because %s failed: %s",
+            spec.revision,
+            self.target,
+            failure["step"],
+            failure["reason"],
+        )
         try:
             if self._rolling(r):
                 self.backend.roll_back(r["roll"])
@@ -331,17 +413,24 @@ class Deploy:
             else:
                 restored = ctl.rollback(self.backend, spec.revision, snap, thresholds(self.p))
         except Exception as e:
-            self._update(step="rollback", detail={"status": "failed", "error": str(e)},
-                         outcome="rollback_failed")
+            self._update(step="rollback", detail={"status": "failed", "error": str(e)}, outcome="rollback_failed")
             raise
-        r = self._update(step="rollback", detail={"status": "ok", "restored": restored},
-                         outcome="rolled_back", finished_at=rec.now_iso(), weights=restored,
-                         rollback={"reason": failure["reason"], "failed_step": failure["step"],
-                                   "at": rec.now_iso(), "restored": restored})
+        r = self._update(
+            step="rollback",
+            detail={"status": "ok", "restored": restored},
+            outcome="rolled_back",
+            finished_at=rec.now_iso(),
+            weights=restored,
+            rollback={
+                "reason": failure["reason"],
+                "failed_step": failure["step"],
+                "at": rec.now_iso(),
+                "restored": restored,
+            },
+        )
         self._tag_models(live=None, others=snap, status="rolled_back", reason=failure["reason"], bad=spec)
         log.info("%s", rec.render(r))
-        log.error("deploy of %s rolled back: %s failed: %s", spec.revision, failure["step"],
-                  failure["reason"])
+        log.error("deploy of %s rolled back: %s failed: %s", spec.revision, failure["step"], failure["reason"])
         return {"restored": restored, "reason": failure["reason"]}
 
     def outcome(self) -> dict[str, Any]:
@@ -349,14 +438,14 @@ class Deploy:
         r = self.store.get(self.target, self.dep_id) or {}
         log.info("%s", rec.render(r) if r else f"no deployment record for {self.run_id}")
         if r.get("outcome") != "succeeded":
-            why = ((r.get("rollback") or {}).get("reason") or (r.get("failure") or {}).get("reason")
-                   or "unknown")
+            why = (r.get("rollback") or {}).get("reason") or (r.get("failure") or {}).get("reason") or "unknown"
             raise DeployFailed(f"deploy {r.get('outcome', 'failed')} on {self.target}: {why}")
         return {"outcome": "succeeded", "revision": r.get("revision"), "weights": r.get("weights")}
 
     # -- registry tags ------------------------------------------------------------------------------
-    def _tag_models(self, live: RevisionSpec | None, others: ctl.Snapshot, status: str, reason: str,
-                    bad: RevisionSpec | None = None) -> None:
+    def _tag_models(
+        self, live: RevisionSpec | None, others: ctl.Snapshot, status: str, reason: str, bad: RevisionSpec | None = None
+    ) -> None:
         """Tag model versions with what the target serves, so registry and service never disagree
         silently (aliases stay the retrain pipeline's business)."""
         specs = [live, bad, *(RevisionSpec.from_dict(d) for d in others.specs.values())]

@@ -28,15 +28,20 @@ log = logging.getLogger(__name__)
 CONTAINER_PORT = 8080
 WEIGHT_SCALE = 2  # HAProxy weights run 0..256: percent x 2 keeps 1% steps with room for replicas
 L_TARGET, L_REV, L_SLOT, L_SPEC, L_LB = (
-    "org.flightdeck.target", "org.flightdeck.revision", "org.flightdeck.slot", "org.flightdeck.spec",
-    "org.flightdeck.lb")
+    "org.flightdeck.target",
+    "org.flightdeck.revision",
+    "org.flightdeck.slot",
+    "org.flightdeck.spec",
+    "org.flightdeck.lb",
+)
 
 
 class LocalBackend:
     """Backend over Docker SDK containers and HAProxy's runtime API."""
 
-    def __init__(self, lb: LbConfig, name: str = "local", client: docker.DockerClient | None = None,
-                 drain_timeout: float = 5.0) -> None:
+    def __init__(
+        self, lb: LbConfig, name: str = "local", client: docker.DockerClient | None = None, drain_timeout: float = 5.0
+    ) -> None:
         self.name = name
         self.lb = lb
         self.haproxy = HAProxy(lb)
@@ -100,8 +105,7 @@ class LocalBackend:
         existing = self._containers(spec.revision)
         running = [c for c in existing if c.status == "running"]
         if existing and len(running) == spec.replicas:
-            log.info("revision %s already has %d running containers: adopting them", spec.revision,
-                     len(running))
+            log.info("revision %s already has %d running containers: adopting them", spec.revision, len(running))
         else:
             for c in existing:  # half-started earlier (task retried): start clean
                 c.remove(force=True)
@@ -109,14 +113,27 @@ class LocalBackend:
             for i, slot in enumerate(self._free_slots(spec.replicas)):
                 name = f"fd-{self.name}-{self.lb.bind_port}-{spec.revision}-{i}"
                 c = self.docker.containers.run(
-                    spec.image, detach=True, name=name,
-                    labels={L_TARGET: self.name, L_LB: self._lb_id, L_REV: spec.revision, L_SLOT: str(slot),
-                            L_SPEC: json.dumps(spec.to_dict())},
+                    spec.image,
+                    detach=True,
+                    name=name,
+                    labels={
+                        L_TARGET: self.name,
+                        L_LB: self._lb_id,
+                        L_REV: spec.revision,
+                        L_SLOT: str(slot),
+                        L_SPEC: json.dumps(spec.to_dict()),
+                    },
                     environment=dict(spec.env),
                     ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", self.lb.slot_port(slot))},
                 )
-                log.info("started container %s (%s) for revision %s on slot %d (port %d)", name,
-                         c.short_id, spec.revision, slot, self.lb.slot_port(slot))
+                log.info(
+                    "started container %s (%s) for revision %s on slot %d (port %d)",
+                    name,
+                    c.short_id,
+                    spec.revision,
+                    slot,
+                    self.lb.slot_port(slot),
+                )
         specs = self._read_json(self._specs_path)
         specs[spec.revision] = spec.to_dict()
         self._write_json(self._specs_path, specs)
@@ -144,8 +161,9 @@ class LocalBackend:
             errors += counts[4]
         spec = self.spec(revision)
         total = spec.replicas if spec else len(containers)
-        return TargetHealth(revision=revision, total=total, healthy=healthy, states=states,
-                            requests=requests, errors_5xx=errors)
+        return TargetHealth(
+            revision=revision, total=total, healthy=healthy, states=states, requests=requests, errors_5xx=errors
+        )
 
     def set_weights(self, weights: Mapping[str, int]) -> None:
         plan: dict[int, int] = {}
@@ -231,8 +249,14 @@ def platform_lb(check: HealthCheck | None = None) -> LbConfig:
     s = settings_mod.load()
     url = urlparse(s.lb_url)
     port_base = int(os.environ.get("FLIGHTDECK_LB_SLOT_BASE") or 8400)
-    return LbConfig(state_dir=s.state_dir / "deploy" / "lb", bind_host=url.hostname or "127.0.0.1",
-                    bind_port=url.port or 8090, port_base=port_base, slots=16, check=check or HealthCheck())
+    return LbConfig(
+        state_dir=s.state_dir / "deploy" / "lb",
+        bind_host=url.hostname or "127.0.0.1",
+        bind_port=url.port or 8090,
+        port_base=port_base,
+        slots=16,
+        check=check or HealthCheck(),
+    )
 
 
 def platform_backend() -> LocalBackend:

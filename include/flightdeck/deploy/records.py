@@ -59,18 +59,30 @@ class RecordStore:
     def put(self, record: dict[str, Any]) -> None:
         record["updated_at"] = now_iso()
         body = json.dumps(record, indent=1, sort_keys=True).encode()
-        self.s3.put_object(Bucket=self.bucket, Key=self.key(record["target"], record["deployment_id"]),
-                           Body=body, ContentType="application/json")
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self.key(record["target"], record["deployment_id"]),
+            Body=body,
+            ContentType="application/json",
+        )
         if record.get("outcome") in ("succeeded", "rolled_back"):
-            self.s3.put_object(Bucket=self.bucket, Key=f"current/{record['target']}.json", Body=body,
-                               ContentType="application/json")
+            self.s3.put_object(
+                Bucket=self.bucket, Key=f"current/{record['target']}.json", Body=body, ContentType="application/json"
+            )
 
-    def update(self, target: str, dep_id: str, step: str | None = None, detail: dict[str, Any] | None = None,
-               **fields: Any) -> dict[str, Any]:
+    def update(
+        self, target: str, dep_id: str, step: str | None = None, detail: dict[str, Any] | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """Merge fields into the record (creating it) and append a step entry; returns the record."""
-        record = self.get(target, dep_id) or {"schema": SCHEMA, "deployment_id": dep_id, "target": target,
-                                              "started_at": now_iso(), "outcome": "in_progress",
-                                              "rollback": None, "steps": []}
+        record = self.get(target, dep_id) or {
+            "schema": SCHEMA,
+            "deployment_id": dep_id,
+            "target": target,
+            "started_at": now_iso(),
+            "outcome": "in_progress",
+            "rollback": None,
+            "steps": [],
+        }
         record.update(fields)
         if step:
             record["steps"].append({"step": step, "at": now_iso(), **(detail or {})})

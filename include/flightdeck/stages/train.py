@@ -11,7 +11,7 @@ import joblib
 import pandas as pd
 
 from flightdeck import modeling, settings
-from flightdeck.data.schema import model_frame, target_values
+from flightdeck.data.schema import model_frame, target_values, training_frame
 from flightdeck.stages import dataset_schema, read_params
 
 log = logging.getLogger("flightdeck.stages.train")
@@ -34,7 +34,7 @@ def run(root: Path | None = None) -> dict[str, object]:
     if train_params.get("entrypoint"):
         entry = train_params["entrypoint"]
         log.info("train: calling the user's entrypoint %s on %d rows", entry, len(frame))
-        model = modeling.run_entrypoint(entry, frame, schema, params, code_path(train_params))
+        model = modeling.run_entrypoint(entry, training_frame(frame, schema), schema, params, code_path(train_params))
         summary: dict[str, object] = {
             "model": entry,
             "kind": "entrypoint",
