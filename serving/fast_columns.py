@@ -43,10 +43,16 @@ def _is_sklearn(obj: Any, *names: str) -> bool:
     return type(obj).__name__ in names and type(obj).__module__.startswith("sklearn.")
 
 
+def _is_identity(step: Any) -> bool:
+    """ "passthrough", or the identity FunctionTransformer sklearn fits in its place (a passthrough remainder)."""
+    if step is None or (isinstance(step, str) and step == "passthrough"):
+        return True
+    return _is_sklearn(step, "FunctionTransformer") and step.func is None
+
+
 def _steps(transformer: Any) -> list[Any]:
-    if _is_sklearn(transformer, "Pipeline"):
-        return [step for _, step in transformer.steps if step not in (None, "passthrough")]
-    return [transformer]
+    steps = [step for _, step in transformer.steps] if _is_sklearn(transformer, "Pipeline") else [transformer]
+    return [step for step in steps if not _is_identity(step)]
 
 
 @dataclass
@@ -164,35 +170,46 @@ def _categorical_branch(
     if len(widths) != len(positions) or sum(widths) != out.stop - out.start:
         raise NotCompilable("the encoder's output blocks do not match its columns")
     categories = [list(c.tolist()) for c in encoder.categories_]
-    # Candidate values per column: its categories, None (a JSON null), then one unseen value.
-    candidates = [[v for v in cats if v is not None and v == v] + [None, _UNSEEN] for cats in categories]
-    depth = max(len(c) for c in candidates)
-    filler = [c[0] for c in candidates]
-    probe = np.empty((depth * len(positions), len(positions)), dtype=object)
-    for j in range(len(positions)):
-        probe[:, j] = filler[j]
-    for j, cands in enumerate(candidates):
-        for i, v in enumerate(cands):
-            probe[j * depth + i, j] = v
-    refuses_unseen = False
-    try:
-        result = np.asarray(transformer.transform(probe), dtype=np.float64)
-    except ValueError:  # handle_unknown="error": redo without the unseen values
-        refuses_unseen = True
-        for j, cands in enumerate(candidates):
-            probe[j * depth + len(cands) - 1, j] = filler[j]
-        result = np.asarray(transformer.transform(probe), dtype=np.float64)
+    known = [[v for v in cats if v is not None and v == v] for cats in categories]
+    # Candidate values per column: its categories, None (a JSON null), then one unseen value; a branch
+    # that refuses unseen values (handle_unknown="error") is asked again without them, then without None.
+    for extra in ([None, _UNSEEN], [None], []):
+        candidates = [k + extra for k in known]
+        try:
+            result = _transform_candidates(transformer, candidates)
+            break
+        except (ValueError, TypeError):  # sklearn's "Found unknown categories", or str vs number categories
+            continue
+    else:
+        raise NotCompilable("the categorical branch refuses its own categories")
     blocks, index, tables, unseen = [], [], [], []
     start = out.start
+    depth = max(len(c) for c in candidates)
     for j, (cands, width) in enumerate(zip(candidates, widths, strict=True)):
         local = slice(start - out.start, start - out.start + width)
         rows = result[j * depth : j * depth + len(cands), local]
         blocks.append(slice(start, start + width))
-        index.append({v: i for i, v in enumerate(cands[:-1])})
+        has_unseen = bool(cands) and cands[-1] is _UNSEEN
+        index.append({v: i for i, v in enumerate(cands[:-1] if has_unseen else cands)})
         tables.append(np.ascontiguousarray(rows))
-        unseen.append(None if refuses_unseen else len(cands) - 1)
+        unseen.append(len(cands) - 1 if has_unseen else None)
         start += width
     return _CategoricalBranch(positions, names, blocks, index, tables, unseen)
+
+
+def _transform_candidates(transformer: Any, candidates: list[list[Any]]) -> np.ndarray:
+    """The branch's output for each candidate of each column (other columns hold their first candidate)."""
+    depth = max(len(c) for c in candidates)
+    probe = np.empty((depth * len(candidates), len(candidates)), dtype=object)
+    for j, cands in enumerate(candidates):
+        probe[:, j] = cands[0]
+    for j, cands in enumerate(candidates):
+        for i, v in enumerate(cands):
+            probe[j * depth + i, j] = v
+    result = transformer.transform(probe)
+    if hasattr(result, "toarray"):  # a sparse block: ColumnTransformer stacks it densely (sparse_output_ False)
+        result = result.toarray()
+    return np.asarray(result, dtype=np.float64)
 
 
 def compile_transformer(ct: Any, columns: Sequence[Column]) -> CompiledTransformer:
@@ -215,7 +232,7 @@ def compile_transformer(ct: Any, columns: Sequence[Column]) -> CompiledTransform
     for name, transformer, _ in ct.transformers_:
         block = ct.output_indices_[name]
         n_outputs = max(n_outputs, block.stop)
-        if transformer == "drop" or block.stop == block.start:
+        if (isinstance(transformer, str) and transformer == "drop") or block.stop == block.start:
             continue
         names = [str(fitted_names[i]) for i in ct._transformer_to_input_indices[name]]
         missing = [n for n in names if n not in position]
@@ -224,7 +241,7 @@ def compile_transformer(ct: Any, columns: Sequence[Column]) -> CompiledTransform
         positions = [position[n] for n in names]
         kinds = {types[n] for n in names}
         used.extend(names)
-        steps = [] if transformer == "passthrough" else _steps(transformer)
+        steps = _steps(transformer)
         if steps and (_is_sklearn(steps[-1], "OrdinalEncoder", "OneHotEncoder")):
             if "datetime" in kinds or "binary" in kinds:
                 raise NotCompilable(f"branch {name!r} encodes a datetime or binary column")

@@ -55,8 +55,11 @@ def split_pipeline(estimator: Any) -> tuple[Any, Any] | None:
     return steps[0], steps[1]
 
 
-def probe_batch(columns: Sequence[Column], ct: Any, validator: Validator, n: int = 64, seed: int = 0) -> Batch:
-    """Probe rows: every known category, an unseen one and nulls (optional columns), numbers near the data."""
+def probe_batch(
+    columns: Sequence[Column], ct: Any, validator: Validator, n: int = 64, seed: int = 0, unseen: bool = True
+) -> Batch:
+    """Probe rows: every known category, numbers near the data and, with `unseen`, an unseen category and
+    nulls in optional columns (left out for a model that refuses them, whose answer is then a 422)."""
     rng = np.random.default_rng(seed)
     known: dict[str, list[Any]] = {}
     for name, transformer, _ in ct.transformers_:
@@ -72,11 +75,11 @@ def probe_batch(columns: Sequence[Column], ct: Any, validator: Validator, n: int
     for i in range(n):
         row: dict[str, Any] = {}
         for c in columns:
-            null = not c.required and rng.random() < 0.2
+            null = unseen and not c.required and rng.random() < 0.2
             if null:
                 row[c.name] = None
             elif c.type == "string":
-                choices = known.get(c.name, []) + ["never-seen-in-training"]
+                choices = known.get(c.name, []) + (["never-seen-in-training"] if unseen or c.name not in known else [])
                 row[c.name] = str(choices[int(rng.integers(len(choices)))])
             elif c.type == "boolean":
                 row[c.name] = bool(rng.random() < 0.5)
@@ -120,7 +123,7 @@ def build(estimator: Any, columns: Sequence[Column], validator: Validator) -> Pi
         def predict_proba(batch: Batch) -> np.ndarray:
             return proba(compiled.transform(batch))
 
-    _check_against_sklearn(estimator, columns, ct, validator, predict, predict_proba)
+    _check_against_sklearn(estimator, columns, ct, validator, compiled, predict, predict_proba)
     return PipelinePredictor(predict, predict_proba, f"compiled ColumnTransformer + {predict_desc}")
 
 
@@ -129,6 +132,7 @@ def _check_against_sklearn(
     columns: Sequence[Column],
     ct: Any,
     validator: Validator,
+    compiled: fast_columns.CompiledTransformer,
     predict: Callable[[Batch], np.ndarray],
     predict_proba: Callable[[Batch], np.ndarray] | None,
 ) -> None:
@@ -137,7 +141,8 @@ def _check_against_sklearn(
     except ImportError:
         log.info("pandas is not installed: the compiled pipeline is checked part by part only")
         return
-    batch = probe_batch(columns, ct, validator)
+    refuses = any(None in getattr(b, "unseen", ()) for b in compiled.branches)
+    batch = probe_batch(columns, ct, validator, unseen=not refuses)
     frame = sklearn_frame(batch, validator.specs)
     if not np.array_equal(predict(batch), estimator.predict(frame)):
         raise ValueError("the compiled pipeline's predictions differ from sklearn's on the probe rows")

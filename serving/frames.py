@@ -8,13 +8,14 @@ Two conventions, one per consumer:
   float float32, long int64, integer int32, boolean bool (a column holding nulls keeps the values
   pandas infers), strings object, datetimes datetime64[ns]. Before pandas 3 MLflow cast ISO strings to
   datetime64 itself; pandas 3 refuses that cast ("Can not safely convert str to datetime64[ns]"), so
-  datetimes are parsed here.
+  datetimes are parsed here (an offset converted to UTC, then dropped: MLflow's datetime is naive).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from serving.schema import NUMERIC_TYPES, Batch, Column
@@ -26,10 +27,22 @@ def _values(batch: Batch, j: int) -> Sequence[Any]:
     return batch.matrix[:, j] if batch.matrix is not None else batch.columns[j]
 
 
+def naive_utc(value: str) -> datetime:
+    """An ISO 8601 string (already validated) as a naive datetime: a UTC offset is converted to UTC.
+
+    MLflow's "datetime" is timezone-naive datetime64[ns]; a mix of naive and offset values in one
+    request would make pandas refuse the column.
+    """
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
 def _datetimes(values: Sequence[Any]) -> Any:
     import pandas as pd
 
-    return pd.Series(pd.to_datetime(list(values), format="ISO8601")).astype("datetime64[ns]")
+    return pd.Series([None if v is None else naive_utc(v) for v in values], dtype="datetime64[ns]")
 
 
 def sklearn_frame(batch: Batch, specs: Sequence[Column]) -> Any:
