@@ -92,7 +92,8 @@ def probe_batch(
             else:
                 row[c.name] = "x"
         rows.append(row)
-    return validator.records(rows, where="probe")
+    # Validated as requests are, without the server's row limit.
+    return Validator(validator.specs, order=validator.order, max_rows=n).records(rows, where="probe")
 
 
 def build(estimator: Any, columns: Sequence[Column], validator: Validator) -> PipelinePredictor:
