@@ -45,7 +45,11 @@ def init_block(
         raise ConfigError(f"dataset name {name!r}: use lowercase letters, digits and '_' (starting with a letter)")
     frame = read_raw(sample.name, sample.read_bytes())
     schema = infer(frame, target, Task(task) if task else None)
-    block: dict[str, Any] = {"source": "files", **schema.to_params()}
+    block: dict[str, Any] = {
+        "source": "files",
+        **schema.to_params(),
+        "model_name": f"flightdeck-{name.replace('_', '-')}",
+    }
     block["unseen_categories"] = "report"
     block["holdout"] = {"fraction": 0.25, "file": None}
     # Starting bounds a model must clear to be promoted at all: raise them once you know your baseline.
