@@ -9,6 +9,7 @@ import pytest
 
 from flightdeck import pipeline_config
 from flightdeck.data import generate
+from flightdeck.data.schema import ColumnType, infer
 from flightdeck.data.validate import validate_batch
 
 
@@ -19,8 +20,14 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def schema(cfg):
-    ref = generate.holdout(cfg)
-    return [c for c in ref.columns if c != cfg.target], sorted(ref[cfg.target].unique().tolist())
+    """The schema sync infers for a bundled table: every feature a number, the target an integer class."""
+    return infer(generate.load_source(cfg), cfg.target, cfg.task)
+
+
+def test_bundled_table_schema_is_numbers_and_integer_classes(cfg, schema):
+    assert {c.type for c in schema.features} == {ColumnType.NUMBER}
+    assert schema.by_name[cfg.target].type is ColumnType.INTEGER
+    assert schema.classes == [0, 1]
 
 
 def test_batches_are_deterministic_and_evolve(cfg):
@@ -50,9 +57,8 @@ def test_degraded_batch_corrupts_labels_and_shifts_features(cfg):
 
 
 def test_good_and_degraded_batches_pass_structural_validation(cfg, schema):
-    features, classes = schema
     for frame in (generate.good_batch(cfg, 2), generate.degraded_batch(cfg, 2)):
-        check = validate_batch("k", generate.to_csv_bytes(frame), features, cfg.target, classes)
+        check = validate_batch("k", generate.to_csv_bytes(frame), schema)
         assert check.ok, check.reason
         assert check.frame is not None and len(check.frame) == len(frame)
 
@@ -62,28 +68,28 @@ def test_good_and_degraded_batches_pass_structural_validation(cfg, schema):
     [
         ("missing_column", "missing columns: ['mean_radius']"),
         ("extra_column", "extra columns: ['unexpected_column']"),
-        ("wrong_type", "column 'mean_texture': 10 non-numeric values (e.g. ['not-a-number'"),
+        ("wrong_type", "column 'mean_texture': 10 value(s) are not number, e.g. row 1: 'not-a-number'"),
         ("empty", "empty file"),
     ],
 )
 def test_malformed_batches_are_rejected_with_the_reason(cfg, schema, kind, expected):
-    features, classes = schema
-    check = validate_batch("k", generate.malformed_batch(cfg, 9, kind), features, cfg.target, classes)
+    check = validate_batch("k", generate.malformed_batch(cfg, 9, kind), schema)
     assert not check.ok
     assert expected in check.reason
 
 
 def test_header_only_unknown_class_and_float_labels_are_rejected(cfg, schema):
-    features, classes = schema
-    header = (",".join([*features, cfg.target]) + "\n").encode()
-    assert "no rows" in validate_batch("k", header, features, cfg.target, classes).reason
+    header = (",".join(schema.names) + "\n").encode()
+    assert "no rows (header only)" in validate_batch("k", header, schema).reason
     frame = generate.good_batch(cfg, 1).head(5)
     frame.loc[frame.index[0], cfg.target] = 7
-    check = validate_batch("k", generate.to_csv_bytes(frame), features, cfg.target, classes)
-    assert "unknown classes [7]" in check.reason
+    check = validate_batch("k", generate.to_csv_bytes(frame), schema)
+    assert not check.ok
+    assert "target 'diagnosis': 1 label(s) outside the known classes ['0', '1']: ['7'], e.g. row 1: 7" in check.reason
     frame[cfg.target] = 0.5
-    check = validate_batch("k", generate.to_csv_bytes(frame), features, cfg.target, classes)
-    assert "not integer class labels" in check.reason
+    check = validate_batch("k", generate.to_csv_bytes(frame), schema)
+    assert not check.ok
+    assert "column 'diagnosis': 5 value(s) are not integer, e.g. row 1: '0.5'" in check.reason
 
 
 def test_multiclass_dataset_by_config(tmp_path):

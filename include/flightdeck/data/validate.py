@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from flightdeck.data.schema import (
@@ -48,7 +49,12 @@ class BatchCheck:
 
 def _examples(frame: pd.DataFrame, mask: pd.Series, column: str) -> str:
     rows = frame.index[mask][:MAX_EXAMPLES]
-    return ", ".join(f"row {int(i) + 1}: {frame.at[i, column]!r}" for i in rows)
+    return ", ".join(f"row {int(i) + 1}: {_plain(frame.at[i, column])!r}" for i in rows)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python value, so a reason reads `7`, not `np.int64(7)`."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _null_examples(mask: pd.Series) -> str:
