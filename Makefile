@@ -6,10 +6,10 @@ ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status urls demo test test-fast lint lock bench bench-serving bench-retrain bench-deploy land-batch clean
+.PHONY: help install up down status urls demo test test-fast lint lock bench bench-serving bench-serving-tabular bench-retrain bench-deploy land-batch clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@bash scripts/install-system.sh
@@ -54,10 +54,13 @@ lock: ## recompile requirements.txt from requirements.in (uv resolves in seconds
 land-batch: up ## land the next batch of raw data in S3 (BATCH=degraded|malformed for the bad ones)
 	@$(ENV) $(PY) scripts/land_batch.py $(if $(BATCH),--kind $(BATCH),)
 
-bench: bench-serving bench-retrain bench-deploy ## every benchmark (prints figures)
+bench: bench-serving bench-serving-tabular bench-retrain bench-deploy ## every benchmark (prints figures)
 
 bench-serving: up ## our model server vs `mlflow models serve`
 	@$(ENV) $(PY) bench/serving/run.py
+
+bench-serving-tabular: install ## a categorical HistGradientBoosting pipeline: ours vs mlflow serve, MLServer, BentoML
+	@$(ENV) $(PY) bench/serving_tabular/run.py
 
 bench-retrain: up ## retrain DAG vs the same steps as a plain script
 	@$(ENV) $(PY) bench/retrain/run.py
