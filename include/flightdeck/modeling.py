@@ -206,7 +206,8 @@ def run_entrypoint(
 ) -> Any:
     """Call the user's `package.module:function(frame, schema, params)` and check what it returns.
 
-    `frame` is the prepared training table (`schema.training_frame`: features as the model server feeds them, and the target); the function
+    `frame` is the prepared training table (`schema.training_frame`: features as the model server feeds
+    them, and the target); the function
     returns a fitted model with `predict` (scikit-learn-compatible, or an `mlflow.pyfunc.PythonModel`).
 
     Raises:
@@ -232,7 +233,9 @@ def predict(model: Any, X: pd.DataFrame) -> np.ndarray:
     # for every other model would cost the evaluate stage seconds.
     pyfunc = sys.modules.get("mlflow.pyfunc")
     if pyfunc is not None and isinstance(model, pyfunc.PythonModel):
-        out = model.predict(None, X)
+        # MLflow 3 accepts predict(context, model_input) or, without the context, predict(model_input).
+        first = next(iter(inspect.signature(model.predict).parameters), "")
+        out = model.predict(None, X) if first == "context" else model.predict(X)
     else:
         out = model.predict(X)
     return np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out).ravel()

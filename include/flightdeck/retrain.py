@@ -241,7 +241,7 @@ def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_
     """
     from flightdeck import gates, model_registry, modeling, tracking
     from flightdeck.data import sync as data_sync
-    from flightdeck.data.schema import model_frame, read_typed, target_values
+    from flightdeck.data.schema import model_frame, natural_frame, read_typed, target_values
     from flightdeck.data.store import ObjectStore
 
     cfg = _cfg(registered)
@@ -269,11 +269,18 @@ def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_
         ws.ensure()
         ws.checkout_file(data_sync.HOLDOUT_FILE, registered["holdout_version"], registered.get("holdout_size"))
         holdout = read_typed(ws.holdout_path, cfg.schema)
-        X, y = model_frame(holdout, cfg.schema), target_values(holdout, cfg.schema)
+        y = target_values(holdout, cfg.schema)
         scores = {}
         with tracking.mlflow_call("load the champion and the challenger"):
             for label, v in (("champion", champion), ("challenger", version)):
                 model = tracking.load_model(f"models:/{name}/{v}")
+                # A pyfunc model gets what MLflow's schema enforcement accepts (int64 integers, bools),
+                # a scikit-learn one the frame it was trained on.
+                X = (
+                    natural_frame(holdout, cfg.schema, cfg.schema.features)
+                    if tracking.is_pyfunc(model)
+                    else model_frame(holdout, cfg.schema)
+                )
                 try:
                     scores[label] = modeling.metrics(model, X, y, cfg.task)[metric]
                 except (KeyError, ValueError) as exc:

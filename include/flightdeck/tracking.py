@@ -264,6 +264,11 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
     return _summary(run_id, info.model_uri, scores)
 
 
+def is_pyfunc(model: Any) -> bool:
+    """True for a model `load_model` returned through MLflow's pyfunc loader."""
+    return type(model).__module__.startswith("mlflow.pyfunc")
+
+
 def load_model(model_uri: str) -> Any:
     """A registered model to score in-process: the sklearn object when the flavor is sklearn (so
     predict_proba is there for roc_auc/log_loss), else the pyfunc model."""

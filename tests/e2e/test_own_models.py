@@ -27,16 +27,18 @@ NS = f"e2e-own-{uuid.uuid4().hex[:6]}"
 FAST = {"bake_seconds": 4, "step_seconds": 2, "healthy_timeout_seconds": 90, "min_requests": 10}
 
 
+def _failed_logs(airflow, dag: str, run_id: str) -> str:
+    states = airflow.task_states(dag, run_id)
+    failed = [t for t, state in states.items() if state == "failed"]
+    return f"{states}\n" + "\n".join(airflow.task_log(dag, run_id, t)[-3000:] for t in failed)
+
+
 def _retrain_and_deploy(airflow, dataset: str, model: str) -> tuple[str, str]:
     run_id = airflow.trigger("retrain", {"dataset": dataset, "namespace": NS, "model_name": model, "force": False})
-    state = airflow.wait("retrain", run_id, timeout=900)
-    assert state == "success", (
-        airflow.task_states("retrain", run_id),
-        airflow.task_log("retrain", run_id, "train")[-3000:],
-    )
+    assert airflow.wait("retrain", run_id, timeout=900) == "success", _failed_logs(airflow, "retrain", run_id)
     assert airflow.task_states("retrain", run_id)["promote"] == "success"
     deploy = airflow.trigger("deploy", {"model_name": model, "model": "champion", "target": "local", **FAST})
-    assert airflow.wait("deploy", deploy, timeout=900) == "success", airflow.task_states("deploy", deploy)
+    assert airflow.wait("deploy", deploy, timeout=900) == "success", _failed_logs(airflow, "deploy", deploy)
     return run_id, deploy
 
 

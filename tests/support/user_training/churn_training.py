@@ -8,8 +8,8 @@
 
 Flightdeck calls `train(frame, schema, params)` with the prepared training table (features as the model
 server will feed them: numbers, integers and booleans as float64 with NaN for null, categoricals as
-strings with None; the target in its own type), the dataset's schema and the rendered params; whatever it returns is logged to
-MLflow with this folder as the model's code, gated, registered, built into the serving image and
+strings with None; the target in its own type), the dataset's schema and the rendered params; whatever
+it returns is logged to MLflow with this folder as the model's code, gated, registered, built into the serving image and
 deployed like any other model.
 """
 
@@ -33,6 +33,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
 
     def _features(self, X: pd.DataFrame) -> pd.DataFrame:
         X = X.copy()
+        # 0/1 floats from Flightdeck's training frame and its sklearn server; bools through MLflow's pyfunc.
+        X["autopay"] = X["autopay"].astype("float64")
         X["charges_per_month_of_tenure"] = X["monthly_charges"].astype("float64") / (
             X["tenure_months"].astype("float64") + 1
         )
