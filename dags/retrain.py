@@ -1,17 +1,20 @@
 """
 ### Retrain: the next data batch in S3 -> a validated, promoted model in MLflow
 
-1. **sync_data** validates the batches under `s3://<data bucket>/landing/<dataset>/` (malformed ones
-   go to `quarantine/` with the reason in the log), merges the good ones into the DVC-tracked dataset
-   and `dvc push`es it; the data version is the dataset's DVC md5.
+1. **sync_data** checks the CSV/Parquet files under `s3://<data bucket>/landing/<dataset>/` against the
+   dataset's schema (declared in params.yaml, or inferred from the first data and stored): bad ones go to
+   `quarantine/` with a reason naming the column and rows; good ones, identified by content, are appended
+   to the DVC-tracked dataset, which is `dvc push`ed; the data version is the dataset's DVC md5.
 2. **has_changes** short-circuits the rest when this data version and these params were already trained.
-3. **check_data** (gate): schema, nulls, ranges, row count, label balance. Pass -> the candidate
+3. **check_data** (gate): row count, nulls, ranges, label balance. Pass -> the candidate
    becomes the dataset's current version; fail -> its batches are quarantined, nothing else changes.
 4. **train** runs the DVC pipeline (`dvc repro`: prepare -> train -> evaluate, stage by stage in the
    log) in the dataset's workspace and logs one MLflow run (params, metrics, model, nested search runs).
 5. **register** makes a registry version, alias `challenger`.
-6. **threshold_gate** / **champion_gate**: absolute floors, then challenger vs champion on the same
-   holdout with a margin (the first model is gated on the floors alone). Gate results are version tags.
+6. **threshold_gate** / **champion_gate**: bounds on the holdout metrics (floors for scores, ceilings
+   for errors such as rmse), then challenger vs champion on the same holdout with a margin, in the
+   metric's direction (the first model, or the first on a new holdout, is gated on the bounds alone).
+   Gate results are version tags.
 7. **promote** moves `champion` (the former one becomes `previous`) and emits an Asset event on
    `flightdeck://models/<model name>/champion` that a deploy DAG can be scheduled on.
 

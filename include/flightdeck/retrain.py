@@ -24,7 +24,7 @@ from flightdeck import pipeline_config, settings
 log = logging.getLogger(__name__)
 
 
-def _cfg(synced: dict[str, Any]) -> pipeline_config.DatasetConfig:
+def run_config(synced: dict[str, Any]) -> pipeline_config.DatasetConfig:
     """The run's configuration with the schema sync resolved (declared, stored or inferred)."""
     from flightdeck.data.schema import DatasetSchema
 
@@ -73,7 +73,7 @@ def has_changes(synced: dict[str, Any], force: bool = False) -> bool:
         return True
     from flightdeck import tracking
 
-    cfg = _cfg(synced)
+    cfg = run_config(synced)
     done = tracking.already_trained(cfg, synced["data_version"], synced["params_hash"])
     if done is None:
         log.info(
@@ -104,7 +104,7 @@ def check_data(synced: dict[str, Any], *, aws_conn_id: str | None = "aws_default
     from flightdeck.data.schema import read_typed
     from flightdeck.data.store import ObjectStore
 
-    cfg = _cfg(synced)
+    cfg = run_config(synced)
     assert cfg.schema is not None
     store = ObjectStore(aws_conn_id=aws_conn_id)
     ws = data_sync.Workspace(cfg, store)
@@ -160,7 +160,7 @@ def train(
     from flightdeck.data import sync as data_sync
     from flightdeck.data.store import ObjectStore
 
-    cfg = _cfg(synced)
+    cfg = run_config(synced)
     tracking.client()  # fail fast, naming MLflow, before spending time on training
     ws = data_sync.Workspace(cfg, ObjectStore(aws_conn_id=aws_conn_id))
     ws.ensure()
@@ -222,7 +222,7 @@ def threshold_gate(registered: dict[str, Any]) -> bool:
     """Gate: the holdout metrics against the absolute floors in params (gates.thresholds)."""
     from flightdeck import gates, model_registry
 
-    cfg = _cfg(registered)
+    cfg = run_config(registered)
     result = gates.check_thresholds(registered["metrics"], cfg.params["gates"]["thresholds"])
     if not result.passed:
         log.error("GATE FAILED: %s (v%s stays a challenger)", result.message, registered["version"])
@@ -244,7 +244,7 @@ def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_
     from flightdeck.data.schema import model_frame, natural_frame, read_typed, target_values
     from flightdeck.data.store import ObjectStore
 
-    cfg = _cfg(registered)
+    cfg = run_config(registered)
     assert cfg.schema is not None
     name, version = registered["model_name"], registered["version"]
     rule = cfg.params["gates"]["champion"]

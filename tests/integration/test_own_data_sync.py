@@ -83,18 +83,11 @@ def test_first_batch_is_merged_with_a_stratified_holdout_cut_once(first, cfg, st
     assert [b["key"].rsplit("/", 1)[-1] for b in manifest.batches] == ["batch-0001.csv"]
     archived = store.list(data_sync.prefixes(cfg.key)["processed"])
     assert archived == [manifest.batches[0]["archive"]]
-    typed_cfg = first_cfg(cfg, first)
+    typed_cfg = retrain.run_config(first)
     holdout = read_typed(data_sync.Workspace(typed_cfg, store).holdout_path, typed_cfg.schema)
     shares = holdout["churned"].value_counts(normalize=True)
     full = customers(400, seed=1)["churned"].value_counts(normalize=True)
     assert (shares - full).abs().max() < 0.02  # stratified by label
-
-
-def first_cfg(cfg, synced):
-    from flightdeck.data.schema import DatasetSchema
-
-    block = synced["schema"]
-    return cfg.with_schema(DatasetSchema.from_params(block["schema"], target=block["target"], task=block["task"], where="t"))
 
 
 BAD = {
@@ -167,7 +160,7 @@ def test_batches_are_identified_by_content_not_name(second, store, cfg):
 def test_merged_dataset_holds_exactly_the_good_rows(second, cfg, store, first):
     manifest = data_sync.Manifest.read(store, cfg.key)
     assert manifest.data_version == second["synced"]["data_version"]
-    typed_cfg = first_cfg(cfg, second["synced"])
+    typed_cfg = retrain.run_config(second["synced"])
     dest = Path(settings.load().state_dir) / "restore-check"
     restored = data_sync.restore(manifest.data_version, dest, size=manifest.size, store=store)
     frame = read_typed(restored, typed_cfg.schema)
