@@ -86,6 +86,8 @@ class HGBEvaluator:
         self.children, self.feature, self.threshold = children, feature, threshold
         self.missing_left, self.values = missing_left, values
         self.cat_row, self.is_cat = cat_row, is_cat
+        self.is_leaf = np.zeros(2 * total, dtype=bool)
+        self.is_leaf[0::2] = children[0::2] == np.arange(0, 2 * total, 2)  # a leaf's left child is itself
         self.cat_left = np.concatenate(cat_tables)
         self.has_categorical = bool(is_cat.any())
         self.n_nodes = total
@@ -121,13 +123,16 @@ class HGBEvaluator:
         n_rows = len(x)
         flat = x.ravel()
         nodes = np.tile(self.roots, n_rows)
-        row_start = np.repeat(np.arange(n_rows, dtype=np.intp) * self.n_features, self.n_trees)
-        children, feature, threshold = self.children, self.feature, self.threshold
+        row_start = np.repeat(np.arange(n_rows, dtype=np.intp) * self.n_features, self.n_trees) if n_rows > 1 else None
+        children, feature, threshold, is_leaf = self.children, self.feature, self.threshold, self.is_leaf
         missing_left, is_cat = self.missing_left, self.is_cat
-        for _ in range(self.depth):
-            v = flat.take(feature.take(nodes) + row_start)
-            with np.errstate(invalid="ignore"):
-                go_left = v <= threshold.take(nodes)
+        any_nan = bool(np.isnan(flat).any())  # else no node needs its missing-value rule
+        for step in range(self.depth):
+            at = feature.take(nodes)
+            if row_start is not None:
+                at += row_start
+            v = flat.take(at)
+            go_left = v <= threshold.take(nodes)  # NaN compares False: fixed below
             if self.has_categorical:
                 cat = is_cat.take(nodes)
                 if cat.any():
@@ -136,10 +141,12 @@ class HGBEvaluator:
                     codes = np.where(ok, cv, 0).astype(np.intp)
                     in_left = self.cat_left.take(self.cat_row.take(nodes[cat]) * 256 + codes)
                     go_left[cat] = np.where(ok, in_left, missing_left.take(nodes[cat]))
-            nan = v != v
-            if nan.any():
+            if any_nan:
+                nan = v != v
                 go_left = np.where(nan, missing_left.take(nodes), go_left)
             nodes = children.take(nodes + ~go_left)
+            if step % 4 == 3 and is_leaf.take(nodes).all():  # every walk has ended: stop early
+                break
         leaves = self.values.take(nodes).reshape(n_rows, self.n_iter, self.k)
         stacked = np.concatenate([np.broadcast_to(self.baseline, (n_rows, 1, self.k)), leaves], axis=1)
         return np.cumsum(stacked, axis=1)[:, -1, :]  # baseline, then each iteration, in order
