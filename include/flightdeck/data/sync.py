@@ -366,7 +366,9 @@ def resolve_schema(cfg: DatasetConfig, store: ObjectStore) -> DatasetSchema | No
         + yaml.safe_dump(schema.to_params(), sort_keys=False)
     )
     store.write(key, text.encode())
-    log.warning(
+    # A bundled demo table's schema is the table's; the user's files deserve a look before the next batch.
+    log.log(
+        logging.INFO if cfg.bundled else logging.WARNING,
         "dataset %s declares no schema: inferred one from %s and stored it at s3://%s/%s; review it and commit it "
         "to params.yaml:\n%s",
         cfg.name,
