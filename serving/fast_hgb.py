@@ -3,7 +3,8 @@
 Why this exists: sklearn's `HistGradientBoosting*.predict` on one row costs ~1-4 ms here for 100
 iterations: one Python call (and an OpenMP region) per tree, plus input validation and, with native
 categoricals, an internal ColumnTransformer. Here every tree is packed into flat node arrays at load
-and walked level by level with a handful of numpy operations for every (row, tree) pair at once.
+and walked level by level with a handful of numpy operations for every (row, tree) pair at once
+(categorical splits are decided once per request, before the walk).
 
 It reproduces sklearn exactly (checked on probe rows by `build()`, see test_fast_hgb.py):
 - with `categorical_features`, sklearn first remaps each categorical column through its own fitted
@@ -91,6 +92,18 @@ class HGBEvaluator:
         self.cat_left = np.concatenate(cat_tables)
         self.has_categorical = bool(is_cat.any())
         self.n_nodes = total
+        # Categorical splits become numeric ones on "virtual features", one per categorical node, that
+        # each request fills with 0.0 (goes left) or 1.0 (goes right) before the walk, which then
+        # needs only `x <= 0.5` there: a few operations per request instead of a dozen per level.
+        self.cat_nodes = np.flatnonzero(is_cat)
+        self.cat_feature = feature[self.cat_nodes]
+        self.cat_base = cat_row[self.cat_nodes] * 256
+        self.cat_missing_left = missing_left[self.cat_nodes]
+        self.walk_feature = feature.copy()
+        self.walk_feature[self.cat_nodes] = self.n_features + np.arange(len(self.cat_nodes))
+        self.walk_threshold = threshold.copy()
+        self.walk_threshold[self.cat_nodes] = 0.5
+        self.width = self.n_features + len(self.cat_nodes)
 
     @staticmethod
     def _categorical_remap(est: Any) -> tuple[np.ndarray, list[tuple[int, dict[float, float]]]] | None:
@@ -117,33 +130,38 @@ class HGBEvaluator:
             out[:, pos] = [get(v, np.nan) for v in X[:, col].tolist()]
         return out
 
+    def _categorical_decisions(self, x: np.ndarray) -> np.ndarray:
+        """(n_rows, n_categorical_nodes): 0.0 where the row goes left at that node, 1.0 where right.
+
+        As `_predictor.pyx`: NaN (and, defensively, a code outside 0..255) takes the missing side,
+        else the category's bit in the node's `raw_left_cat_bitsets` decides.
+        """
+        codes = x[:, self.cat_feature]
+        ok = (codes >= 0) & (codes < 256)  # NaN fails both
+        left = self.cat_left.take(self.cat_base + np.where(ok, codes, 0).astype(np.intp))
+        left = np.where(ok, left, self.cat_missing_left)
+        return (~left).astype(np.float64)
+
     def raw_predict(self, X: np.ndarray) -> np.ndarray:
         """(n_rows, n_trees_per_iteration) raw scores, as `_raw_predict`."""
         x = self.remap(np.asarray(X, dtype=np.float64))
         n_rows = len(x)
+        any_nan = bool(np.isnan(x).any())  # else no node needs its missing-value rule
+        if self.has_categorical:
+            x = np.hstack([x, self._categorical_decisions(x)])
         flat = x.ravel()
         nodes = np.tile(self.roots, n_rows)
-        row_start = np.repeat(np.arange(n_rows, dtype=np.intp) * self.n_features, self.n_trees) if n_rows > 1 else None
-        children, feature, threshold, is_leaf = self.children, self.feature, self.threshold, self.is_leaf
-        missing_left, is_cat = self.missing_left, self.is_cat
-        any_nan = bool(np.isnan(flat).any())  # else no node needs its missing-value rule
+        row_start = np.repeat(np.arange(n_rows, dtype=np.intp) * self.width, self.n_trees) if n_rows > 1 else None
+        children, feature, threshold = self.children, self.walk_feature, self.walk_threshold
+        missing_left, is_leaf = self.missing_left, self.is_leaf
         for step in range(self.depth):
             at = feature.take(nodes)
             if row_start is not None:
                 at += row_start
             v = flat.take(at)
             go_left = v <= threshold.take(nodes)  # NaN compares False: fixed below
-            if self.has_categorical:
-                cat = is_cat.take(nodes)
-                if cat.any():
-                    cv = v[cat]
-                    ok = (cv >= 0) & (cv < 256)  # NaN fails both: decided by the missing rule below
-                    codes = np.where(ok, cv, 0).astype(np.intp)
-                    in_left = self.cat_left.take(self.cat_row.take(nodes[cat]) * 256 + codes)
-                    go_left[cat] = np.where(ok, in_left, missing_left.take(nodes[cat]))
             if any_nan:
-                nan = v != v
-                go_left = np.where(nan, missing_left.take(nodes), go_left)
+                go_left = np.where(v != v, missing_left.take(nodes), go_left)
             nodes = children.take(nodes + ~go_left)
             if step % 4 == 3 and is_leaf.take(nodes).all():  # every walk has ended: stop early
                 break
