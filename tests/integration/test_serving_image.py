@@ -177,3 +177,62 @@ def test_model_fetched_from_mlflow_at_start(registered, platform):
     X = _features()
     resp = client.post("/predict", json={"rows": X.iloc[:5].to_dict(orient="records")})
     assert resp.get_json()["predictions"] == estimator.predict(X.iloc[:5]).tolist()
+
+
+TABULAR_PORT = 8142
+
+
+def test_lean_image_serves_a_categorical_pipeline_natively(tmp_path):
+    """A training-side pipeline (string categories, nulls, HGB) through `images.build_image`: the MLmodel
+    picks the lean image (no pandas, no MLflow), whose build loads the model and whose server answers
+    as sklearn does, probabilities included."""
+    import docker
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from flightdeck import images
+    from serving.examples import save_tabular_model
+
+    model = save_tabular_model(tmp_path / "model", HistGradientBoostingClassifier(max_iter=50, random_state=0))
+    assert images.serving_build_args(model.path) == {"WITH_MLFLOW": "0"}
+    client = docker.from_env()
+    ref = images.ModelRef(name="serving-test-tabular", version="1")
+    built = images.build_image(ref, registry="local", model_dir=model.path, sha="0" * 40, client=client)
+    box = client.containers.run(
+        built.tag, detach=True, ports={"8080/tcp": ("127.0.0.1", TABULAR_PORT)}, environment={"SERVING_WORKERS": "1"}
+    )
+    try:
+        no_pandas = client.containers.run(built.tag, ["python", "-c", "import pandas"], remove=True, stderr=True)
+    except docker.errors.ContainerError as exc:
+        no_pandas = exc.stderr
+    try:
+        assert b"No module named 'pandas'" in no_pandas
+        base = f"http://127.0.0.1:{TABULAR_PORT}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        assert "fast-hgb" in requests.get(f"{base}/version", timeout=5).json()["evaluator"]
+        rows = [
+            {"age": None, "visits": 3, "city": "atlantis", "plan": "pro", "member": True},
+            {"age": 52.5, "visits": 40, "city": None, "plan": "free", "member": False},
+        ]
+        frame = pd.DataFrame(
+            {
+                "age": [float("nan"), 52.5],
+                "visits": [3.0, 40.0],
+                "city": pd.Series(["atlantis", None], dtype=object),
+                "plan": pd.Series(["pro", "free"], dtype=object),
+                "member": [1.0, 0.0],
+            }
+        )
+        body = requests.post(f"{base}/predict", json={"rows": rows, "return_probabilities": True}, timeout=10).json()
+        assert body["predictions"] == model.estimator.predict(frame).tolist()
+        assert body["probabilities"] == model.estimator.predict_proba(frame).tolist()
+        assert body["classes"] == model.estimator.classes_.tolist()
+    finally:
+        box.remove(force=True)
+        client.images.remove(built.tag, force=True)
