@@ -662,6 +662,12 @@ def _fmt_ratio(ours: dict[str, Any] | None, other: dict[str, Any] | None) -> str
     return f"{ours['rps'] / other['rps']:.1f}x"
 
 
+def _fmt_cpu_ratio(ours: dict[str, Any] | None, other: dict[str, Any] | None) -> str:
+    if not ours or not other or not ours.get("cpu_ms_per_req"):
+        return "-"
+    return f"{other['cpu_ms_per_req'] / ours['cpu_ms_per_req']:.1f}x"
+
+
 def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     timed = results["timed"]
 
@@ -670,6 +676,10 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         if r.get("non_2xx") or not (results["servers"].get(name, {}).get("timed_correct") or {}).get(str(rows)):
             return None  # failed or wrong answers are no throughput
         return r.get("rps")
+
+    def cpu_note(name: str) -> str:
+        ours_r, other = timed.get("ours", {}).get("1"), timed.get(name, {}).get("1")
+        return f" (CPU ratio {_fmt_cpu_ratio(ours_r, other)})"
 
     def wrong_note(name: str) -> str:
         n = len(results["servers"].get(name, {}).get("problems") or [])
@@ -695,7 +705,8 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     if ours and mlflow:
         ratio = ours / mlflow
         ok = "yes" if ratio >= 10 and ours_right else "no"
-        measured = f"{ours:.0f} vs {mlflow:.0f} req/s: {ratio:.1f}x{wrong_note('ours')}{wrong_note('mlflow')}"
+        measured = f"{ours:.0f} vs {mlflow:.0f} req/s: {ratio:.1f}x{cpu_note('mlflow')}"
+        measured += wrong_note("ours") + wrong_note("mlflow")
         out.append(("ours >= 10x `mlflow models serve`, 1 row (req/s)", measured, ok))
     else:
         verdict = "no" if not ours else "unknown"  # ours unusable is a miss; mlflow missing leaves it open
@@ -716,7 +727,7 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append(
             (
                 "ours ahead of the best of MLServer and BentoML, 1 row (req/s)",
-                f"{ours:.0f} vs {best} {rivals[best]:.0f} req/s: {ratio:.2f}x{note}{notes}",
+                f"{ours:.0f} vs {best} {rivals[best]:.0f} req/s: {ratio:.2f}x{cpu_note(best)}{note}{notes}",
                 "yes" if ratio > 1 and ours_right else "no",
             )
         )
@@ -795,37 +806,50 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"wrk -t1 -c{meta['connections']}, {meta['seconds']} s per measurement, {meta['rounds']} rounds; each server",
         "gets the same rows in its own protocol (body sizes below). CPU ms/req = CPU time of the server's",
-        "whole process tree / requests served. `ours vs` = our req/s / that server's req/s.",
+        "whole process tree / requests served. `ours vs` = our req/s / that server's req/s; `CPU ratio` = its",
+        "CPU per request / ours (less sensitive to other jobs on the machine, which also slow wrk down).",
         "",
-        "| rows | server | req/s | p50 ms | p99 ms | CPU ms/req | body bytes | ours vs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| rows | server | req/s | p50 ms | p99 ms | CPU ms/req | body bytes | ours vs | CPU ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for rows in ROW_COUNTS:
         ours = results["timed"].get("ours", {}).get(str(rows))
         for name in SERVERS:
             r = results["timed"].get(name, {}).get(str(rows))
             if not r:
-                lines.append(f"| {rows} | {name} | not timed | | | | | |")
+                info = results["servers"].get(name)
+                why = (
+                    "not in this run"
+                    if info is None
+                    else "did not start"
+                    if info.get("error")
+                    else "answered this request wrongly"
+                )
+                lines.append(f"| {rows} | {name} | not timed ({why}) | | | | | | |")
                 continue
             ratio = "1x" if name == "ours" else _fmt_ratio(ours, r)
+            cpu_ratio = "1x" if name == "ours" else _fmt_cpu_ratio(ours, r)
             flag = f" ({r['non_2xx']} non-2xx answers: not counted)" if r.get("non_2xx") else ""
             if not (results["servers"][name].get("timed_correct") or {}).get(str(rows)):
                 flag += " (wrong answers: not counted)"
             lines.append(
                 f"| {rows} | {name} | {r['rps']:.0f}{flag} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                f"{r['cpu_ms_per_req']:.3f} | {results['body_bytes'][name][str(rows)]} | {ratio} |"
+                f"{r['cpu_ms_per_req']:.3f} | {results['body_bytes'][name][str(rows)]} | {ratio} | {cpu_ratio} |"
             )
         fl = results["floor_ms"][str(rows)]
         lines.append(
             f"| {rows} | in-process `pipeline.predict(DataFrame)` | - | {fl['pipeline_ms']:.3f} CPU "
-            f"(preprocess {fl['preprocess_ms']:.3f} + HGB predict {fl['model_ms']:.3f}) | - | - | - | floor |"
+            f"(preprocess {fl['preprocess_ms']:.3f} + HGB predict {fl['model_ms']:.3f}) | - | - | - | floor | |"
         )
     lines += ["", "Raw numbers: bench/serving_tabular/results.json", ""]
     return "\n".join(lines)
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\n{'rows':>4} {'server':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'ours vs':>8}")
+    print(
+        f"\n{'rows':>4} {'server':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} "
+        f"{'ours vs':>8} {'CPU ratio':>9}"
+    )
     for rows in ROW_COUNTS:
         ours = results["timed"].get("ours", {}).get(str(rows))
         for name in SERVERS:
@@ -834,9 +858,10 @@ def print_table(results: dict[str, Any]) -> None:
                 print(f"{rows:>4} {name:<10} {'not timed':>8}")
                 continue
             ratio = "1x" if name == "ours" else _fmt_ratio(ours, r)
+            cpu_ratio = "1x" if name == "ours" else _fmt_cpu_ratio(ours, r)
             print(
                 f"{rows:>4} {name:<10} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                f"{r['cpu_ms_per_req']:>10.3f} {ratio:>8}"
+                f"{r['cpu_ms_per_req']:>10.3f} {ratio:>8} {cpu_ratio:>9}"
             )
         fl = results["floor_ms"][str(rows)]
         print(
@@ -870,6 +895,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     if args.render:
+        out.mkdir(parents=True, exist_ok=True)
         (out / "RESULTS.md").write_text(render(json.loads(Path(args.render).read_text())))
         return
     if not shutil.which("wrk"):
