@@ -190,14 +190,25 @@ def _pyfunc_predictor(model_dir: Path, validator: Validator) -> Callable[[Batch]
         import pandas  # noqa: F401
     except ImportError as exc:  # the lean image ships no MLflow
         raise ModelLoadError(
-            "this model needs the pyfunc path (non-sklearn flavor or non-numeric signature); "
-            "build the image with --build-arg WITH_MLFLOW=1"
+            "this model needs the pyfunc path (a non-sklearn flavor); build the image with --build-arg WITH_MLFLOW=1"
         ) from exc
+    from mlflow.exceptions import MlflowException
+
     pyfunc_model = mlflow.pyfunc.load_model(str(model_dir))
     specs = validator.specs
 
     def predict(batch: Batch) -> Any:
-        return pyfunc_model.predict(pyfunc_frame(batch, specs))
+        try:
+            return pyfunc_model.predict(pyfunc_frame(batch, specs))
+        except MlflowException as exc:
+            # MLflow's own schema enforcement refused the input (e.g. a null in a long column, which
+            # it cannot represent): a client error with MLflow's reason, as its scoring server answers.
+            if "enforce schema" not in exc.message and exc.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            reason = exc.message.rsplit("Error: ", 1)[-1].strip()[:500]
+            raise RequestError(
+                422, "rejected_by_model", f"MLflow's schema enforcement refused the input: {reason}"
+            ) from None
 
     return predict
 

@@ -297,3 +297,23 @@ def test_the_lean_image_refuses_what_needs_pandas_naming_the_build_arg(tmp_path)
     assert "WITH_MLFLOW=1" in result["error"] and "pandas" in result["error"]
     with pytest.raises(ModelLoadError, match="no MLmodel"):
         load_model_dir(tmp_path)
+
+
+def test_a_null_mlflow_cannot_take_is_a_422_with_mlflows_reason(tmp_path):
+    """MLflow's pyfunc schema enforcement has no missing integers: a null in an optional long column is
+    refused by MLflow itself (its scoring server answers 400); here a 422 naming the column, not a 500."""
+    import mlflow.pyfunc
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return [f"{n}|{b}" for n, b in zip(model_input["n"], model_input["b"], strict=True)]
+
+    signature = _signature({"n": "long", "b": "boolean"}, {"n", "b"})
+    mlflow.pyfunc.save_model(str(tmp_path / "m"), python_model=Echo(), signature=signature, pip_requirements=[])
+    client = create_app({"MODEL_DIR": str(tmp_path / "m"), "ACCESS_LOG": False}).test_client()
+    ok = client.post("/predict", json={"rows": [{"n": 1, "b": None}, {"n": 2, "b": True}]})
+    assert ok.status_code == 200 and ok.get_json()["predictions"] == ["1|None", "2|True"]
+    resp = client.post("/predict", json={"rows": [{"n": None, "b": True}, {"n": 2, "b": False}]})
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    err = resp.get_json()["error"]
+    assert err["code"] == "rejected_by_model" and "column n" in err["message"]
