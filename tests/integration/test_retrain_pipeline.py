@@ -118,12 +118,13 @@ def test_malformed_batches_are_quarantined_and_nothing_changes(first, cfg):
     reasons = {q["key"]: q["reason"] for q in result["synced"]["quarantined"]}
     assert set(reasons) == set(keys)
     assert "missing columns: ['mean_radius']" in reasons[keys[0]]
-    assert "non-numeric values" in reasons[keys[1]]
+    assert "column 'mean_texture': 10 value(s) are not number, e.g. row 1: 'not-a-number'" in reasons[keys[1]]
     assert "empty file" in reasons[keys[2]]
     prefix = data_sync.prefixes(cfg.key)
     assert store.list(prefix["landing"]) == []
-    for key in keys:
-        moved = prefix["quarantine"] + key.rsplit("/", 1)[-1]
+    for q in result["synced"]["quarantined"]:
+        key, moved = q["key"], q["to"]
+        assert moved.startswith(prefix["quarantine"]) and moved.endswith(key.rsplit("/", 1)[-1])
         assert store.metadata(moved)["reason"] == reasons[key]
         assert store.read(moved + ".reason.txt").decode().strip() == reasons[key]
     assert data_sync.Manifest.read(store, cfg.key) == before
@@ -134,13 +135,14 @@ def test_batch_failing_data_checks_is_quarantined_and_dataset_kept(first, cfg):
     store = ObjectStore()
     before = data_sync.Manifest.read(store, cfg.key)
     batch = generate.good_batch(cfg, 50)
-    batch.loc[batch.index[:30], "mean_area"] = float("nan")  # structurally fine, fails the null check
+    batch.loc[batch.index[:30], "mean_area"] *= 100  # structurally fine, fails the range check
     key = data_sync.prefixes(cfg.key)["landing"] + "batch-0050.csv"
     store.write(key, generate.to_csv_bytes(batch))
     result = retrain.run_all("breast_cancer", model_name=MODEL, namespace=NS)
     assert result["outcome"] == "data_rejected"
-    reason = store.metadata(data_sync.prefixes(cfg.key)["quarantine"] + "batch-0050.csv")["reason"]
-    assert reason.startswith("merged dataset failed data checks:") and "null fraction" in reason
+    (moved,) = [k for k in store.list(data_sync.prefixes(cfg.key)["quarantine"]) if k.endswith("/batch-0050.csv")]
+    reason = store.metadata(moved)["reason"]
+    assert reason.startswith("merged dataset failed data checks:") and "out-of-range fraction" in reason
     assert data_sync.Manifest.read(store, cfg.key) == before
     # The rejected candidate was pushed (content-addressed, harmless); the committed one still restores.
     assert data_sync.restore(before.data_version, Path(os.environ["FLIGHTDECK_STATE_DIR"]) / "r2").exists()
