@@ -8,11 +8,9 @@ good ones. Each test checks one file's fate; `test_nothing_landed_is_lost` accou
 from __future__ import annotations
 
 import hashlib
-import io
 import uuid
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from flightdeck import pipeline_config, retrain, settings
@@ -20,22 +18,12 @@ from flightdeck.data import onboard
 from flightdeck.data import sync as data_sync
 from flightdeck.data.schema import read_typed
 from flightdeck.data.store import ObjectStore
-from tests.support.own_data import customers
+from tests.support.own_data import csv_bytes, customers, parquet_bytes
 
 pytestmark = pytest.mark.integration
 
 NS = f"own-{uuid.uuid4().hex[:8]}"
 NAME = "owncsv"
-
-
-def _csv(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False).encode()
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +42,7 @@ def cfg(store, tmp_path_factory):
     params = folder / "params.yaml"
     params.write_text((settings.REPO_ROOT / "params.yaml").read_text())
     sample = folder / "sample.csv"
-    customers(200, seed=1).to_csv(sample, index=False)
+    customers(200, seed=1).tocsv_bytes(sample, index=False)
     onboard.write_block(NAME, onboard.init_block(NAME, sample, "churned"), params)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pipeline_config, "PARAMS_PATH", params)
@@ -69,7 +57,7 @@ def _land(store: ObjectStore, cfg, name: str, payload: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def first(cfg, store):
-    _land(store, cfg, "batch-0001.csv", _csv(customers(400, seed=1)))
+    _land(store, cfg, "batch-0001.csv", csv_bytes(customers(400, seed=1)))
     synced = data_sync.sync(cfg, store)
     data_sync.commit(cfg, synced, store)
     return synced
@@ -113,13 +101,13 @@ def second(first, cfg, store):
     base = customers(60, seed=7)
     for name, make in BAD.items():
         frame = make(base.copy())
-        landed[name] = _parquet(frame) if name.endswith(".parquet") else _csv(frame)
+        landed[name] = parquet_bytes(frame) if name.endswith(".parquet") else csv_bytes(frame)
     landed["empty.csv"] = b""
-    landed["good.parquet"] = _parquet(customers(80, seed=8))
-    landed["new-plan.csv"] = _csv(customers(50, seed=9, plans=("basic", "enterprise")))
-    landed["upstream/2026 11 29/batch-0001.csv"] = _csv(customers(40, seed=10))  # same base name, sub-prefix
-    landed["batch-0001.csv"] = _csv(customers(30, seed=11))  # a merged name, landed again with new rows
-    landed["copy-of-first.csv"] = _csv(customers(400, seed=1))  # the first batch's exact bytes
+    landed["good.parquet"] = parquet_bytes(customers(80, seed=8))
+    landed["new-plan.csv"] = csv_bytes(customers(50, seed=9, plans=("basic", "enterprise")))
+    landed["upstream/2026 11 29/batch-0001.csv"] = csv_bytes(customers(40, seed=10))  # same base name, sub-prefix
+    landed["batch-0001.csv"] = csv_bytes(customers(30, seed=11))  # a merged name, landed again with new rows
+    landed["copy-of-first.csv"] = csv_bytes(customers(400, seed=1))  # the first batch's exact bytes
     keys = {name: _land(store, cfg, name, payload) for name, payload in landed.items()}
     synced = data_sync.sync(cfg, store)
     assert retrain.check_data(synced)  # the DAG's gate: passes, commits, archives

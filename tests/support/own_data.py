@@ -3,6 +3,8 @@ booleans and string labels (`churned`: "yes"/"no"), the kind of CSV a new Flight
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 
@@ -39,3 +41,15 @@ def customers(rows: int, seed: int = 0, *, plans: tuple[str, ...] = PLANS) -> pd
     frame["monthly_charges"] = frame["monthly_charges"].astype("float64")
     frame.loc[rng.random(rows) < 0.05, "monthly_charges"] = np.nan
     return frame
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """The frame as a user's CSV export (header, no index)."""
+    return frame.to_csv(index=False).encode()
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """The frame as a Parquet file (pyarrow, no index)."""
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()

@@ -3,15 +3,13 @@ that names the column and example rows (1-based data rows); good CSV and Parquet
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from flightdeck.data.schema import infer
 from flightdeck.data.validate import UnseenCategories, validate_batch
-from tests.support.own_data import customers
+from tests.support.own_data import csv_bytes, customers, parquet_bytes
 
 TYPED = {
     "tenure_months": "Int64",
@@ -35,18 +33,8 @@ def batch() -> pd.DataFrame:
     return customers(40, seed=5).astype({"plan": object, "churned": object, "support_calls": object})
 
 
-def _csv(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False).encode()
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
 def test_good_csv_and_parquet_batches_pass_with_typed_columns(schema, batch):
-    for key, payload in (("b.csv", _csv(batch)), ("b.parquet", _parquet(customers(40, seed=5)))):
+    for key, payload in (("b.csv", csv_bytes(batch)), ("b.parquet", parquet_bytes(customers(40, seed=5)))):
         check = validate_batch(key, payload, schema)
         assert check.ok, check.reason
         assert check.reasons == [] and check.unseen == {}
@@ -58,7 +46,7 @@ def test_good_csv_and_parquet_batches_pass_with_typed_columns(schema, batch):
 
 def test_unseen_label_is_rejected_naming_the_target_and_rows(schema, batch):
     batch.loc[[2, 6], "churned"] = "maybe"
-    check = validate_batch("b.csv", _csv(batch), schema)
+    check = validate_batch("b.csv", csv_bytes(batch), schema)
     assert not check.ok and check.frame is None
     assert check.reason == (
         "target 'churned': 2 label(s) outside the known classes ['no', 'yes']: ['maybe'], "
@@ -68,7 +56,7 @@ def test_unseen_label_is_rejected_naming_the_target_and_rows(schema, batch):
 
 def test_unseen_category_is_reported_with_counts_by_default(schema, batch):
     batch.loc[[2, 3, 9], "plan"] = "enterprise"
-    check = validate_batch("b.csv", _csv(batch), schema)
+    check = validate_batch("b.csv", csv_bytes(batch), schema)
     assert check.ok, check.reason
     assert check.unseen == {"plan": {"enterprise": 3}}
     assert check.frame is not None and (check.frame["plan"] == "enterprise").sum() == 3
@@ -77,7 +65,7 @@ def test_unseen_category_is_reported_with_counts_by_default(schema, batch):
 def test_unseen_category_is_rejected_under_the_quarantine_policy(schema, batch):
     batch.loc[[2, 3, 9], "plan"] = "enterprise"
     batch.loc[[0], "region"] = "central"
-    check = validate_batch("b.csv", _csv(batch), schema, unseen_categories=UnseenCategories.QUARANTINE)
+    check = validate_batch("b.csv", csv_bytes(batch), schema, unseen_categories=UnseenCategories.QUARANTINE)
     assert not check.ok and check.frame is None
     assert check.unseen == {"plan": {"enterprise": 3}, "region": {"central": 1}}
     assert check.reasons == [
@@ -86,18 +74,18 @@ def test_unseen_category_is_rejected_under_the_quarantine_policy(schema, batch):
         "column 'region': 1 value(s) outside its categories: 'central' x1 (datasets.<name>.unseen_categories: "
         "quarantine)",
     ]
-    assert validate_batch("b.csv", _csv(batch), schema, unseen_categories="quarantine").reasons == check.reasons
+    assert validate_batch("b.csv", csv_bytes(batch), schema, unseen_categories="quarantine").reasons == check.reasons
 
 
 def test_null_in_a_non_nullable_column_is_rejected_naming_the_rows(schema, batch):
     batch["tenure_months"] = batch["tenure_months"].astype("float64")
     batch.loc[[1, 4], "tenure_months"] = np.nan
-    check = validate_batch("b.csv", _csv(batch), schema)
+    check = validate_batch("b.csv", csv_bytes(batch), schema)
     assert not check.ok
     assert check.reason == "column 'tenure_months': 2 null(s) but it is not nullable, at row 2, row 5"
     batch = customers(40, seed=5).astype({"churned": object})
     batch.loc[7, "churned"] = None
-    check = validate_batch("b.parquet", _parquet(batch), schema)
+    check = validate_batch("b.parquet", parquet_bytes(batch), schema)
     assert check.reason == "target 'churned': 1 null(s) but it is not nullable, at row 8"
 
 
@@ -106,7 +94,7 @@ def test_wrong_type_in_a_csv_is_rejected_naming_column_and_values(schema, batch)
     batch.loc[3, "support_calls"] = 2.5  # not an integer either
     batch["autopay"] = batch["autopay"].astype(object)
     batch.loc[5, "autopay"] = "maybe"
-    check = validate_batch("b.csv", _csv(batch), schema)
+    check = validate_batch("b.csv", csv_bytes(batch), schema)
     assert not check.ok
     assert check.reasons == [
         "column 'support_calls': 2 value(s) are not integer, e.g. row 1: 'three', row 4: '2.5'",
@@ -117,14 +105,14 @@ def test_wrong_type_in_a_csv_is_rejected_naming_column_and_values(schema, batch)
 def test_wrong_type_in_a_parquet_file_names_the_file_type(schema):
     batch = customers(40, seed=5)
     batch["tenure_months"] = batch["tenure_months"].astype(str) + " months"
-    check = validate_batch("b.parquet", _parquet(batch), schema)
+    check = validate_batch("b.parquet", parquet_bytes(batch), schema)
     assert not check.ok
     assert check.reason.startswith(
         "column 'tenure_months': 40 value(s) are not integer (the file's type is str), e.g. row 1: '"
     )
     batch = customers(40, seed=5)
     batch["plan"] = np.arange(40)  # numbers where the schema has strings: another schema
-    check = validate_batch("b.parquet", _parquet(batch), schema)
+    check = validate_batch("b.parquet", parquet_bytes(batch), schema)
     assert not check.ok
     assert check.reason == (
         "column 'plan': 40 value(s) are not categorical (the file's type is int64), e.g. row 1: 0, row 2: 1, row 3: 2"
@@ -133,7 +121,7 @@ def test_wrong_type_in_a_parquet_file_names_the_file_type(schema):
 
 def test_parquet_with_a_different_schema_names_missing_and_extra_columns(schema):
     batch = customers(40, seed=5).drop(columns=["region"]).assign(signup_channel="web")
-    check = validate_batch("b.parquet", _parquet(batch), schema)
+    check = validate_batch("b.parquet", parquet_bytes(batch), schema)
     assert not check.ok
     assert check.reasons == [
         "missing columns: ['region']",
@@ -148,7 +136,10 @@ def test_empty_file_is_rejected(schema):
 
 
 def test_header_only_file_is_rejected(schema, batch):
-    for key, payload in (("b.csv", _csv(batch.head(0))), ("b.parquet", _parquet(customers(40, seed=5).head(0)))):
+    for key, payload in (
+        ("b.csv", csv_bytes(batch.head(0))),
+        ("b.parquet", parquet_bytes(customers(40, seed=5).head(0))),
+    ):
         check = validate_batch(key, payload, schema)
         assert not check.ok and check.reason == "no rows (header only)", key
 

@@ -3,7 +3,6 @@ typing every read of the data, with errors that name the column."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from flightdeck.data.schema import (
     target_values,
     training_frame,
 )
-from tests.support.own_data import customers
+from tests.support.own_data import csv_bytes, customers, parquet_bytes
 
 # What a user's customer export must be inferred as (file order, the target last).
 EXPECTED_COLUMNS = [
@@ -40,16 +39,6 @@ EXPECTED_COLUMNS = [
 ]
 
 
-def _csv(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False).encode()
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
 def _described(schema: DatasetSchema) -> list[tuple]:
     return [(c.name, c.type, c.nullable, c.categories) for c in schema.columns]
 
@@ -60,7 +49,7 @@ def export() -> pd.DataFrame:
 
 
 def test_infer_from_a_csv_export_types_nullables_categories_and_classification(export):
-    schema = infer(read_raw("customers.csv", _csv(export)), "churned")
+    schema = infer(read_raw("customers.csv", csv_bytes(export)), "churned")
     assert _described(schema) == EXPECTED_COLUMNS
     assert schema.target == "churned" and schema.task is Task.CLASSIFICATION  # string labels
     assert schema.classes == ["no", "yes"]
@@ -68,17 +57,17 @@ def test_infer_from_a_csv_export_types_nullables_categories_and_classification(e
 
 
 def test_infer_from_a_parquet_export_gives_the_same_schema(export):
-    payload = _parquet(export)
+    payload = parquet_bytes(export)
     assert payload[:4] == b"PAR1"
     from_parquet = infer(read_raw("customers.parquet", payload), "churned")
-    assert from_parquet == infer(read_raw("customers.csv", _csv(export)), "churned")
+    assert from_parquet == infer(read_raw("customers.csv", csv_bytes(export)), "churned")
     # The Parquet magic bytes decide, not the name.
     assert _described(infer(read_raw("customers-export", payload), "churned")) == EXPECTED_COLUMNS
 
 
 def test_infer_regression_for_a_float_target(export):
     billed = export.dropna(subset=["monthly_charges"])
-    schema = infer(read_raw("billed.csv", _csv(billed)), "monthly_charges")
+    schema = infer(read_raw("billed.csv", csv_bytes(billed)), "monthly_charges")
     assert schema.task is Task.REGRESSION
     assert schema.by_name["monthly_charges"] == ColumnSpec("monthly_charges", ColumnType.NUMBER)
     assert schema.classes is None
@@ -92,7 +81,7 @@ def test_infer_reads_integers_with_gaps_and_boolean_words(export):
     frame["support_calls"] = frame["support_calls"].astype("float64")
     frame.loc[[3, 9], "support_calls"] = np.nan  # a CSV reader sees floats
     frame["autopay"] = np.where(export["autopay"], "TRUE", "false")
-    schema = infer(read_raw("x.csv", _csv(frame)), "churned")
+    schema = infer(read_raw("x.csv", csv_bytes(frame)), "churned")
     assert schema.by_name["support_calls"] == ColumnSpec("support_calls", ColumnType.INTEGER, nullable=True)
     assert schema.by_name["autopay"] == ColumnSpec("autopay", ColumnType.BOOLEAN)
 
@@ -154,10 +143,10 @@ def test_empty_sample_and_unreadable_files_are_refused():
         read_raw("x.parquet", b"PAR1 not really")
 
 
-def test_read_typed_gives_schema_dtypes_from_csv_and_parquet(tmp_path: Path, export):
+def test_read_typed_gives_schema_dtypes_from_csv_andparquet_bytes(tmp_path: Path, export):
     schema = infer(export, "churned")
-    (tmp_path / "d.csv").write_bytes(_csv(export))
-    (tmp_path / "d.parquet").write_bytes(_parquet(export))
+    (tmp_path / "d.csv").write_bytes(csv_bytes(export))
+    (tmp_path / "d.parquet").write_bytes(parquet_bytes(export))
     expected = {
         "tenure_months": "Int64",
         "monthly_charges": "float64",
@@ -176,7 +165,7 @@ def test_read_typed_gives_schema_dtypes_from_csv_and_parquet(tmp_path: Path, exp
 
 def test_model_training_example_and_natural_frames(tmp_path: Path, export):
     schema = infer(export, "churned")
-    (tmp_path / "d.csv").write_bytes(_csv(export))
+    (tmp_path / "d.csv").write_bytes(csv_bytes(export))
     typed = read_typed(tmp_path / "d.csv", schema)
     # What every model sees, and what the model server feeds: floats with NaN, strings with None.
     features = model_frame(typed, schema)
