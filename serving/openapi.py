@@ -109,6 +109,7 @@ def build_openapi(validator: Validator, title: str, version: str, probabilities:
         "description": "Inference params: predict_method predict_proba answers one list of class probabilities per row",
         "properties": {"predict_method": {"type": "string", "enum": methods}},
         "additionalProperties": False,
+        "nullable": True,  # null or {}: no params, as MLflow's scoring server takes them
     }
     proba_switch = {
         "type": "boolean",
