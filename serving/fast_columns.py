@@ -33,6 +33,7 @@ import numpy as np
 from serving.schema import NUMERIC_TYPES, Batch, Column, RequestError
 
 _UNSEEN = "\x00flightdeck-unseen-category\x00"
+_NULL = object()  # the JSON null candidate; sent to sklearn as the column's null marker
 
 
 class NotCompilable(ValueError):
@@ -91,6 +92,7 @@ class _CategoricalBranch:
     index: list[dict[Any, int]]
     tables: list[np.ndarray]
     unseen: list[int | None]  # row for an unseen value; None: the branch refuses unseen values
+    markers: dict[str, Any]  # column -> what a JSON null stands for in it (None or NaN, see null_marker)
 
     def apply(self, batch: Batch, out: np.ndarray) -> None:
         for pos, name, block, index, table, unseen in zip(
@@ -122,6 +124,10 @@ class CompiledTransformer:
         self.branches = branches
         self.n_outputs = n_outputs
         self.used = used
+        # column -> what a JSON null stands for, for the DataFrame sklearn's own predict is checked on
+        self.null_markers: dict[str, Any] = {}
+        for branch in branches:
+            self.null_markers.update(getattr(branch, "markers", {}))
 
     def transform(self, batch: Batch) -> np.ndarray:
         out = np.empty((batch.n_rows, self.n_outputs), dtype=np.float64)
@@ -171,12 +177,13 @@ def _categorical_branch(
         raise NotCompilable("the encoder's output blocks do not match its columns")
     categories = [list(c.tolist()) for c in encoder.categories_]
     known = [[v for v in cats if v is not None and v == v] for cats in categories]
+    markers = [null_marker(cats) for cats in categories]
     # Candidate values per column: its categories, None (a JSON null), then one unseen value; a branch
     # that refuses unseen values (handle_unknown="error") is asked again without them, then without None.
-    for extra in ([None, _UNSEEN], [None], []):
+    for extra in ([_NULL, _UNSEEN], [_NULL], []):
         candidates = [k + extra for k in known]
         try:
-            result = _transform_candidates(transformer, candidates)
+            result = _transform_candidates(transformer, candidates, markers)
             break
         except (ValueError, TypeError):  # sklearn's "Found unknown categories", or str vs number categories
             continue
@@ -190,26 +197,55 @@ def _categorical_branch(
         rows = result[j * depth : j * depth + len(cands), local]
         blocks.append(slice(start, start + width))
         has_unseen = bool(cands) and cands[-1] is _UNSEEN
-        index.append({v: i for i, v in enumerate(cands[:-1] if has_unseen else cands)})
+        index.append({None if v is _NULL else v: i for i, v in enumerate(cands[:-1] if has_unseen else cands)})
         tables.append(np.ascontiguousarray(rows))
         unseen.append(len(cands) - 1 if has_unseen else None)
         start += width
-    return _CategoricalBranch(positions, names, blocks, index, tables, unseen)
+    return _CategoricalBranch(positions, names, blocks, index, tables, unseen, dict(zip(names, markers, strict=True)))
 
 
-def _transform_candidates(transformer: Any, candidates: list[list[Any]]) -> np.ndarray:
-    """The branch's output for each candidate of each column (other columns hold their first candidate)."""
+def null_marker(categories: Sequence[Any]) -> Any:
+    """What a JSON null must become in a string column for the model to see its training's missing value.
+
+    sklearn does not treat None and NaN alike: SimpleImputer fills only NaN and OrdinalEncoder /
+    OneHotEncoder keep None as a category of its own. A frame built by `astype(object).where(notna,
+    None)` (the training side's `model_frame`) holds None; one read by pandas 3 (`str` dtype) holds NaN.
+    The fitted encoder tells which: None among its categories means training saw None; otherwise NaN
+    (seen as NaN, imputed before encoding, or never seen, where both are unknown alike).
+    """
+    return None if any(v is None for v in categories) else math.nan
+
+
+def _transform_candidates(transformer: Any, candidates: list[list[Any]], markers: list[Any]) -> np.ndarray:
+    """The branch's output for each candidate of each column (other columns hold their first candidate);
+    the `_NULL` candidate is sent as the column's null marker."""
     depth = max(len(c) for c in candidates)
     probe = np.empty((depth * len(candidates), len(candidates)), dtype=object)
     for j, cands in enumerate(candidates):
         probe[:, j] = cands[0]
     for j, cands in enumerate(candidates):
         for i, v in enumerate(cands):
-            probe[j * depth + i, j] = v
+            probe[j * depth + i, j] = markers[j] if v is _NULL else v
     result = transformer.transform(probe)
     if hasattr(result, "toarray"):  # a sparse block: ColumnTransformer stacks it densely (sparse_output_ False)
         result = result.toarray()
     return np.asarray(result, dtype=np.float64)
+
+
+def null_markers(ct: Any) -> dict[str, Any]:
+    """column -> null marker (see `null_marker`) for every encoded column of a fitted ColumnTransformer."""
+    markers: dict[str, Any] = {}
+    for name, transformer, _ in getattr(ct, "transformers_", []):
+        if isinstance(transformer, str):
+            continue
+        steps = _steps(transformer)
+        categories = getattr(steps[-1], "categories_", None) if steps else None
+        if categories is None:
+            continue
+        names = [str(ct.feature_names_in_[i]) for i in ct._transformer_to_input_indices[name]]
+        for col, cats in zip(names, categories, strict=False):
+            markers[col] = null_marker(cats.tolist())
+    return markers
 
 
 def compile_transformer(ct: Any, columns: Sequence[Column]) -> CompiledTransformer:

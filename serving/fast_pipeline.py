@@ -144,7 +144,7 @@ def _check_against_sklearn(
         return
     refuses = any(None in getattr(b, "unseen", ()) for b in compiled.branches)
     batch = probe_batch(columns, ct, validator, unseen=not refuses)
-    frame = sklearn_frame(batch, validator.specs)
+    frame = sklearn_frame(batch, validator.specs, compiled.null_markers)
     if not np.array_equal(predict(batch), estimator.predict(frame)):
         raise ValueError("the compiled pipeline's predictions differ from sklearn's on the probe rows")
     if predict_proba is not None and not np.array_equal(predict_proba(batch), estimator.predict_proba(frame)):

@@ -2,7 +2,8 @@
 
 Two conventions, one per consumer:
 - `sklearn_frame`: what the training side fits its pipelines on (`schema.model_frame`): numbers and
-  booleans float64 (NaN for null), strings object (None for null), datetimes datetime64[ns]. Used for
+  booleans float64 (NaN for null), strings object (a null as the model's own missing marker, None or
+  NaN), datetimes datetime64[ns]. Used for
   sklearn's own `predict` on a pipeline the compiled path does not cover, and to check that path.
 - `pyfunc_frame`: what MLflow's schema enforcement accepts for the signature's types: double float64,
   float float32, long int64, integer int32, boolean bool (a column holding nulls keeps the values
@@ -14,7 +15,7 @@ Two conventions, one per consumer:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,8 +46,12 @@ def _datetimes(values: Sequence[Any]) -> Any:
     return pd.Series([None if v is None else naive_utc(v) for v in values], dtype="datetime64[ns]")
 
 
-def sklearn_frame(batch: Batch, specs: Sequence[Column]) -> Any:
-    """The DataFrame a training-side pipeline expects, columns in `specs` order (the batch's order)."""
+def sklearn_frame(batch: Batch, specs: Sequence[Column], null_markers: Mapping[str, Any] | None = None) -> Any:
+    """The DataFrame a training-side pipeline expects, columns in `specs` order (the batch's order).
+
+    A null in a string column becomes `null_markers[column]` (None or NaN: what the fitted encoder saw
+    as missing, see fast_columns.null_marker), NaN for a column without one.
+    """
     import pandas as pd
 
     data: dict[str, Any] = {}
@@ -60,7 +65,8 @@ def sklearn_frame(batch: Batch, specs: Sequence[Column]) -> Any:
         elif spec.type == "datetime":
             data[spec.name] = _datetimes(values)
         else:
-            data[spec.name] = pd.Series(list(values), dtype=object)
+            marker = (null_markers or {}).get(spec.name, math.nan)
+            data[spec.name] = pd.Series([marker if v is None else v for v in values], dtype=object)
     return pd.DataFrame(data)
 
 

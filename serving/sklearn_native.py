@@ -121,15 +121,17 @@ def _dataframe(estimator: Any, columns: Sequence[Column], max_rows: int, method_
     validator = Validator(columns, max_rows=max_rows)
     specs = validator.specs
     method = getattr(estimator, method_name)
+    parts = fast_pipeline.split_pipeline(estimator)
+    markers = fast_columns.null_markers(parts[0]) if parts else {}
 
     def predict(batch: Batch) -> Any:
-        return method(sklearn_frame(batch, specs))
+        return method(sklearn_frame(batch, specs, markers))
 
     predict_proba = None
     if _classes(estimator) is not None and method_name == "predict":
 
         def predict_proba(batch: Batch) -> Any:
-            return estimator.predict_proba(sklearn_frame(batch, specs))
+            return estimator.predict_proba(sklearn_frame(batch, specs, markers))
 
     evaluator = f"sklearn {type(estimator).__name__}.{method_name} on a DataFrame"
     return NativePlan(validator, predict, predict_proba, _classes(estimator), evaluator)

@@ -220,3 +220,47 @@ def test_missing_required_column_is_named(hgb_classifier):
     del rows[0]["plan"]
     err = _error(_client(hgb_classifier).post("/predict", json={"rows": rows}), 422, "missing_columns")
     assert err["details"]["missing"] == ["plan"]
+
+
+@pytest.mark.parametrize("imputer", [True, False])
+def test_a_null_means_what_the_model_saw_as_missing(tmp_path, imputer):
+    """sklearn treats None and NaN differently (SimpleImputer fills only NaN; encoders keep None as a
+    category). A model fitted on pandas 3 strings (`str` dtype, NaN for missing) must see a JSON null as
+    NaN, one fitted on the training side's object columns (None) as None: both answer as sklearn does."""
+    import mlflow.sklearn
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    from serving.examples import tabular_frame, tabular_target
+
+    X = tabular_frame(600)[["city", "visits"]]
+    y = tabular_target(tabular_frame(600), "classification")
+    X = X.assign(city=X["city"].astype("str"))  # pandas 3 strings: NaN for missing
+    assert X["city"].isna().any()
+    steps = [("impute", SimpleImputer(strategy="constant", fill_value="__missing__"))] if imputer else []
+    encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1)
+    pre = ColumnTransformer([("cat", Pipeline([*steps, ("encode", encoder)]), ["city"])], remainder="passthrough")
+    model = HistGradientBoostingClassifier(max_iter=30, categorical_features=[0], random_state=0)
+    pipeline = Pipeline([("pre", pre), ("model", model)]).fit(X, y)
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "city", required=False), ColSpec("double", "visits")]),
+        outputs=Schema([ColSpec("string")]),
+    )
+    mlflow.sklearn.save_model(
+        pipeline, str(tmp_path / "m"), serialization_format="cloudpickle", signature=signature, pip_requirements=[]
+    )
+    client = _client(type("M", (), {"path": tmp_path / "m"}))
+    assert client.get("/version").get_json()["evaluator"].startswith("compiled ColumnTransformer + fast-hgb")
+    rows = [{"city": None, "visits": float(v)} for v in range(0, 50, 5)] + [{"city": "oslo", "visits": 3.0}]
+    frame = pd.DataFrame(
+        {"city": pd.Series([r["city"] for r in rows], dtype="str"), "visits": [r["visits"] for r in rows]}
+    )
+    resp = client.post("/predict", json={"rows": rows, "return_probabilities": True})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.get_json()["predictions"] == pipeline.predict(frame).tolist()
+    assert resp.get_json()["probabilities"] == pipeline.predict_proba(frame).tolist()
