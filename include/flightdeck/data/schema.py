@@ -294,21 +294,21 @@ def read_typed(path: Any, schema: DatasetSchema) -> pd.DataFrame:
         frame = pd.read_csv(
             path, dtype={k: ("string" if v == "boolean" else v) for k, v in pandas_dtypes(schema).items()}
         )
-    return coerce_trusted(frame[schema.names], schema)
+    return coerce_trusted(frame[schema.names], schema, copy=False)
 
 
-def coerce_trusted(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
-    """Cast each column to its schema dtype (for data that already passed `validate`)."""
-    out = frame.copy()
+def coerce_trusted(frame: pd.DataFrame, schema: DatasetSchema, *, copy: bool = True) -> pd.DataFrame:
+    """Cast each column to its schema dtype (for data that already passed `validate`); `copy=False`
+    casts in place (a frame the caller just read and owns)."""
+    out = frame.copy() if copy else frame
     for col in schema.columns:
         series = out[col.name]
         if col.type is ColumnType.BOOLEAN and not pd.api.types.is_bool_dtype(series):
-            series = (
-                series.astype("string")
-                .str.strip()
-                .str.lower()
-                .map(lambda v: True if v in TRUE_WORDS else (False if v in FALSE_WORDS else pd.NA))
-            )
+            words = series.astype("string").str.strip().str.lower()
+            typed = pd.Series(pd.NA, index=series.index, dtype="boolean")
+            typed[words.isin(TRUE_WORDS).fillna(False)] = True
+            typed[words.isin(FALSE_WORDS).fillna(False)] = False
+            series = typed
         out[col.name] = series.astype(pandas_dtypes(schema)[col.name])
     return out
 
