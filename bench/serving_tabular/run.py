@@ -748,7 +748,8 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "# Tabular serving benchmark results",
         "",
-        f"Measured {meta['when']} on {meta['machine']} by `{meta['command']}`.",
+        f"Measured {meta['when']} on {meta['machine']} by `{meta['command']}`",
+        f"at commit {meta.get('code', 'unknown')}.",
         f"Load average at start: {meta['loadavg']}; at the end: {meta.get('loadavg_end', '?')} (the machine is",
         "shared with other jobs; servers are measured in turn, alternating over the rounds, medians shown).",
         "",
@@ -876,6 +877,18 @@ def print_table(results: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------- main
 
 
+def _code_revision() -> str:
+    """The commit measured, and whether serving/ had uncommitted changes (figures belong to that code)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "serving"], cwd=REPO, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    if sha.returncode:
+        return "unknown"
+    return sha.stdout.strip() + (" with uncommitted changes in serving/" if dirty.stdout.strip() else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=8, help="wrk duration per measurement")
@@ -913,6 +926,7 @@ def main() -> None:
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}",
         "loadavg": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "command": "python bench/serving_tabular/run.py " + " ".join(sys.argv[1:]),
+        "code": _code_revision(),
         "seconds": args.seconds,
         "rounds": args.rounds,
         "connections": args.connections,
