@@ -109,3 +109,13 @@ def test_init_refuses_bad_names_and_targets(sample: Path):
         init_block("Churn-2026", sample, "churned")
     with pytest.raises(SchemaError, match="target 'churn' is not a column"):
         init_block("churn", sample, "churn")
+
+
+def test_init_warns_that_a_date_column_becomes_a_categorical(tmp_path, caplog):
+    sample = tmp_path / "events.csv"
+    frame = customers(3).assign(signed_up=["2024-01-02", "2024-03-04T10:00:00Z", None])
+    frame[["signed_up", "plan", "churned"]].to_csv(sample, index=False)
+    with caplog.at_level("WARNING", logger="flightdeck.data.onboard"):
+        block = init_block("events", sample, "churned")
+    assert block["schema"]["columns"]["signed_up"]["type"] == "categorical"
+    assert [r.getMessage().split(" holds")[0] for r in caplog.records] == ["column 'signed_up'"]

@@ -45,6 +45,12 @@ def init_block(
         raise ConfigError(f"dataset name {name!r}: use lowercase letters, digits and '_' (starting with a letter)")
     frame = read_raw(sample.name, sample.read_bytes())
     schema = infer(frame, target, Task(task) if task else None)
+    for name in looks_like_datetimes(frame):
+        log.warning(
+            "column %r holds dates/times: the schema has no datetime type for training yet, so it is a categorical "
+            "of its distinct values; derive numbers from it upstream (e.g. days since an event) or drop it",
+            name,
+        )
     block: dict[str, Any] = {
         "source": "files",
         **schema.to_params(),
@@ -60,6 +66,21 @@ def init_block(
         "gates": {"data": {"min_rows": max(10, min(100, len(frame) // 2))}, "thresholds": floors},
     }
     return block
+
+
+def looks_like_datetimes(frame: Any) -> list[str]:
+    """Text columns whose every value parses as an ISO 8601 date or timestamp."""
+    import pandas as pd
+
+    found = []
+    for name in frame.columns:
+        values = frame[name].dropna()
+        if values.empty or not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+            continue
+        parsed = pd.to_datetime(values.astype(str), format="ISO8601", errors="coerce", utc=True)
+        if parsed.notna().all():
+            found.append(str(name))
+    return found
 
 
 def write_block(name: str, block: dict[str, Any], params_path: Path | None = None, *, force: bool = False) -> Path:
