@@ -42,7 +42,7 @@ def cfg(store, tmp_path_factory):
     params = folder / "params.yaml"
     params.write_text((settings.REPO_ROOT / "params.yaml").read_text())
     sample = folder / "sample.csv"
-    customers(200, seed=1).tocsv_bytes(sample, index=False)
+    customers(200, seed=1).to_csv(sample, index=False)
     onboard.write_block(NAME, onboard.init_block(NAME, sample, "churned"), params)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pipeline_config, "PARAMS_PATH", params)
