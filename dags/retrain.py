@@ -62,8 +62,12 @@ def promote(registered: dict[str, Any], *, outlet_events: Any = None) -> dict[st
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # runs share the dataset's workspace and aliases
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "owner": "flightdeck",
-                  "on_failure_callback": FlightdeckFailureNotifier()},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "owner": "flightdeck",
+        "on_failure_callback": FlightdeckFailureNotifier(),
+    },
     tags=["flightdeck", "retrain", "mlflow", "dvc"],
     doc_md=__doc__,
     render_template_as_native_obj=True,

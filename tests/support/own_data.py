@@ -11,6 +11,16 @@ import pandas as pd
 PLANS = ("basic", "plus", "pro")
 REGIONS = ("north", "south", "east", "west")
 TARGET = "churned"
+# The pandas dtypes a customers() table has once read with its schema (`schema.read_typed`).
+TYPED_DTYPES = {
+    "tenure_months": "Int64",
+    "monthly_charges": "float64",
+    "plan": "string",
+    "region": "string",
+    "support_calls": "Int64",
+    "autopay": "boolean",
+    "churned": "string",
+}
 
 
 def customers(rows: int, seed: int = 0, *, plans: tuple[str, ...] = PLANS) -> pd.DataFrame:

@@ -9,17 +9,7 @@ import pytest
 
 from flightdeck.data.schema import infer
 from flightdeck.data.validate import UnseenCategories, validate_batch
-from tests.support.own_data import csv_bytes, customers, parquet_bytes
-
-TYPED = {
-    "tenure_months": "Int64",
-    "monthly_charges": "float64",
-    "plan": "string",
-    "region": "string",
-    "support_calls": "Int64",
-    "autopay": "boolean",
-    "churned": "string",
-}
+from tests.support.own_data import TYPED_DTYPES, csv_bytes, customers, parquet_bytes
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +29,7 @@ def test_good_csv_and_parquet_batches_pass_with_typed_columns(schema, batch):
         assert check.ok, check.reason
         assert check.reasons == [] and check.unseen == {}
         assert check.frame is not None and len(check.frame) == 40
-        assert {c: str(t) for c, t in check.frame.dtypes.items()} == TYPED, key
+        assert {c: str(t) for c, t in check.frame.dtypes.items()} == TYPED_DTYPES, key
         assert check.frame["region"].isna().sum() == batch["region"].isna().sum()  # nullable: kept as null
         assert check.frame["autopay"].tolist() == batch["autopay"].tolist()
 

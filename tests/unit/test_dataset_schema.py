@@ -25,7 +25,7 @@ from flightdeck.data.schema import (
     target_values,
     training_frame,
 )
-from tests.support.own_data import csv_bytes, customers, parquet_bytes
+from tests.support.own_data import TYPED_DTYPES, csv_bytes, customers, parquet_bytes
 
 # What a user's customer export must be inferred as (file order, the target last).
 EXPECTED_COLUMNS = [
@@ -147,15 +147,7 @@ def test_read_typed_gives_schema_dtypes_from_csv_andparquet_bytes(tmp_path: Path
     schema = infer(export, "churned")
     (tmp_path / "d.csv").write_bytes(csv_bytes(export))
     (tmp_path / "d.parquet").write_bytes(parquet_bytes(export))
-    expected = {
-        "tenure_months": "Int64",
-        "monthly_charges": "float64",
-        "plan": "string",
-        "region": "string",
-        "support_calls": "Int64",
-        "autopay": "boolean",
-        "churned": "string",
-    }
+    expected = TYPED_DTYPES
     for name in ("d.csv", "d.parquet"):
         typed = read_typed(tmp_path / name, schema)
         assert {k: str(v) for k, v in typed.dtypes.items()} == expected, name
