@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -34,11 +33,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.wrk_runner import run_wrk  # noqa: E402
 from serving.examples import save_breast_cancer_model  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -63,18 +61,6 @@ def _wait_ready(url: str, timeout: float, proc: subprocess.Popen | None = None) 
             pass
         time.sleep(0.02)
     raise TimeoutError(f"{url} not ready after {timeout}s")
-
-
-def _tree_cpu(pid: int) -> float:
-    proc = psutil.Process(pid)
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -148,34 +134,11 @@ def start_mlflow(model_dir: Path, logdir: Path, procs: list[subprocess.Popen]) -
 
 
 def wrk(url: str, body: Path, seconds: int, server_pid: int, lua: Path) -> dict[str, Any]:
-    cpu0 = _tree_cpu(server_pid)
-    out = subprocess.run(
-        ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "-s", str(lua), url],
-        env={**os.environ, "BODY": str(body)},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    cpu1 = _tree_cpu(server_pid)
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-
-    def pct(label: str) -> float:
-        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    if bad and int(bad.group(1)):
-        raise SystemExit(f"{url}: {bad.group(1)} of {requests} responses were not 2xx")
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50_ms": pct("50"),
-        "p99_ms": pct("99"),
-        "requests": requests,
-        "non_2xx": int(bad.group(1)) if bad else 0,
-        "socket_errors": errors.group(1) if errors else "",
-        "cpu_ms_per_req": (cpu1 - cpu0) * 1e3 / max(requests, 1),
-    }
+    """bench/wrk_runner.run_wrk with 8 connections; any non-2xx answer ends the benchmark."""
+    result = run_wrk(url, body, seconds, server_pid, lua)
+    if result["non_2xx"]:
+        raise SystemExit(f"{url}: {result['non_2xx']} of {result['requests']} responses were not 2xx")
+    return result
 
 
 def floor(model: Any, rows: int, repeat: int = 300) -> dict[str, Any]:

@@ -48,9 +48,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import psutil
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from bench.wrk_runner import run_wrk  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 VENVS = REPO / "build" / "bench-venvs"
@@ -564,52 +566,8 @@ def check_rejects(server: Server, model: Model) -> dict[str, int]:
 # -------------------------------------------------------------------------------------- timing
 
 
-def _tree_cpu(pid: int) -> float:
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def wrk(url: str, body: Path, seconds: int, pid: int, lua: Path, connections: int) -> dict[str, Any]:
-    cpu0 = _tree_cpu(pid)
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
-        env={**os.environ, "BODY": str(body)},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    cpu1 = _tree_cpu(pid)
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-
-    def pct(label: str) -> float:
-        found = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if not found:
-            return float("nan")
-        value, unit = found.groups()
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50_ms": pct("50"),
-        "p99_ms": pct("99"),
-        "requests": requests,
-        "non_2xx": int(bad.group(1)) if bad else 0,
-        "socket_errors": errors.group(1) if errors else "",
-        "cpu_ms_per_req": (cpu1 - cpu0) * 1e3 / max(requests, 1),
-    }
+    return run_wrk(url, body, seconds, pid, lua, connections)
 
 
 def _cpu_ms(call: Callable[[], Any], repeat: int = 200) -> float:
