@@ -1,10 +1,13 @@
-"""wrk against one server, with the server's CPU time per request: shared by the serving benchmarks."""
+"""Timing shared by the serving benchmarks: wrk against one server with its CPU per request, and the
+CPU time of an in-process call (the floor)."""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +66,16 @@ def run_wrk(url: str, body: Path, seconds: int, pid: int, lua: Path, connections
         "socket_errors": errors.group(1) if errors else "",
         "cpu_ms_per_req": (cpu1 - cpu0) * 1e3 / max(requests, 1),
     }
+
+
+def cpu_ms(call: Callable[[], Any], repeat: int = 200) -> float:
+    """CPU milliseconds per `call()`: the best of 5 rounds of `repeat` calls after 20 warm-up calls."""
+    for _ in range(20):
+        call()
+    samples = []
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(repeat):
+            call()
+        samples.append((time.process_time() - t0) / repeat * 1e3)
+    return min(samples)

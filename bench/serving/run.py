@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.wrk_runner import run_wrk  # noqa: E402
+from bench.wrk_runner import cpu_ms, run_wrk  # noqa: E402
 from serving.examples import save_breast_cancer_model  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -161,15 +161,7 @@ def floor(model: Any, rows: int, repeat: int = 300) -> dict[str, Any]:
     )
     out: dict[str, Any] = {"server_evaluator": loaded.extra.get("evaluator")}
     for name, call in calls:
-        for _ in range(20):
-            call()
-        samples = []
-        for _ in range(5):
-            t0 = time.process_time()
-            for _ in range(repeat):
-                call()
-            samples.append((time.process_time() - t0) / repeat * 1e3)
-        out[f"{name}_ms"] = min(samples)
+        out[f"{name}_ms"] = cpu_ms(call, repeat)
     return out
 
 

@@ -51,7 +51,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from bench.wrk_runner import run_wrk  # noqa: E402
+from bench.wrk_runner import cpu_ms as _cpu_ms  # noqa: E402
+from bench.wrk_runner import run_wrk as wrk  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -564,22 +565,6 @@ def check_rejects(server: Server, model: Model) -> dict[str, int]:
 
 
 # -------------------------------------------------------------------------------------- timing
-
-
-def wrk(url: str, body: Path, seconds: int, pid: int, lua: Path, connections: int) -> dict[str, Any]:
-    return run_wrk(url, body, seconds, pid, lua, connections)
-
-
-def _cpu_ms(call: Callable[[], Any], repeat: int = 200) -> float:
-    for _ in range(20):
-        call()
-    samples = []
-    for _ in range(5):
-        t0 = time.process_time()
-        for _ in range(repeat):
-            call()
-        samples.append((time.process_time() - t0) / repeat * 1e3)
-    return min(samples)
 
 
 def floors(model: Model, rows: int) -> dict[str, float]:
