@@ -21,7 +21,9 @@
 Params: `dataset` (a key of params.yaml `datasets`; empty = params.yaml's default), `force` (train even
 when data and params are unchanged), `model_name` (override the registry name) and `namespace` (an
 isolated lineage: S3 prefixes, workspace and experiment; e.g. to try a config without touching the
-main one).
+main one). String Params reach the steps as strings, whatever they look like ("2026", "None", "1e3"):
+templates render as text (never as native Python objects), and the boolean `force` is read from the
+run's Params.
 """
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ def promote(registered: dict[str, Any], *, outlet_events: Any = None) -> dict[st
     return result
 
 
+@task.short_circuit(task_id="has_changes")
+def has_changes(synced: dict[str, Any], params: dict[str, Any] | None = None) -> bool:
+    """Short-circuit unless the data or params changed (or `force`).
+
+    `force` is read from the run's validated Params, not from a template: templates render to strings
+    ("False" is truthy), and rendering them as native objects turns string Params into ints and None.
+    """
+    return steps.has_changes(synced, force=bool((params or {}).get("force")))
+
+
 @dag(
     dag_id=Path(__file__).stem,
     schedule="@daily",
@@ -70,7 +82,6 @@ def promote(registered: dict[str, Any], *, outlet_events: Any = None) -> dict[st
     },
     tags=["flightdeck", "retrain", "mlflow", "dvc"],
     doc_md=__doc__,
-    render_template_as_native_obj=True,
     params={
         "dataset": Param("", type="string", description="params.yaml `datasets` key; empty = the default"),
         "force": Param(False, type="boolean", description="retrain even if data and params are unchanged"),
@@ -84,7 +95,7 @@ def retrain() -> None:
         model_name="{{ params.model_name }}",
         namespace="{{ params.namespace }}",
     )
-    changed = task.short_circuit(steps.has_changes, task_id="has_changes")(synced, force="{{ params.force }}")
+    changed = has_changes(synced)
     data_ok = task.short_circuit(steps.check_data, task_id="check_data")(synced)
     trained = task(steps.train, task_id="train")(synced, dag_id="{{ dag.dag_id }}", run_id="{{ run_id }}")
     registered = task(steps.register, task_id="register")(trained)

@@ -48,8 +48,15 @@ def sync_data(
 ) -> dict[str, Any]:
     """Step 1: validate landed batches (quarantine bad ones), merge, `dvc push`, report the data version.
 
-    Empty strings (the DAG Params' defaults) mean "as configured".
+    Empty strings (the DAG Params' defaults) mean "as configured". Names are strings whatever they look
+    like ("2026", "None"); anything else is a caller's bug (a template rendered as a native object).
     """
+    for label, value in (("dataset", dataset), ("model_name", model_name), ("namespace", namespace)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"sync_data: {label} must be a string, got {type(value).__name__} {value!r} "
+                "(was a template rendered as a native Python object?)"
+            )
     from flightdeck.data import sync as data_sync
     from flightdeck.data.store import ObjectStore
 

@@ -37,3 +37,15 @@ def test_promote_emits_through_the_champion_alias(dag):
     outlets = dag.get_task("promote").outlets
     assert [type(o).__name__ for o in outlets] == ["AssetAlias"]
     assert outlets[0].name == "flightdeck-champion"
+
+
+def test_sync_data_refuses_a_name_that_is_not_a_string():
+    """A caller that hands sync_data a native-rendered value (2026, None for "None") gets a TypeError naming it."""
+    import pytest
+
+    from flightdeck import retrain as steps
+
+    with pytest.raises(TypeError, match=r"namespace must be a string, got int 2026"):
+        steps.sync_data(namespace=2026)
+    with pytest.raises(TypeError, match=r"model_name must be a string, got float 1000.0"):
+        steps.sync_data(model_name=1e3)
