@@ -21,11 +21,12 @@ from pathlib import Path
 import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from flightdeck_deploy_operators import EcsServiceDeployOperator  # plugins/
 from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
 from flightdeck.deploy.flow import MAX_SHIFT_STEPS, Deploy, StepNotInPlan
+from flightdeck.images import ModelFilesMissing
 
 # Steps that judge the new revision must hand over to rollback at once, not retry; the others are
 # idempotent (pinned by the run's record) and retry.
@@ -41,6 +42,8 @@ def _run(step: str, params: dict, run_id: str, *args: int) -> dict:
         return getattr(Deploy(run_id, params), step)(*args)
     except StepNotInPlan as e:
         raise AirflowSkipException(str(e)) from None
+    except ModelFilesMissing as e:  # a retry downloads the same nothing: hand over to rollback at once
+        raise AirflowFailException(str(e)) from None
 
 
 @dag(
@@ -51,18 +54,23 @@ def _run(step: str, params: dict, run_id: str, *args: int) -> dict:
     max_active_runs=1,
     tags=["flightdeck", "deploy"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=10),
-                  "on_failure_callback": FlightdeckFailureNotifier()},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=10),
+        "on_failure_callback": FlightdeckFailureNotifier(),
+    },
     params={
-        "model": Param("champion", type="string", title="Model version or alias",
-                       description="A version number, an alias (champion, challenger, previous) or 'none' "
-                                   "with an image below"),
+        "model": Param(
+            "champion",
+            type="string",
+            title="Model version or alias",
+            description="A version number, an alias (champion, challenger, previous) or 'none' with an image below",
+        ),
         "model_name": Param("", type="string", title="Registered model (empty: the platform default)"),
         "target": Param("local", enum=["local", "ecs"], title="Target"),
         "strategy": Param("blue_green", enum=["blue_green", "canary", "rolling"], title="Strategy"),
         "canary_percent": Param(10, type="integer", minimum=1, maximum=100, title="Canary: first step %"),
-        "canary_steps": Param(3, type="integer", minimum=1, maximum=MAX_SHIFT_STEPS,
-                              title="Canary: steps to 100%"),
+        "canary_steps": Param(3, type="integer", minimum=1, maximum=MAX_SHIFT_STEPS, title="Canary: steps to 100%"),
         "step_seconds": Param(10, type="integer", minimum=0, title="Watch time per canary step (s)"),
         "bake_seconds": Param(20, type="integer", minimum=0, title="Bake time at 100% (s)"),
         "replicas": Param(1, type="integer", minimum=1, maximum=4, title="Replicas"),
@@ -100,18 +108,28 @@ def deploy():
 
     start_roll = "{{ ti.xcom_pull(task_ids='start_new')['roll']"
     roll_service = EcsServiceDeployOperator(
-        task_id="roll_service", cluster=start_roll + "['cluster'] }}", service=start_roll + "['service'] }}",
-        task_definition=start_roll + "['task_definition'] }}", deferrable=True, waiter_delay=15,
-        waiter_max_attempts=80, retries=0,
+        task_id="roll_service",
+        cluster=start_roll + "['cluster'] }}",
+        service=start_roll + "['service'] }}",
+        task_definition=start_roll + "['task_definition'] }}",
+        deferrable=True,
+        waiter_delay=15,
+        waiter_max_attempts=80,
+        retries=0,
         doc_md="Fail fast: ECS's rolling update of the live service; a rollout the circuit breaker "
-               "fails hands over to `rollback` at once.")
+        "fails hands over to `rollback` at once.",
+    )
 
     approve = ApprovalOperator(
-        task_id="approve_canary", subject="Promote the canary of {{ run_id }} beyond its first step?",
+        task_id="approve_canary",
+        subject="Promote the canary of {{ run_id }} beyond its first step?",
         body="Target {{ params.target }}, model {{ params.model }}, strategy {{ params.strategy }}. "
-             "Reject (or no answer in 30 minutes) rolls back.",
-        response_timeout=timedelta(minutes=30), fail_on_reject=True, retries=0,
-        doc_md="Fail fast: a rejected or unanswered approval hands over to `rollback`.")
+        "Reject (or no answer in 30 minutes) rolls back.",
+        response_timeout=timedelta(minutes=30),
+        fail_on_reject=True,
+        retries=0,
+        doc_md="Fail fast: a rejected or unanswered approval hands over to `rollback`.",
+    )
     bake = step("bake", trigger_rule="none_failed")
     finalize = step("finalize")
 
@@ -137,8 +155,12 @@ def deploy():
     # not the short-circuits: their skips would skip rollback
     [*chain, roll_service, *shifts, approve, bake, finalize] >> undo
 
-    @task(task_id="outcome", trigger_rule="all_done", retries=0,
-          doc_md="Fail fast: prints the deployment record and fails the run unless the deploy succeeded.")
+    @task(
+        task_id="outcome",
+        trigger_rule="all_done",
+        retries=0,
+        doc_md="Fail fast: prints the deployment record and fails the run unless the deploy succeeded.",
+    )
     def outcome(params: dict | None = None, run_id: str | None = None) -> dict:
         return _run("outcome", params, run_id)
 

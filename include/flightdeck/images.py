@@ -89,13 +89,36 @@ def resolve_model(name: str, version_or_alias: str, tracking_uri: str | None = N
     return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id or "", data_version=data_version, alias=alias)
 
 
+class ModelFilesMissing(FileNotFoundError):
+    """A registered version whose artifacts hold no MLmodel: no image can serve it (not worth a retry)."""
+
+
+def check_model_dir(model_dir: Path, model: ModelRef | None = None) -> Path:
+    """`model_dir` holds an MLflow model (its `MLmodel` file), or ModelFilesMissing says what is there instead."""
+    model_dir = Path(model_dir)
+    if (model_dir / "MLmodel").is_file():
+        return model_dir
+    found = (
+        sorted(str(f.relative_to(model_dir)) for f in model_dir.rglob("*") if f.is_file()) if model_dir.is_dir() else []
+    )
+    what = f"{model.name} v{model.version}" if model else str(model_dir)
+    there = f"only {found[:5]}{' ...' if len(found) > 5 else ''}" if found else "an empty folder"
+    raise ModelFilesMissing(
+        f"{what} has no model files: no `MLmodel` in its artifacts (MLflow returned {there}); the version was "
+        "registered without a logged model. Register a version from a run that logged one; nothing was built, "
+        "pushed or started"
+    )
+
+
 def download_model(model: ModelRef, dest: Path, tracking_uri: str | None = None) -> Path:
+    """The version's model files; MLflow returns an empty folder without an error for a version that has
+    none, so this checks for `MLmodel` and raises ModelFilesMissing in that case."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri or settings_mod.load().mlflow_uri)
     dest.mkdir(parents=True, exist_ok=True)
     path = mlflow.artifacts.download_artifacts(f"models:/{model.name}/{model.version}", dst_path=str(dest))
-    return Path(path)
+    return check_model_dir(Path(path), model)
 
 
 def full_image_reason(mlmodel: Mapping[str, Any]) -> str | None:
@@ -233,7 +256,12 @@ def build_image(
     workdir: Path | None = None,
     client: docker.DockerClient | None = None,
 ) -> BuiltImage:
-    """Build (or reuse) the serving image for `model`; `model_dir` is baked in as ./model."""
+    """Build (or reuse) the serving image for `model`; `model_dir` is baked in as ./model.
+
+    A `model_dir` without an `MLmodel` raises ModelFilesMissing before the Docker engine is asked anything.
+    """
+    if model_dir is not None:
+        check_model_dir(model_dir, model)
     client = client or docker.from_env()
     dockerfile = dockerfile or settings_mod.REPO_ROOT / "Dockerfile"
     if not dockerfile.exists():
