@@ -25,6 +25,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from flightdeck_deploy_operators import EcsServiceDeployOperator  # plugins/
 from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
+from flightdeck.deploy.ecs_rollout import WATCH_ERROR_XCOM_KEY
 from flightdeck.deploy.flow import MAX_SHIFT_STEPS, Deploy, StepNotInPlan
 from flightdeck.images import ModelFilesMissing
 
@@ -140,7 +141,9 @@ def deploy():
             failed = sorted(t for t, s in states.items() if s == "failed" and t != "rollback")
         except Exception:  # noqa: BLE001 - the reason is a nicety; the rollback must run regardless
             failed = []
-        return Deploy(run_id, params).rollback(failed_tasks=failed)
+        # roll_service leaves this when its watcher (not the rollout) failed: nothing to roll back
+        watch_error = ti.xcom_pull(task_ids="roll_service", key=WATCH_ERROR_XCOM_KEY) if ti else None
+        return Deploy(run_id, params).rollback(failed_tasks=failed, watch_error=watch_error or "")
 
     chain = [resolve, build, push, register, start_new, wait_healthy, shifts[0]]
     for a, b in zip(chain, chain[1:], strict=False):

@@ -1,88 +1,174 @@
 """Operators the Amazon provider lacks for deploys, in the provider's shape.
 
 EcsServiceDeployOperator updates an ECS service to a task definition with the deployment circuit
-breaker (rollback on) and watches the deployment until ECS reports COMPLETED or FAILED, either in
-the worker (waiter_delay x waiter_max_attempts) or deferred to the triggerer. The deployment id is
-returned to XCom. A FAILED rollout (ECS already rolling back to the last good deployment) fails
-the task with ECS's reason, so the DAG's rollback task records it.
+breaker (rollback on) and watches the deployment with the rollout waiter
+(include/flightdeck/deploy/waiters/ecs.json, served by `RolloutHook`), either in the worker (the
+provider's `wait`) or deferred to the triggerer (EcsDeploymentTrigger, the provider's
+`async_wait`, with `defer(timeout=...)`). Both log the rollout's status on every attempt and retry
+throttling as the provider does. The deployment id is returned to XCom.
+
+How the watch ends (flightdeck.deploy.ecs_rollout.RolloutEvent):
+- COMPLETED: the task succeeds.
+- FAILED (ECS's circuit breaker failed it, or another deployment superseded ours) or TIMEOUT:
+  EcsRolloutFailed, so the DAG's rollback task rolls back.
+- WATCH_FAILED (missing service, no PRIMARY deployment, an error of the watcher itself):
+  EcsWatchError, and the reason is left in XCom under `watch_error`; the rollback task reads it
+  and does not roll back a rollout that nobody judged.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.configuration import conf
 from airflow.providers.amazon.aws.hooks.ecs import EcsHook
-from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.amazon.aws.utils.waiter_with_logging import async_wait, wait
+from airflow.triggers.base import TriggerEvent
 
-from flightdeck.deploy.ecs import deployment_state
+from flightdeck.deploy.ecs_rollout import (
+    STATUS_QUERIES,
+    WAITER,
+    WATCH_ERROR_XCOM_KEY,
+    RolloutHook,
+    raise_for,
+    rollout_event,
+    waiter_parameters,
+)
 
 
-class EcsDeploymentTrigger(BaseTrigger):
-    """Polls the service's PRIMARY deployment (aiobotocore client from the provider's hook)."""
+class EcsDeploymentTrigger(AwsBaseWaiterTrigger):
+    """Waits in the triggerer for ECS deployment `deployment_id` of `service` to finish its rollout.
 
-    def __init__(self, *, cluster: str, service: str, deployment_id: str, aws_conn_id: str | None,
-                 waiter_delay: int, waiter_max_attempts: int, region_name: str | None = None) -> None:
-        super().__init__()
+    Yields one RolloutEvent (status COMPLETED, FAILED, TIMEOUT or WATCH_FAILED, with a reason).
+    """
+
+    aws_hook_class = RolloutHook
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        service: str,
+        deployment_id: str,
+        waiter_delay: int = 15,
+        waiter_max_attempts: int = 40,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict | None = None,
+    ) -> None:
+        super().__init__(
+            serialized_fields={"cluster": cluster, "service": service, "deployment_id": deployment_id},
+            waiter_name=WAITER,
+            waiter_args={"cluster": cluster, "services": [service]},
+            failure_message=f"ECS deployment {deployment_id} of {service} did not complete",
+            status_message=f"ECS deployment {deployment_id} of {service}",
+            status_queries=STATUS_QUERIES,
+            return_key="deployment_id",
+            return_value=deployment_id,
+            waiter_delay=waiter_delay,
+            waiter_max_attempts=waiter_max_attempts,
+            aws_conn_id=aws_conn_id,
+            region_name=region_name,
+            verify=verify,
+            botocore_config=botocore_config,
+        )
         self.cluster, self.service, self.deployment_id = cluster, service, deployment_id
-        self.aws_conn_id, self.region_name = aws_conn_id, region_name
-        self.waiter_delay, self.waiter_max_attempts = waiter_delay, waiter_max_attempts
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{self.__class__.__module__}.{self.__class__.__name__}", {
-            "cluster": self.cluster, "service": self.service, "deployment_id": self.deployment_id,
-            "aws_conn_id": self.aws_conn_id, "waiter_delay": self.waiter_delay,
-            "waiter_max_attempts": self.waiter_max_attempts, "region_name": self.region_name})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = EcsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        async with await hook.get_async_conn() as client:
-            for _ in range(self.waiter_max_attempts):
-                resp = await client.describe_services(cluster=self.cluster, services=[self.service])
-                primary = next(d for d in resp["services"][0]["deployments"] if d["status"] == "PRIMARY")
-                state = primary.get("rolloutState", "IN_PROGRESS")
-                if primary["id"] != self.deployment_id:
-                    state = "FAILED"  # superseded: the circuit breaker rolled back or someone redeployed
-                if state in ("COMPLETED", "FAILED"):
-                    yield TriggerEvent({"status": state, "deployment_id": self.deployment_id,
-                                        "reason": primary.get("rolloutStateReason", "")})
-                    return
-                await asyncio.sleep(self.waiter_delay)
-        yield TriggerEvent({"status": "TIMEOUT", "deployment_id": self.deployment_id,
-                            "reason": "still in progress"})
+        # The base class's run() with two changes, both for the superseded-deployment rule:
+        # 1. get_waiter(parameters=...): "the PRIMARY deployment is not ours => failed, superseded"
+        #    needs this run's deployment id in the waiter's acceptor; a static JSON cannot hold it
+        #    and the base builds the waiter without parameters.
+        # 2. How the wait ended becomes a RolloutEvent that tells a verdict on the rollout (FAILED,
+        #    superseded or not) from an answer the watcher cannot judge (WATCH_FAILED), instead of
+        #    one "error" status; and errors the base lets escape (connection errors after botocore's
+        #    retries) end in WATCH_FAILED too, since a crashed trigger fails the task like a failed
+        #    rollout would, and the deploy would roll back a rollout nobody judged.
+        hook = self.hook()
+        try:
+            async with await hook.get_async_conn() as client:
+                waiter = hook.get_waiter(
+                    self.waiter_name,
+                    parameters=waiter_parameters(self.deployment_id),
+                    deferrable=True,
+                    client=client,
+                    config_overrides=self.waiter_config_overrides,
+                )
+                await async_wait(
+                    waiter,
+                    self.waiter_delay,
+                    self.attempts,
+                    self.waiter_args,
+                    self.failure_message,
+                    self.status_message,
+                    self.status_queries,
+                )
+        except Exception as error:  # every way the wait can end is an event: see rollout_event
+            self.log.warning("watch of %s ended: %s: %s", self.deployment_id, type(error).__name__, error)
+            yield TriggerEvent(self._event(error))
+        else:
+            yield TriggerEvent(self._event(None))
+
+    def _event(self, error: BaseException | None) -> dict[str, Any]:
+        return dict(
+            rollout_event(
+                self.deployment_id, self.service, error, waiter_delay=self.waiter_delay, attempts=self.attempts
+            )
+        )
 
 
-class EcsServiceDeployOperator(BaseOperator):
-    """Roll an ECS service to `task_definition` (ECS rolling deployment + circuit breaker)."""
+class EcsServiceDeployOperator(AwsBaseOperator[EcsHook]):
+    """Roll an ECS service to `task_definition` (ECS rolling deployment + circuit breaker).
 
-    template_fields: Sequence[str] = ("cluster", "service", "task_definition", "desired_count")
+    :param cluster: the ECS cluster
+    :param service: the service to update
+    :param task_definition: family:revision or ARN to roll to
+    :param desired_count: optional new desired count
+    :param wait_for_completion: watch the rollout (default True); False returns the deployment id at once
+    :param waiter_delay: seconds between polls
+    :param waiter_max_attempts: polls before the rollout counts as timed out (then rolled back)
+    :param deferrable: watch in the triggerer (EcsDeploymentTrigger)
+    """
 
-    def __init__(self, *, cluster: str, service: str, task_definition: str, desired_count: int | None = None,
-                 aws_conn_id: str | None = "aws_default", region_name: str | None = None,
-                 wait_for_completion: bool = True, waiter_delay: int = 15, waiter_max_attempts: int = 40,
-                 deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-                 **kwargs: Any) -> None:
+    aws_hook_class = RolloutHook
+    template_fields: Sequence[str] = aws_template_fields("cluster", "service", "task_definition", "desired_count")
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        desired_count: int | None = None,
+        wait_for_completion: bool = True,
+        waiter_delay: int = 15,
+        waiter_max_attempts: int = 40,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.cluster, self.service, self.task_definition = cluster, service, task_definition
         self.desired_count = desired_count
-        self.aws_conn_id, self.region_name = aws_conn_id, region_name
         self.wait_for_completion, self.deferrable = wait_for_completion, deferrable
         self.waiter_delay, self.waiter_max_attempts = waiter_delay, waiter_max_attempts
 
-    @property
-    def hook(self) -> EcsHook:
-        return EcsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-
     def execute(self, context: Any) -> str:
         kwargs: dict[str, Any] = {
-            "cluster": self.cluster, "service": self.service, "taskDefinition": self.task_definition,
-            "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": True, "rollback": True},
-                                        "maximumPercent": 200, "minimumHealthyPercent": 100}}
+            "cluster": self.cluster,
+            "service": self.service,
+            "taskDefinition": self.task_definition,
+            "deploymentConfiguration": {
+                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                "maximumPercent": 200,
+                "minimumHealthyPercent": 100,
+            },
+        }
         if self.desired_count is not None:
             kwargs["desiredCount"] = int(self.desired_count)
         svc = self.hook.conn.update_service(**kwargs)["service"]
@@ -91,23 +177,49 @@ class EcsServiceDeployOperator(BaseOperator):
         if not self.wait_for_completion:
             return deployment_id
         if self.deferrable:
-            self.defer(trigger=EcsDeploymentTrigger(
-                cluster=self.cluster, service=self.service, deployment_id=deployment_id,
-                aws_conn_id=self.aws_conn_id, region_name=self.region_name, waiter_delay=self.waiter_delay,
-                waiter_max_attempts=self.waiter_max_attempts), method_name="execute_complete")
-        for _ in range(self.waiter_max_attempts):
-            state, reason = deployment_state(self.hook.conn, self.cluster, self.service)
-            if state == "COMPLETED":
-                return deployment_id
-            if state == "FAILED":
-                raise AirflowException(f"ECS deployment {deployment_id} of {self.service} FAILED "
-                                       f"(circuit breaker rolls back): {reason}")
-            time.sleep(self.waiter_delay)
-        raise AirflowException(f"ECS deployment {deployment_id} of {self.service} still in progress after "
-                               f"{self.waiter_delay * self.waiter_max_attempts}s")
+            self.defer(
+                trigger=EcsDeploymentTrigger(
+                    cluster=self.cluster,
+                    service=self.service,
+                    deployment_id=deployment_id,
+                    waiter_delay=self.waiter_delay,
+                    waiter_max_attempts=self.waiter_max_attempts,
+                    aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name,
+                    verify=self.verify,
+                    botocore_config=self.botocore_config,
+                ),
+                method_name="execute_complete",
+                # as the provider's ECS operators: if the trigger dies, the timeout does not restart;
+                # 60 s more lets the trigger end with its own TIMEOUT event first
+                timeout=timedelta(seconds=self.waiter_max_attempts * self.waiter_delay + 60),
+            )
+        waiter = self.hook.get_waiter(WAITER, parameters=waiter_parameters(deployment_id))
+        try:
+            wait(
+                waiter=waiter,
+                waiter_delay=self.waiter_delay,
+                waiter_max_attempts=self.waiter_max_attempts,
+                args={"cluster": self.cluster, "services": [self.service]},
+                failure_message=f"ECS deployment {deployment_id} of {self.service} did not complete",
+                status_message=f"ECS deployment {deployment_id} of {self.service}",
+                status_args=STATUS_QUERIES,
+            )
+        except Exception as error:  # every way the wait can end is an event: see rollout_event
+            event = rollout_event(
+                deployment_id,
+                self.service,
+                error,
+                waiter_delay=self.waiter_delay,
+                attempts=self.waiter_max_attempts,
+            )
+        else:
+            event = rollout_event(deployment_id, self.service)
+        return self.execute_complete(context, dict(event))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> str:
+        if event["status"] == "WATCH_FAILED" and context.get("ti") is not None:
+            context["ti"].xcom_push(key=WATCH_ERROR_XCOM_KEY, value=event["reason"])
         if event["status"] != "COMPLETED":
-            raise AirflowException(f"ECS deployment {event['deployment_id']} of {self.service} "
-                                   f"{event['status']}: {event['reason']}")
-        return event["deployment_id"]
+            self.log.error("ECS deployment %s of %s: %s", event["deployment_id"], self.service, event)
+        return raise_for(event, self.service)

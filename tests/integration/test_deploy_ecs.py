@@ -41,25 +41,38 @@ TH = ctl.Thresholds(healthy_timeout_s=3, poll_s=0.2, min_requests=10, max_5xx_ra
 def moto():
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", PORT)) != 0, f"port {PORT} is taken: not starting moto there"
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p",
-                             str(PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MOTO_ECS_SERVICE_RUNNING": "0"})
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(PORT)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MOTO_ECS_SERVICE_RUNNING": "0"},
+    )
     for _ in range(100):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", PORT)) == 0:
                 break
         time.sleep(0.1)
-    os.environ[f"AIRFLOW_CONN_{CONN.upper()}"] = json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": ENDPOINT, "region_name": "us-east-1"}})
+    os.environ[f"AIRFLOW_CONN_{CONN.upper()}"] = json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": ENDPOINT, "region_name": "us-east-1"},
+        }
+    )
     yield ENDPOINT
     proc.terminate()
     proc.wait(10)
 
 
 def _boto(service: str):
-    return boto3.client(service, endpoint_url=ENDPOINT, region_name="us-east-1", aws_access_key_id="testing",
-                        aws_secret_access_key="testing")
+    return boto3.client(
+        service,
+        endpoint_url=ENDPOINT,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,48 +80,71 @@ def env(moto):
     """Network, ALB, listener and cluster: what a platform's infrastructure code would have made."""
     ec2, elb = _boto("ec2"), _boto("elbv2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{z}")
-               ["Subnet"]["SubnetId"] for i, z in ((1, "a"), (2, "b"))]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
+        for i, z in ((1, "a"), (2, "b"))
+    ]
     alb = elb.create_load_balancer(Name="flightdeck", Subnets=subnets)["LoadBalancers"][0]
     listener = elb.create_listener(
-        LoadBalancerArn=alb["LoadBalancerArn"], Protocol="HTTP", Port=80,
+        LoadBalancerArn=alb["LoadBalancerArn"],
+        Protocol="HTTP",
+        Port=80,
         DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503"}}],
     )["Listeners"][0]
     _boto("ecs").create_cluster(clusterName="flightdeck")
     ami = ec2.describe_images()["Images"][0]["ImageId"]
-    instances = [i["InstanceId"] for i in ec2.run_instances(ImageId=ami, MinCount=2, MaxCount=2,
-                                                             SubnetId=subnets[0])["Instances"]]
-    cfg = EcsConfig(cluster="flightdeck", listener_arn=listener["ListenerArn"], vpc_id=vpc,
-                    subnets=tuple(subnets), launch_type="EC2", network_mode="bridge", memory="256")
+    instances = [
+        i["InstanceId"]
+        for i in ec2.run_instances(ImageId=ami, MinCount=2, MaxCount=2, SubnetId=subnets[0])["Instances"]
+    ]
+    cfg = EcsConfig(
+        cluster="flightdeck",
+        listener_arn=listener["ListenerArn"],
+        vpc_id=vpc,
+        subnets=tuple(subnets),
+        launch_type="EC2",
+        network_mode="bridge",
+        memory="256",
+    )
     backend = EcsBackend.from_settings(aws_conn_id=CONN, cfg=cfg)
     return {"cfg": cfg, "backend": backend, "instances": instances, "alb": alb}
 
 
 def _spec(version: str, replicas: int = 1) -> RevisionSpec:
     digest = "sha256:" + f"{int(version):064x}"
-    return RevisionSpec(revision=f"v{version}-{digest[7:15]}-r{version}", digest=digest,
-                        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/flightdeck-model@{digest}",
-                        model_name="flightdeck-model", model_version=version, replicas=replicas,
-                        env={"MODEL_VERSION": version})
+    return RevisionSpec(
+        revision=f"v{version}-{digest[7:15]}-r{version}",
+        digest=digest,
+        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/flightdeck-model@{digest}",
+        model_name="flightdeck-model",
+        model_version=version,
+        replicas=replicas,
+        env={"MODEL_VERSION": version},
+    )
 
 
 def _inject_healthy_targets(env, backend: EcsBackend, revision: str, n: int = 1) -> None:
     """INJECTED: stands for ECS registering the service's running tasks in its target group."""
     arn = backend._tg_arn(revision)
-    _boto("elbv2").register_targets(TargetGroupArn=arn, Targets=[{"Id": i, "Port": 8080}
-                                                                 for i in env["instances"][:n]])
+    _boto("elbv2").register_targets(TargetGroupArn=arn, Targets=[{"Id": i, "Port": 8080} for i in env["instances"][:n]])
 
 
 def _inject_alb_metrics(backend: EcsBackend, revision: str, requests: int, errors: int) -> None:
     """INJECTED: what the ALB would publish to CloudWatch for this target group."""
-    dims = [{"Name": "TargetGroup", "Value": backend._tg_arn(revision).split(":")[-1]},
-            {"Name": "LoadBalancer", "Value": backend._lb_dimension()}]
+    dims = [
+        {"Name": "TargetGroup", "Value": backend._tg_arn(revision).split(":")[-1]},
+        {"Name": "LoadBalancer", "Value": backend._lb_dimension()},
+    ]
     # A few seconds back, as the ALB's published minute lags: moto drops EndTime's microseconds, so a
     # datapoint from the same second as the watcher's query would fall outside it (a CI flake).
     now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
-    _boto("cloudwatch").put_metric_data(Namespace="AWS/ApplicationELB", MetricData=[
-        {"MetricName": "RequestCount", "Dimensions": dims, "Value": requests, "Timestamp": now},
-        {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": dims, "Value": errors, "Timestamp": now}])
+    _boto("cloudwatch").put_metric_data(
+        Namespace="AWS/ApplicationELB",
+        MetricData=[
+            {"MetricName": "RequestCount", "Dimensions": dims, "Value": requests, "Timestamp": now},
+            {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": dims, "Value": errors, "Timestamp": now},
+        ],
+    )
 
 
 def _listener_weights(env) -> dict[str, int]:
@@ -149,11 +185,14 @@ def test_first_revision_every_resource_and_call(env):
     scaling = _boto("application-autoscaling")
     target = scaling.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]
     assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in target] == [
-        (f"service/flightdeck/{b.service_name(spec.revision)}", 1, 4)]
+        (f"service/flightdeck/{b.service_name(spec.revision)}", 1, 4)
+    ]
     policy = scaling.describe_scaling_policies(ServiceNamespace="ecs")["ScalingPolicies"][0]
     assert policy["PolicyType"] == "TargetTrackingScaling"
-    assert policy["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"][
-        "PredefinedMetricType"] == "ECSServiceAverageCPUUtilization"
+    assert (
+        policy["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]["PredefinedMetricType"]
+        == "ECSServiceAverageCPUUtilization"
+    )
     assert _boto("logs").describe_log_groups(logGroupNamePrefix="/flightdeck/serving")["logGroups"]
     assert b.weights() == {spec.revision: 100}
     assert b.spec(spec.revision).image == spec.image  # what rollback would restart it from
@@ -193,8 +232,10 @@ def test_never_healthy_revision_is_rolled_back(env):
     assert set(_listener_weights(env)) == {b.tg_name(r) for r in live}
     svc = _boto("ecs").describe_services(cluster="flightdeck", services=[b.service_name(spec.revision)])
     assert all(s["status"] != "ACTIVE" for s in svc["services"])
-    ids = [t["ResourceId"] for t in _boto("application-autoscaling").describe_scalable_targets(
-        ServiceNamespace="ecs")["ScalableTargets"]]
+    ids = [
+        t["ResourceId"]
+        for t in _boto("application-autoscaling").describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]
+    ]
     assert f"service/flightdeck/{b.service_name(spec.revision)}" not in ids
 
 
@@ -245,35 +286,46 @@ def test_rolling_deployment_state_and_circuit_breaker(env):
     b = env["backend"]
     (live,) = b.weights()
     td = b.register(_spec("6"))
-    op = EcsServiceDeployOperator(task_id="roll", cluster="flightdeck", service=b.service_name(live),
-                                  task_definition=td, aws_conn_id=CONN, wait_for_completion=False)
+    op = EcsServiceDeployOperator(
+        task_id="roll",
+        cluster="flightdeck",
+        service=b.service_name(live),
+        task_definition=td,
+        aws_conn_id=CONN,
+        wait_for_completion=False,
+    )
     deployment_id = op.execute({})
     ecs = _boto("ecs")
     svc = ecs.describe_services(cluster="flightdeck", services=[b.service_name(live)])["services"][0]
     assert svc["taskDefinition"] == td
     assert any(d["id"] == deployment_id and d["status"] == "PRIMARY" for d in svc["deployments"])
-    assert deployment_state(ecs, "flightdeck", b.service_name(live))[0] == "IN_PROGRESS"
+    assert deployment_state(ecs, "flightdeck", b.service_name(live), deployment_id)[0] == "IN_PROGRESS"
 
-    class FailedRollout:  # INJECTED: moto's real answer with the circuit breaker's verdict written in
-        def describe_services(self, **kw):
-            resp = ecs.describe_services(**kw)
-            for d in resp["services"][0]["deployments"]:
-                if d["status"] == "PRIMARY":
-                    d.update(rolloutState="FAILED", rolloutStateReason="tasks failed to start")
-            return resp
+    def failed_rollout(parsed, **_):  # INJECTED: moto's real answer with the circuit breaker's verdict written in
+        for d in parsed["services"][0]["deployments"]:
+            if d["status"] == "PRIMARY":
+                d.update(rolloutState="FAILED", rolloutStateReason="tasks failed to start")
 
-    assert deployment_state(FailedRollout(), "flightdeck", b.service_name(live)) == (
-        "FAILED", "tasks failed to start")
-    waiting = EcsServiceDeployOperator(task_id="roll2", cluster="flightdeck", service=b.service_name(live),
-                                       task_definition=td, aws_conn_id=CONN, waiter_delay=0,
-                                       waiter_max_attempts=2)
+    ecs.meta.events.register("after-call.ecs.DescribeServices", failed_rollout)
+    assert deployment_state(ecs, "flightdeck", b.service_name(live), deployment_id) == (
+        "FAILED",
+        "tasks failed to start",
+    )
+    waiting = EcsServiceDeployOperator(
+        task_id="roll2",
+        cluster="flightdeck",
+        service=b.service_name(live),
+        task_definition=td,
+        aws_conn_id=CONN,
+        waiter_delay=0,
+        waiter_max_attempts=2,
+    )
     from airflow.sdk.exceptions import AirflowException
 
     with pytest.raises(AirflowException, match="still in progress"):
         waiting.execute({})
     with pytest.raises(AirflowException, match="FAILED: tasks failed"):
-        waiting.execute_complete({}, {"status": "FAILED", "deployment_id": deployment_id,
-                                      "reason": "tasks failed"})
+        waiting.execute_complete({}, {"status": "FAILED", "deployment_id": deployment_id, "reason": "tasks failed"})
 
 
 def test_ecr_repository_and_login_through_the_hook(moto):
@@ -311,9 +363,16 @@ def _rolling_run(env, records, version: str):
     from flightdeck.deploy.flow import Deploy
 
     digest = "sha256:" + f"{int(version):064x}"
-    params = {"target": "ecs", "strategy": "rolling", "model": "none", "model_name": "flightdeck-model",
-              "image": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/flightdeck-model@{digest}",
-              "bake_seconds": 1, "healthy_timeout_seconds": 3, "env": {"MODEL_VERSION": version}}
+    params = {
+        "target": "ecs",
+        "strategy": "rolling",
+        "model": "none",
+        "model_name": "flightdeck-model",
+        "image": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/flightdeck-model@{digest}",
+        "bake_seconds": 1,
+        "healthy_timeout_seconds": 3,
+        "env": {"MODEL_VERSION": version},
+    }
     d = Deploy(f"manual__roll_{version}", params, store=records, backend=env["backend"], aws_conn_id=CONN)
     for step in ("resolve", "build", "push", "register"):
         getattr(d, step)()
@@ -336,8 +395,13 @@ def test_rolling_updates_the_live_service_in_place(env, records):
     svc = _boto("ecs").describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0]
     assert roll["previous_task_definition"] == svc["taskDefinition"]
     assert f"task-definition/{b.family(live)}:" in roll["task_definition"]  # the live service's family
-    _operator(task_id="roll_service", cluster=roll["cluster"], service=roll["service"],
-              task_definition=roll["task_definition"], wait_for_completion=False).execute({})
+    _operator(
+        task_id="roll_service",
+        cluster=roll["cluster"],
+        service=roll["service"],
+        task_definition=roll["task_definition"],
+        wait_for_completion=False,
+    ).execute({})
     d.wait_healthy()
     for i in range(1, 5):
         with pytest.raises(StepNotInPlan):
@@ -360,12 +424,16 @@ def test_rolling_that_the_circuit_breaker_fails_is_rolled_back(env, records):
     (live,) = b.weights()
     d, started = _rolling_run(env, records, "8")
     roll = started["roll"]
-    op = _operator(task_id="roll_service", cluster=roll["cluster"], service=roll["service"],
-                   task_definition=roll["task_definition"], wait_for_completion=False)
+    op = _operator(
+        task_id="roll_service",
+        cluster=roll["cluster"],
+        service=roll["service"],
+        task_definition=roll["task_definition"],
+        wait_for_completion=False,
+    )
     deployment_id = op.execute({})
     with pytest.raises(AirflowException, match="FAILED: tasks failed to start"):
-        op.execute_complete({}, {"status": "FAILED", "deployment_id": deployment_id,
-                                 "reason": "tasks failed to start"})
+        op.execute_complete({}, {"status": "FAILED", "deployment_id": deployment_id, "reason": "tasks failed to start"})
     out = d.rollback(failed_tasks=["roll_service"])
     assert "roll_service failed" in out["reason"] and out["restored"] == {live: 100}
     ecs = _boto("ecs")
@@ -376,5 +444,7 @@ def test_rolling_that_the_circuit_breaker_fails_is_rolled_back(env, records):
     assert b.spec(live).env["MODEL_VERSION"] == "7"  # what serves (and what a later rollback restores)
     assert d.record()["outcome"] == "rolled_back"
     d.rollback(failed_tasks=["roll_service"])  # clearing the rollback task: idempotent
-    assert ecs.describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0][
-        "taskDefinition"] == roll["previous_task_definition"]
+    assert (
+        ecs.describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0]["taskDefinition"]
+        == roll["previous_task_definition"]
+    )

@@ -421,12 +421,15 @@ class EcsBackend:
         )
 
 
-def deployment_state(ecs: Any, cluster: str, service: str) -> tuple[str, str]:
-    """(rolloutState, reason) of the service's PRIMARY deployment: IN_PROGRESS, COMPLETED or FAILED.
+def deployment_state(ecs: Any, cluster: str, service: str, deployment_id: str) -> tuple[str, str]:
+    """(state, reason) of ECS deployment `deployment_id` of `service`: one poll of the rollout waiter.
 
-    With the circuit breaker's rollback on, FAILED means ECS is already restoring the last
-    completed deployment; callers report it and fail the step.
+    The same waiter (flightdeck.deploy.ecs_rollout, waiters/ecs.json) that the roll_service task
+    runs: state is COMPLETED, IN_PROGRESS, FAILED (with the circuit breaker's rollback on, ECS is
+    already restoring the last completed deployment), SUPERSEDED (another deployment is PRIMARY),
+    or what the watcher cannot judge: MISSING, INACTIVE, DRAINING, NO_PRIMARY, ... Raises
+    ecs_rollout.EcsWatchError on an error answer that is not transient.
     """
-    svc = ecs.describe_services(cluster=cluster, services=[service])["services"][0]
-    primary = next(d for d in svc["deployments"] if d["status"] == "PRIMARY")
-    return primary.get("rolloutState", "IN_PROGRESS"), primary.get("rolloutStateReason", "")
+    from flightdeck.deploy.ecs_rollout import poll_once
+
+    return poll_once(ecs, cluster, service, deployment_id)

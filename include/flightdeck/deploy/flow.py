@@ -371,8 +371,13 @@ class Deploy:
         log.info("%s", rec.render(r))
         return out
 
-    def rollback(self, failed_tasks: list[str] | None = None) -> dict[str, Any]:
-        """Restore the previous revision with 100% of traffic; reason from the failed step."""
+    def rollback(self, failed_tasks: list[str] | None = None, watch_error: str = "") -> dict[str, Any]:
+        """Restore the previous revision with 100% of traffic; reason from the failed step.
+
+        `watch_error`: roll_service failed because its watcher could not judge ECS's rollout (a
+        missing service, an error of the watcher itself), not because the rollout failed. Then
+        nothing is rolled back: the record ends `failed` with that reason.
+        """
         r = self.store.get(self.target, self.dep_id)
         failed_tasks = failed_tasks or []
         if r is not None and failed_tasks and (r.get("failure") or {}).get("step") not in failed_tasks:
@@ -384,6 +389,8 @@ class Deploy:
                     "at": rec.now_iso(),
                 }
             )
+        if watch_error and r is not None and self._rolling(r) and set(failed_tasks) <= {"roll_service"}:
+            return self._watch_failed(r, watch_error)
         if r is None or not r.get("previous"):
             reason = (r or {}).get("failure", {}).get("reason", "failed before any revision started")
             if r is not None:
@@ -432,6 +439,25 @@ class Deploy:
         log.info("%s", rec.render(r))
         log.error("deploy of %s rolled back: %s failed: %s", spec.revision, failure["step"], failure["reason"])
         return {"restored": restored, "reason": failure["reason"]}
+
+    def _watch_failed(self, r: Mapping[str, Any], watch_error: str) -> dict[str, Any]:
+        """The rollout was not judged: leave it to ECS (its circuit breaker still guards it)."""
+        service = (r.get("roll") or {}).get("service", "?")
+        reason = (
+            f"roll_service: the rollout's watcher failed, not the rollout: {watch_error}. Not rolled back: "
+            f"ECS may still complete the rollout; check service {service}"
+        )
+        r = self._update(
+            step="rollback",
+            detail={"status": "not_rolled_back", "watch_error": watch_error},
+            outcome="failed",
+            finished_at=rec.now_iso(),
+            failure={"step": "roll_service", "reason": reason, "at": rec.now_iso()},
+            rollback=None,
+        )
+        log.info("%s", rec.render(r))
+        log.error("%s", reason)
+        return {"restored": None, "reason": reason}
 
     def outcome(self) -> dict[str, Any]:
         """Print the record; fail (with the reason) unless the deploy succeeded."""
