@@ -14,24 +14,40 @@
     flightdeck dataset new-holdout NAME [--namespace NS]   cut a new holdout (resets the champion comparison)
 
 RUN_A/RUN_B are deploy DAG run ids (manual__2026-...) or deployment ids (the record file names).
-Addresses come from the environment (flightdeck.settings); S3 credentials from AWS_* variables; `run`
-logs in as FLIGHTDECK_AIRFLOW_USER (default admin) with FLIGHTDECK_AIRFLOW_PASSWORD (default: the
-embedded platform's generated password).
-Exit code: 0 on an answer, 1 when the answer has warnings (status), the lookup failed or the run failed.
+Addresses come from the environment, else the repo's .env, else the embedded platform's defaults
+(flightdeck.settings, the same values scripts/env.sh exports): from a plain shell the CLI talks to the
+local platform. S3 credentials from AWS_* variables (the local S3's keys while S3 is on this machine);
+`run`/`clear`/`rollback` log in as FLIGHTDECK_AIRFLOW_USER (default admin) with FLIGHTDECK_AIRFLOW_PASSWORD
+(default: the embedded platform's generated password).
+Errors a user can fix (a service down, a setting missing, an unknown name, bad arguments) are one line on
+stderr that says what to set or do, never a traceback (FLIGHTDECK_DEBUG=1 shows it).
+Exit code: 0 on an answer, 1 when the answer has warnings (status), the lookup failed or the run failed,
+2 on bad arguments or configuration.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlparse
 
 from flightdeck import lineage
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import records as rec
+
+
+class CliError(RuntimeError):
+    """A user-fixable problem: printed as one line, exit code `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _store(s: settings_mod.Settings) -> rec.RecordStore:
@@ -128,16 +144,31 @@ def render_history(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _airflow(s: settings_mod.Settings) -> Any:
-    import os
+    from flightdeck.airflow_client import AirflowClient, AirflowError
 
-    from flightdeck.airflow_client import AirflowClient
-
+    user = os.environ.get("FLIGHTDECK_AIRFLOW_USER", "admin")
     password = os.environ.get("FLIGHTDECK_AIRFLOW_PASSWORD")
     if not password:
         from flightdeck.platform import airflow_password
 
-        password = airflow_password()
-    return AirflowClient(s.airflow_url, os.environ.get("FLIGHTDECK_AIRFLOW_USER", "admin"), password)
+        try:
+            password = airflow_password()
+        except (OSError, ValueError, KeyError) as exc:
+            raise CliError(
+                f"no Airflow password: set FLIGHTDECK_AIRFLOW_PASSWORD (the embedded platform's generated one "
+                f"is read from {s.state_dir / 'airflow'}, not usable: {type(exc).__name__})",
+                2,
+            ) from exc
+    try:
+        return AirflowClient(s.airflow_url, user, password)
+    except AirflowError as exc:
+        if "login failed" in str(exc):
+            raise CliError(
+                f"Airflow at {s.airflow_url} refused the login of {user!r}: set FLIGHTDECK_AIRFLOW_USER and "
+                "FLIGHTDECK_AIRFLOW_PASSWORD",
+                2,
+            ) from exc
+        raise
 
 
 def clear_task(
@@ -185,6 +216,10 @@ def run_dag(dag_id: str, conf: dict[str, Any], wait: bool, timeout: float, s: se
     """Trigger `dag_id` (unpausing it) and optionally wait: what CI does on main."""
     client = _airflow(s)
     try:
+        # an unknown DAG id would otherwise wait two minutes for the dag processor to parse it
+        known = sorted(d["dag_id"] for d in client.get("/dags", limit=1000).get("dags", []))
+        if dag_id not in known:
+            raise LookupError(f"unknown DAG {dag_id!r}; Airflow has: {', '.join(known) or 'none'}")
         run_id = client.trigger(dag_id, conf)
         state = client.wait(dag_id, run_id, timeout=timeout, poll=5) if wait else "queued"
         tasks = client.task_states(dag_id, run_id) if wait else {}
@@ -199,37 +234,78 @@ def run_dag(dag_id: str, conf: dict[str, Any], wait: bool, timeout: float, s: se
     }
 
 
+TARGETS = ("local", "ecs")  # the deploy DAG's targets
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (what was wrong, where the help is), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def run_conf(text: str) -> dict[str, Any]:
+    """`--conf` as a dict: the DAG's params as a JSON object (CliError, exit 2, otherwise)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--conf is not JSON ({exc.msg} at character {exc.pos}): {text!r}", 2) from None
+    if not isinstance(value, dict):
+        raise CliError(f'--conf must be a JSON object ({{"param": value, ...}}), got {text!r}', 2)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flightdeck", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="flightdeck", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_status = sub.add_parser("status", help="what serves on a target now, and where it came from")
-    p_status.add_argument("--target", default="local")
+    p_status.add_argument("--target", default="local", choices=TARGETS)
     p_diff = sub.add_parser("diff", help="what changed between two deployments")
     p_diff.add_argument("run_a")
     p_diff.add_argument("run_b")
-    p_diff.add_argument("--target", default=None)
+    p_diff.add_argument("--target", default=None, choices=TARGETS)
     p_hist = sub.add_parser("history", help="deployments on a target, newest first")
-    p_hist.add_argument("--target", default="local")
-    p_hist.add_argument("--limit", type=int, default=20)
+    p_hist.add_argument("--target", default="local", choices=TARGETS)
+    p_hist.add_argument("--limit", type=_positive_int, default=20)
     p_run = sub.add_parser("run", help="trigger a DAG through Airflow's REST API (and wait)")
     p_run.add_argument("dag_id")
     p_run.add_argument("--conf", default="{}", help="run conf as JSON (the DAG's params)")
     p_run.add_argument("--wait", action="store_true", help="wait for the run to finish")
-    p_run.add_argument("--timeout", type=float, default=3600)
+    p_run.add_argument("--timeout", type=_seconds, default=3600)
     p_clear = sub.add_parser("clear", help="clear a task of a run (retry it; on deploy: redeploy that run)")
     p_clear.add_argument("dag_id")
     p_clear.add_argument("run_id")
     p_clear.add_argument("task_id")
     p_clear.add_argument("--downstream", action="store_true", help="clear the tasks after it too")
     p_clear.add_argument("--wait", action="store_true", help="wait for the run to finish again")
-    p_clear.add_argument("--timeout", type=float, default=3600)
+    p_clear.add_argument("--timeout", type=_seconds, default=3600)
     p_rb = sub.add_parser("rollback", help="redeploy the previous good deployment (clears its start_new task)")
-    p_rb.add_argument("--target", default="local")
+    p_rb.add_argument("--target", default="local", choices=TARGETS)
     p_rb.add_argument("--to", default=None, help="deploy run id to go back to (default: the previous good one)")
     p_rb.add_argument("--wait", action="store_true")
-    p_rb.add_argument("--timeout", type=float, default=3600)
+    p_rb.add_argument("--timeout", type=_seconds, default=3600)
     p_logs = sub.add_parser("logs", help="save the target's serving container logs (state folder + S3)")
-    p_logs.add_argument("--target", default="local")
+    p_logs.add_argument("--target", default="local", choices=TARGETS)
     p_logs.add_argument("--no-upload", action="store_true", help="state folder only")
     for p in (p_status, p_diff, p_hist, p_run, p_clear, p_rb, p_logs):
         p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -320,9 +396,120 @@ def dataset_command(args: argparse.Namespace) -> int:
         return 1
 
 
+def _one_line(text: str, limit: int = 400) -> str:
+    """A message on one line: whitespace collapsed, a JSON error body reduced to its `detail`."""
+    head, sep, body = text.partition(": {")
+    if sep:
+        try:
+            detail = json.loads("{" + body).get("detail")
+            if detail:
+                text = f"{head}: {detail if isinstance(detail, str) else json.dumps(detail)}"
+        except (ValueError, AttributeError):
+            pass
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _service_at(url: str, s: settings_mod.Settings) -> tuple[str, str, str]:
+    """(service, its address, the variable that sets it) for a URL the CLI called."""
+    for name, base, var in (
+        ("Airflow", s.airflow_url, "FLIGHTDECK_AIRFLOW_URL"),
+        ("MLflow", s.mlflow_uri, "MLFLOW_TRACKING_URI"),
+        ("the load balancer", s.lb_url, "FLIGHTDECK_LB_URL"),
+        ("the image registry", f"http://{s.registry}", "FLIGHTDECK_REGISTRY"),
+        ("S3", s.s3_endpoint, "FLIGHTDECK_S3_ENDPOINT"),
+    ):
+        if base and url.startswith(base.rstrip("/")):
+            return name, base, var
+    return "a service", url.split("?")[0], ""
+
+
+def describe_error(exc: BaseException, s: settings_mod.Settings) -> tuple[str, int]:
+    """What went wrong in one line, saying what to set or do, and the exit code (2: configuration)."""
+    import botocore.exceptions as bce
+    import requests
+
+    from flightdeck.airflow_client import AirflowError
+    from flightdeck.services import ServiceUnavailable
+
+    up = "start the platform (`make up`)"
+    if isinstance(exc, CliError):
+        return str(exc), exc.code
+    if isinstance(exc, LookupError) and not isinstance(exc, (KeyError, IndexError)):
+        return _one_line(str(exc)), 1
+    if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
+        return (
+            f"no AWS credentials for S3 at {s.s3_endpoint}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE)",
+            2,
+        )
+    if isinstance(exc, bce.NoRegionError):
+        return "no AWS region: set AWS_DEFAULT_REGION", 2
+    if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectionError, bce.HTTPClientError)):
+        url = urlparse(getattr(exc, "kwargs", {}).get("endpoint_url") or s.s3_endpoint)
+        endpoint = f"{url.scheme}://{url.netloc}"
+        name = "S3" if s.s3_endpoint.rstrip("/") == endpoint else "AWS"
+        return f"cannot reach {name} at {endpoint} ({type(exc).__name__}): {up}, or set FLIGHTDECK_S3_ENDPOINT", 1
+    if isinstance(exc, bce.ProfileNotFound):
+        return f"{exc}: set AWS_PROFILE to a profile of your AWS config, or unset it", 2
+    if isinstance(exc, bce.ClientError):
+        err = exc.response.get("Error", {})
+        code, msg = str(err.get("Code", "")), str(err.get("Message", ""))
+        if code == "NoSuchBucket":
+            bucket = err.get("BucketName") or "a platform bucket"
+            return (
+                f"S3 bucket {bucket} does not exist at {s.s3_endpoint}: set FLIGHTDECK_DEPLOY_BUCKET (and the "
+                "other FLIGHTDECK_*_BUCKET), or create the buckets: python -m flightdeck.platform buckets",
+                2,
+            )
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"):
+            return (
+                f"S3 at {s.s3_endpoint} refused the credentials ({code}): set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (the local platform's keys unless you set them: README, Services)",
+                2,
+            )
+        return _one_line(f"AWS {exc.operation_name}: {code}: {msg}"), 1
+    if isinstance(exc, requests.RequestException):
+        url = exc.request.url if exc.request is not None and exc.request.url else ""
+        name, base, var = _service_at(url, s)
+        where = f"{up}, or set {var}" if var else up
+        return f"cannot reach {name} at {base} ({type(exc).__name__}): {where}", 1
+    if isinstance(exc, ServiceUnavailable):
+        return f"{exc} ({up})", 1
+    if isinstance(exc, AirflowError):
+        return _one_line(f"Airflow: {exc}"), 1
+    module = type(exc).__module__
+    if module.startswith("botocore"):
+        return _one_line(f"AWS: {exc} (check AWS_* settings and FLIGHTDECK_S3_ENDPOINT)"), 2
+    if module.startswith("mlflow"):
+        return _one_line(f"MLflow at {s.mlflow_uri}: {exc} (set MLFLOW_TRACKING_URI)"), 1
+    if module.startswith("docker"):
+        return _one_line(f"Docker engine: {exc} (start dockerd, or set DOCKER_HOST)"), 1
+    if isinstance(exc, OSError):
+        return _one_line(str(exc) or type(exc).__name__), 1
+    return _one_line(f"unexpected {type(exc).__name__}: {exc} (FLIGHTDECK_DEBUG=1 shows the traceback)"), 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The `flightdeck` entry point: the local platform's defaults for what is unset, one-line errors."""
+    args = build_parser().parse_args(argv)
+    settings_mod.apply_defaults()
+    if "airflow" not in sys.modules:  # the ECS target's provider hooks log at info on stdout: keep --json clean
+        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("flightdeck: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("FLIGHTDECK_DEBUG"):
+            raise
+        message, code = describe_error(exc, settings_mod.load())
+        print(f"flightdeck: {message}", file=sys.stderr)
+        return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "dataset":
         return dataset_command(args)
     s = settings_mod.load()
@@ -341,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.task_id, args.downstream = "start_new", True
     if args.cmd in ("run", "clear"):
         if args.cmd == "run":
-            out = run_dag(args.dag_id, json.loads(args.conf), args.wait, args.timeout, s)
+            out = run_dag(args.dag_id, run_conf(args.conf), args.wait, args.timeout, s)
         else:
             out = clear_task(args.dag_id, args.run_id, args.task_id, args.downstream, args.wait, args.timeout, s)
         print(

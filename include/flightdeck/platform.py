@@ -51,13 +51,11 @@ def aws_connection_json(endpoint_url: str | None = None) -> str:
     """The aws_default connection as Airflow JSON, pointing every AWS client at the local S3 server
     (the Python twin of scripts/env.sh, for processes started without it)."""
     s = settings.load()
-    return json.dumps(
-        {
-            "conn_type": "aws",
-            "login": os.environ.get("AWS_ACCESS_KEY_ID", "flightdeck"),
-            "password": os.environ.get("AWS_SECRET_ACCESS_KEY", "flightdeck-secret"),
-            "extra": {"endpoint_url": endpoint_url or s.s3_endpoint, "region_name": s.aws_region},
-        }
+    return settings.aws_connection_json(
+        os.environ.get("AWS_ACCESS_KEY_ID", settings.LOCAL_S3_ACCESS_KEY),
+        os.environ.get("AWS_SECRET_ACCESS_KEY", settings.LOCAL_S3_SECRET_KEY),
+        endpoint_url or s.s3_endpoint,
+        s.aws_region,
     )
 
 

@@ -2,21 +2,125 @@
 
 Every default is the embedded one-machine platform that `make up` starts; production overrides
 the same variables (or, for credentials, the Airflow connection). Nothing here imports Airflow.
+
+This module is the one source of those defaults: `load()` reads them, the CLI applies them to its own
+process (`apply_defaults`, so it works from a plain shell), and scripts/env.sh exports them by running
+`python -I include/flightdeck/settings.py shell`. Only the standard library is imported here, so that
+command runs before the package is installed.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The embedded S3 server's (SeaweedFS) keys: local-only credentials, used only when S3 is on this machine.
+LOCAL_S3_ACCESS_KEY = "flightdeck"
+LOCAL_S3_SECRET_KEY = "flightdeck-secret"
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
     return value if value else default
+
+
+def is_local_endpoint(url: str) -> bool:
+    """True for an address on this machine (the embedded platform's services)."""
+    host = urlparse(url).hostname or ""
+    return host.startswith(_LOOPBACK)
+
+
+def aws_connection_json(key: str, secret: str, endpoint_url: str, region: str) -> str:
+    """The Amazon provider's aws_default connection as Airflow JSON, pointing every AWS client at `endpoint_url`."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": key,
+            "password": secret,
+            "extra": {"endpoint_url": endpoint_url, "region_name": region},
+        }
+    )
+
+
+def environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every variable the platform's processes read: its value in `environ` (default os.environ) when set,
+    else the embedded platform's default (derived values follow what is set, e.g. the S3 port).
+
+    The local S3 keys are defaults only while S3 is on this machine and no AWS_PROFILE is chosen, so a
+    shell aimed at real AWS keeps its own credential chain (profile, SSO, instance role)."""
+    env = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+
+    def put(name: str, default: str) -> str:
+        out[name] = env.get(name) or default
+        return out[name]
+
+    put("FLIGHTDECK_STATE_DIR", str(REPO_ROOT / ".flightdeck"))
+    s3_port = put("FLIGHTDECK_S3_PORT", "8333")
+    mlflow_port = put("FLIGHTDECK_MLFLOW_PORT", "5001")
+    airflow_port = put("FLIGHTDECK_AIRFLOW_PORT", "8080")
+    s3 = put("FLIGHTDECK_S3_ENDPOINT", f"http://127.0.0.1:{s3_port}")
+    put("FLIGHTDECK_AIRFLOW_URL", f"http://127.0.0.1:{airflow_port}")
+    put("FLIGHTDECK_REGISTRY", "127.0.0.1:5050")
+    put("FLIGHTDECK_LB_URL", "http://127.0.0.1:8090")
+    put("FLIGHTDECK_DATA_BUCKET", "flightdeck-data")
+    put("FLIGHTDECK_MLFLOW_BUCKET", "flightdeck-mlflow")
+    put("FLIGHTDECK_LOGS_BUCKET", "flightdeck-logs")
+    put("FLIGHTDECK_DEPLOY_BUCKET", "flightdeck-deployments")
+    put("FLIGHTDECK_MODEL_NAME", "flightdeck-model")
+    region = put("AWS_DEFAULT_REGION", "us-east-1")
+    local_keys = is_local_endpoint(s3) and not env.get("AWS_PROFILE")
+    key = put("AWS_ACCESS_KEY_ID", LOCAL_S3_ACCESS_KEY if local_keys else "")
+    secret = put("AWS_SECRET_ACCESS_KEY", LOCAL_S3_SECRET_KEY if local_keys else "")
+    if key and secret:
+        # Airflow, tasks, scripts and tests alike: the provider's aws_default goes to this S3 unless set.
+        put("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_json(key, secret, s3, region))
+    put("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{mlflow_port}")
+    # A missing bucket or a down server makes the MLflow client retry for minutes; fail fast, let Airflow retry.
+    put("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    put("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    put("FLIGHTDECK_SERVING_API_KEYS_FILE", "")  # off: the model endpoint needs no key (README, serving)
+    put("FLIGHTDECK_SERVING_API_KEYS_SECRET_ARN", "")
+    return {k: v for k, v in out.items() if v}
+
+
+def dotenv(path: Path | None = None) -> dict[str, str]:
+    """KEY=VALUE lines of the project's .env (what scripts/env.sh sources); quotes stripped, comments skipped."""
+    path = path or REPO_ROOT / ".env"
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
+
+
+def apply_defaults() -> None:
+    """For entry points started from a plain shell (the CLI): the .env file, then the embedded platform's
+    defaults, for every variable the caller has not set, as `source scripts/env.sh` would."""
+    for name, value in dotenv().items():
+        if not os.environ.get(name):
+            os.environ[name] = value
+    for name, value in environment().items():
+        if not os.environ.get(name):
+            os.environ[name] = value
 
 
 @dataclass(frozen=True)
@@ -35,6 +139,8 @@ class Settings:
     registry: str
     lb_url: str
     model_name: str
+    serving_api_keys_file: str = ""  # host file of model-endpoint keys the local target mounts ("" = no auth)
+    serving_api_keys_secret_arn: str = ""  # Secrets Manager secret the ECS target injects ("" = no auth)
 
     @property
     def buckets(self) -> tuple[str, ...]:
@@ -43,19 +149,22 @@ class Settings:
 
 def load() -> Settings:
     """Read the settings now (tests and tasks may change the environment between calls)."""
+    e = environment()
     return Settings(
-        state_dir=Path(_env("FLIGHTDECK_STATE_DIR", str(REPO_ROOT / ".flightdeck"))),
-        s3_endpoint=_env("FLIGHTDECK_S3_ENDPOINT", "http://127.0.0.1:8333"),
-        aws_region=_env("AWS_DEFAULT_REGION", "us-east-1"),
-        data_bucket=_env("FLIGHTDECK_DATA_BUCKET", "flightdeck-data"),
-        mlflow_bucket=_env("FLIGHTDECK_MLFLOW_BUCKET", "flightdeck-mlflow"),
-        logs_bucket=_env("FLIGHTDECK_LOGS_BUCKET", "flightdeck-logs"),
-        deploy_bucket=_env("FLIGHTDECK_DEPLOY_BUCKET", "flightdeck-deployments"),
-        mlflow_uri=_env("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001"),
-        airflow_url=_env("FLIGHTDECK_AIRFLOW_URL", "http://127.0.0.1:8080"),
-        registry=_env("FLIGHTDECK_REGISTRY", "127.0.0.1:5050"),
-        lb_url=_env("FLIGHTDECK_LB_URL", "http://127.0.0.1:8090"),
-        model_name=_env("FLIGHTDECK_MODEL_NAME", "flightdeck-model"),
+        state_dir=Path(e["FLIGHTDECK_STATE_DIR"]),
+        s3_endpoint=e["FLIGHTDECK_S3_ENDPOINT"],
+        aws_region=e["AWS_DEFAULT_REGION"],
+        data_bucket=e["FLIGHTDECK_DATA_BUCKET"],
+        mlflow_bucket=e["FLIGHTDECK_MLFLOW_BUCKET"],
+        logs_bucket=e["FLIGHTDECK_LOGS_BUCKET"],
+        deploy_bucket=e["FLIGHTDECK_DEPLOY_BUCKET"],
+        mlflow_uri=e["MLFLOW_TRACKING_URI"],
+        airflow_url=e["FLIGHTDECK_AIRFLOW_URL"],
+        registry=e["FLIGHTDECK_REGISTRY"],
+        lb_url=e["FLIGHTDECK_LB_URL"],
+        model_name=e["FLIGHTDECK_MODEL_NAME"],
+        serving_api_keys_file=e.get("FLIGHTDECK_SERVING_API_KEYS_FILE", ""),
+        serving_api_keys_secret_arn=e.get("FLIGHTDECK_SERVING_API_KEYS_SECRET_ARN", ""),
     )
 
 
@@ -70,3 +179,18 @@ def git_sha() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -I include/flightdeck/settings.py shell`: the environment as `export NAME=value` lines."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args != ["shell"]:
+        print("usage: python -I include/flightdeck/settings.py shell", file=sys.stderr)
+        return 2
+    for name, value in environment().items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
