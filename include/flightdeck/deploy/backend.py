@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -39,7 +39,8 @@ class TargetHealth:
     healthy: int  # targets passing the LB's active health check
     states: Mapping[str, str] = field(default_factory=dict)  # target -> UP/DOWN/MAINT/...
     requests: int = 0  # cumulative requests the LB sent to this revision
-    errors_5xx: int = 0  # cumulative 5xx responses from this revision
+    errors_5xx: int = 0  # cumulative 5xx responses from this revision (those the LB retried included)
+    retried: int = 0  # of those, failures the LB retried on another revision: the client never saw them
 
     @property
     def all_healthy(self) -> bool:
@@ -56,8 +57,13 @@ class Backend(Protocol):
 
     def target_health(self, revision: str) -> TargetHealth: ...
 
-    def set_weights(self, weights: Mapping[str, int]) -> None:
-        """Traffic percent per revision (sums to 100, or to 0 to take every revision out)."""
+    def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
+        """Traffic percent per revision (sums to 100, or to 0 to take every revision out).
+
+        `standby`: revisions at 0% that may still answer requests the load balancer retries after
+        a failure elsewhere (the previous revision while a new one is watched). A target whose load
+        balancer does not retry (ECS behind an ALB) ignores it.
+        """
 
     def stop_revision(self, revision: str) -> None:
         """Take the revision out of the LB (draining first) and stop its targets; idempotent."""

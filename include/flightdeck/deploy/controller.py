@@ -231,7 +231,8 @@ def shift(
     if not h.all_healthy:
         raise DeployError(f"refusing to shift {percent}% to {new}: {h.healthy}/{h.total} targets up")
     weights = split(new, percent, snap.weights)
-    backend.set_weights(weights)
+    # what served before stays a retry target while the new revision is watched (until finalize)
+    backend.set_weights(weights, standby=[r for r, w in snap.weights.items() if w > 0 and r != new])
     try:
         result = watch(backend, new, hold_s, th, sleep=sleep) if hold_s > 0 else {}
     except DeployError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,7 +302,8 @@ class EcsBackend:
                 out[action["TargetGroupArn"]] = 100
         return out
 
-    def set_weights(self, weights: Mapping[str, int]) -> None:
+    def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
+        # `standby` is ignored: an ALB does not retry a failed request on another target group
         groups = []
         for revision, pct in sorted(weights.items()):
             arn = self._tg_arn(revision)

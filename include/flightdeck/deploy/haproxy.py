@@ -47,6 +47,17 @@ class LbConfig:
     port_base: int = 8400
     slots: int = 16
     check: HealthCheck = field(default_factory=HealthCheck)
+    # Requests at once per server; more wait in HAProxy's queue. 2 x the image's SERVING_WORKERS:
+    # each worker then has at most one request queued behind the one it scores, so a health check
+    # waits for at most that much scoring (a busy server is not a dead one).
+    server_maxconn: int = 4
+    queue_timeout_s: int = 15  # a request queued longer gets HAProxy's 503: a deliberate, bounded refusal
+    # The whole request (headers and body) must arrive within this; HAProxy holds it until then
+    # (`option http-buffer-request`), so a client trickling its body never holds a model worker.
+    request_timeout_s: int = 10
+    # HAProxy buffer size: a request body up to this size is buffered whole, and can be retried on
+    # another server (L7 retries need the request in the buffer). ~400 rows of 30 features as JSON.
+    buffer_bytes: int = 256 * 1024
 
     @property
     def socket_path(self) -> Path:
@@ -65,7 +76,15 @@ class LbConfig:
 
 
 def render_config(cfg: LbConfig) -> str:
-    """The whole haproxy.cfg; retries + redispatch make a stopping server cost no client request."""
+    """The whole haproxy.cfg.
+
+    Retries with redispatch make a stopping server, and a server answering 5xx, cost no client
+    request while another server can answer: the request (buffered whole) is sent once more to a
+    different server. A 5xx that HAProxy retried is counted in the failing server's `wretr`, not in
+    its `hrsp_5xx` (see `LocalBackend.target_health`, which adds them back for the deploy watcher).
+    Sources: HAProxy 2.6 configuration manual, `retry-on`, `option redispatch`,
+    `option http-buffer-request`, `timeout http-request`, `maxconn` (server) and `timeout queue`.
+    """
     c = cfg.check
     # sN carries traffic by weight; bN is the same container as a backup server, enabled for a
     # revision that still runs with 0% (blue/green until finalize): HAProxy sends traffic there only
@@ -81,6 +100,7 @@ global
     stats timeout 10s
     pidfile {cfg.pid_path}
     maxconn 4096
+    tune.bufsize {cfg.buffer_bytes}
     # without this a second HAProxy (another checkout's platform) silently shares the port via
     # SO_REUSEPORT and the kernel splits clients between two LBs with different weights
     noreuseport
@@ -92,12 +112,16 @@ defaults
     timeout server 30s
     timeout http-keep-alive 5s
     timeout check 2s
+    timeout http-request {cfg.request_timeout_s}s
+    timeout queue {cfg.queue_timeout_s}s
+    option http-buffer-request
     retries 3
     option redispatch 1
-    # connection-level failures only: an HTTP 5xx from a bad model must stay visible to the watcher
-    retry-on conn-failure empty-response response-timeout
-    default-server check inter {c.interval_ms}ms fastinter {c.interval_ms}ms downinter {c.interval_ms}ms \
-fall {c.unhealthy_threshold} rise {c.healthy_threshold} on-marked-down shutdown-sessions \
+    # every retry goes to another server (redispatch); a 5xx retried this way stays visible to the
+    # deploy watcher through the server's `wretr` counter
+    retry-on conn-failure empty-response response-timeout 500 502 503 504
+    default-server maxconn {cfg.server_maxconn} check inter {c.interval_ms}ms fastinter {c.interval_ms}ms \
+downinter {c.interval_ms}ms fall {c.unhealthy_threshold} rise {c.healthy_threshold} \
 observe layer7 error-limit {c.error_limit} on-error mark-down
 
 frontend public
@@ -233,6 +257,10 @@ class HAProxy:
     def _rows(self) -> list[dict[str, str]]:
         raw = self.command("show stat").lstrip("# ")
         return [r for r in csv.DictReader(io.StringIO(raw)) if r.get("pxname") == BACKEND]
+
+    def backend_stats(self) -> dict[str, str]:
+        """The `show stat` row of the serving backend as a whole (queue, retries, totals)."""
+        return next(row for row in self._rows() if row.get("svname") == "BACKEND")
 
     def stats(self) -> dict[int, dict[str, str]]:
         """`show stat` rows of the serving backend's weighted servers (sN), by slot number."""

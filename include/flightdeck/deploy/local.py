@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CONTAINER_PORT = 8080
 WEIGHT_SCALE = 2  # HAProxy weights run 0..256: percent x 2 keeps 1% steps with room for replicas
+STANDBY_WEIGHT = 1  # a 0% revision named in set_weights(standby=...): a redispatch target for retries
 L_TARGET, L_REV, L_SLOT, L_SPEC, L_LB = (
     "org.flightdeck.target",
     "org.flightdeck.revision",
@@ -145,7 +146,7 @@ class LocalBackend:
         containers = self._containers(revision)
         stats = self.haproxy.stats() if self.haproxy.running() else {}
         states: dict[str, str] = {}
-        healthy = requests = errors = 0
+        healthy = requests = errors = retried = 0
         for c in containers:
             slot = int(c.labels[L_SLOT])
             row = stats.get(slot, {})
@@ -156,23 +157,39 @@ class LocalBackend:
             # "UP 1/2" = one failed check of `fall`: HAProxy still routes to it; its threshold debounces
             if status == "UP" or status.startswith("UP "):
                 healthy += 1
+            # A request that failed here and that HAProxy retried on another server counts in this
+            # server's `wretr`, not in its hrsp_5xx: it is this revision's error all the same.
             counts = [int(row.get(f"hrsp_{k}xx") or 0) for k in range(1, 6)]
-            requests += sum(counts)
-            errors += counts[4]
+            slot_retried = int(row.get("wretr") or 0)
+            retried += slot_retried
+            requests += sum(counts) + slot_retried
+            errors += counts[4] + slot_retried
         spec = self.spec(revision)
         total = spec.replicas if spec else len(containers)
         return TargetHealth(
-            revision=revision, total=total, healthy=healthy, states=states, requests=requests, errors_5xx=errors
+            revision=revision,
+            total=total,
+            healthy=healthy,
+            states=states,
+            requests=requests,
+            errors_5xx=errors,
+            retried=retried,
         )
 
-    def set_weights(self, weights: Mapping[str, int]) -> None:
+    def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
         plan: dict[int, int] = {}
         for revision, pct in weights.items():
             slots = self.slots(revision)
             if not slots and pct > 0:
                 raise RuntimeError(f"revision {revision} has no containers on target {self.name}")
             for slot in slots:
-                plan[slot] = 0 if pct <= 0 else max(1, round(pct * WEIGHT_SCALE / len(slots)))
+                if pct > 0:
+                    plan[slot] = max(1, round(pct * WEIGHT_SCALE / len(slots)))
+                else:
+                    # HAProxy redispatches a failed request only to an active server with a weight,
+                    # never to a backup while an active one is up; so a standby revision keeps weight
+                    # 1 (of 200: ~0.5% of requests) and takes the retries while the new one is watched.
+                    plan[slot] = STANDBY_WEIGHT if revision in standby else 0
         # a running revision at 0% stays a backup (see haproxy.render_config) until it is stopped;
         # backups go on before weights drop and off after weights rise, so there is always a server
         for slot, w in plan.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import pytest
 
@@ -22,6 +22,7 @@ class MemoryBackend:
         self.unhealthy: set[str] = set()
         self.counters: dict[str, tuple[int, int]] = {}
         self.history: list[dict[str, int]] = []
+        self.standby: list[list[str]] = []  # the standby argument of each set_weights call
 
     def start_revision(self, spec: RevisionSpec) -> None:
         self.running[spec.revision] = self.remembered[spec.revision] = spec
@@ -34,7 +35,8 @@ class MemoryBackend:
         req, err = self.counters.get(revision, (0, 0))
         return TargetHealth(revision, total, healthy, requests=req, errors_5xx=err)
 
-    def set_weights(self, weights: Mapping[str, int]) -> None:
+    def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
+        self.standby.append(sorted(standby))
         for r, p in weights.items():
             if r not in self.running and p > 0:
                 raise RuntimeError(f"{r} not running")
@@ -61,16 +63,19 @@ def spec(v: str, replicas: int = 1) -> RevisionSpec:
     return RevisionSpec(revision=f"v{v}", image=f"img@sha256:{v}", model_version=v, replicas=replicas)
 
 
-@pytest.mark.parametrize(("strategy", "pct", "steps", "replicas", "plan"), [
-    ("blue_green", 10, 3, 1, [100]),
-    ("canary", 10, 3, 1, [10, 55, 100]),
-    ("canary", 20, 3, 1, [20, 60, 100]),
-    ("canary", 25, 4, 1, [25, 50, 75, 100]),
-    ("canary", 10, 1, 1, [100]),
-    ("canary", 100, 3, 1, [100]),
-    ("rolling", 10, 3, 4, [25, 50, 75, 100]),
-    ("rolling", 10, 3, 1, [100]),
-])
+@pytest.mark.parametrize(
+    ("strategy", "pct", "steps", "replicas", "plan"),
+    [
+        ("blue_green", 10, 3, 1, [100]),
+        ("canary", 10, 3, 1, [10, 55, 100]),
+        ("canary", 20, 3, 1, [20, 60, 100]),
+        ("canary", 25, 4, 1, [25, 50, 75, 100]),
+        ("canary", 10, 1, 1, [100]),
+        ("canary", 100, 3, 1, [100]),
+        ("rolling", 10, 3, 4, [25, 50, 75, 100]),
+        ("rolling", 10, 3, 1, [100]),
+    ],
+)
 def test_plan_steps(strategy, pct, steps, replicas, plan):
     assert ctl.plan_steps(strategy, pct, steps, replicas) == plan
 
@@ -225,3 +230,18 @@ def test_a_target_down_without_5xx_still_needs_consecutive_polls():
     with pytest.raises(ctl.DeployError, match="unhealthy: 0/1 targets up"):
         ctl.watch(b, "v1", 100, TH, sleep=polls.append)
     assert len(polls) == TH.unhealthy_polls - 1
+
+
+def test_previous_revision_is_a_retry_standby_while_the_new_one_is_watched_and_never_after():
+    b = MemoryBackend()
+    assert ctl.deploy(b, spec("1"), "blue_green", TH, bake_s=0).ok
+    snap = ctl.start(b, spec("2"))
+    ctl.wait_healthy(b, "v2", TH, **NOSLEEP)
+    b.standby.clear()
+    ctl.shift(b, "v2", 10, snap, TH)
+    ctl.shift(b, "v2", 100, snap, TH)
+    assert b.standby == [["v1"], ["v1"]]  # v1 takes the retries of v2's failures at 10% and at 100%
+    ctl.guard(b, "v2", snap)
+    ctl.finalize(b, "v2", snap)
+    # the guard sends traffic back and finalize retires v1: neither names a standby
+    assert b.standby[2:] == [[], []]
