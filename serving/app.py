@@ -5,7 +5,8 @@ workers share it): from a directory baked into the image (SERVING_MODEL_DIR, def
 or, when that holds no model, fetched from MLflow at start (MODEL_URI, e.g.
 models:/flightdeck-model@champion, with MLFLOW_TRACKING_URI).
 
-The WSGI stack, outermost first: ObservedApp (request id, metrics, access log) -> ScoringRoutes
+The WSGI stack, outermost first: ObservedApp (request id, metrics, access log) -> ApiKeyAuth (serving/auth.py,
+only when API keys are configured) -> ScoringRoutes
 (serving/scoring.py: POST /predict and /invocations, the hot path, without Flask's per-request
 machinery) -> Flask (every other route, and JSON errors for unknown paths and methods).
 """
@@ -25,6 +26,7 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from serving import auth
 from serving.model import LoadedModel, ModelLoadError, fetch_model, load_model_dir
 from serving.observability import AccessLog, Metrics, configure_logging
 from serving.openapi import build_openapi
@@ -52,6 +54,7 @@ def default_config() -> dict[str, Any]:
         "ACCESS_LOG": os.environ.get("SERVING_ACCESS_LOG", "1") not in ("0", "false", "no"),
         "LOG_LEVEL": os.environ.get("SERVING_LOG_LEVEL", "INFO"),
         "MODEL": None,  # an already loaded LoadedModel (tests, embedding)
+        **auth.config_from_env(),  # API_KEYS_FILE, API_KEYS, AUTH_OPEN_PATHS: off unless keys are set
     }
 
 
@@ -148,7 +151,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     scoring = ScoringRoutes(app.wsgi_app, model, metrics, lineage, settings["MAX_CONTENT_LENGTH"])
     routes = {rule.rule for rule in app.url_map.iter_rules()} | set(scoring.routes)  # metric labels: a bounded set
-    app.wsgi_app = ObservedApp(scoring, metrics, routes, version, settings["ACCESS_LOG"])  # type: ignore[method-assign]
+    guarded = auth.wrap(scoring, settings)  # API keys when configured (serving/auth.py); 401s still observed
+    app.wsgi_app = ObservedApp(guarded, metrics, routes, version, settings["ACCESS_LOG"])  # type: ignore[method-assign]
     return app
 
 
