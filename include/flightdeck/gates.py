@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +129,57 @@ def check_thresholds(metrics: dict[str, float], thresholds: dict[str, float]) ->
     )
 
 
+class ChampionUnknown(RuntimeError):
+    """A model is live but cannot be compared against (its version is gone from the registry): the
+    champion gate refuses rather than promote on thresholds alone."""
+
+
+@dataclass(frozen=True)
+class ChampionRef:
+    """The version a challenger must beat, and where that answer came from (None: the first model)."""
+
+    version: str | None
+    source: str = ""  # "alias champion", "live on local (deploy run ...)", "alias previous", "" (first model)
+
+
+def champion_reference(
+    model_name: str,
+    challenger_version: str,
+    *,
+    champion_alias: str | None,
+    live: Mapping[str, tuple[str, str]],
+    previous_alias: str | None,
+    registered: Callable[[str], bool],
+) -> ChampionRef:
+    """What the challenger is compared against: the `champion` alias; when MLflow has dropped it (its
+    version was deleted), what the deployment records say is live, else the `previous` alias; only when
+    none of these exists is it the first model.
+
+    live: target -> (version, deployment run) of this model from the targets' current deployment records.
+    registered(version): whether the registry still holds that version.
+    Raises ChampionUnknown when a live version is gone from the registry (it cannot be scored).
+    """
+    if champion_alias is not None:
+        return ChampionRef(champion_alias, "alias champion")
+    serving = {t: (v, run) for t, (v, run) in sorted(live.items()) if v and v not in ("0", challenger_version)}
+    gone = {t: (v, run) for t, (v, run) in serving.items() if not registered(v)}
+    if gone:
+        where = "; ".join(f"v{v} is live on {t} (deploy run {run})" for t, (v, run) in gone.items())
+        raise ChampionUnknown(
+            f"{model_name} has no `champion` alias and {where}, but that version is gone from the registry: "
+            f"challenger v{challenger_version} cannot be compared with what serves, so it is not promoted on "
+            f"thresholds alone. Restore the live version in the registry, or set the alias by hand "
+            f"(MlflowClient().set_registered_model_alias({model_name!r}, 'champion', '<version>')) and clear "
+            "champion_gate"
+        )
+    if serving:
+        target, (version, run) = max(serving.items(), key=lambda kv: int(kv[1][0]) if kv[1][0].isdigit() else -1)
+        return ChampionRef(version, f"live on {target} (deploy run {run}); the champion alias is gone")
+    if previous_alias is not None and previous_alias != challenger_version and registered(previous_alias):
+        return ChampionRef(previous_alias, "alias previous; the champion alias is gone")
+    return ChampionRef(None, "")
+
+
 def compare_champion(
     metric: str,
     challenger: float,
@@ -136,9 +188,11 @@ def compare_champion(
     min_delta: float,
     challenger_version: str,
     champion_version: str | None,
+    champion_source: str = "",
 ) -> GateResult:
     """Challenger must beat the champion by min_delta on the same holdout, in the metric's direction
-    (>= champion + min_delta for scores, <= champion - min_delta for errors); no champion = first model."""
+    (>= champion + min_delta for scores, <= champion - min_delta for errors); no champion = first model.
+    `champion_source` says where the champion came from when it is not the `champion` alias."""
     details = {
         "metric": metric,
         "challenger": challenger,
@@ -146,6 +200,7 @@ def compare_champion(
         "min_delta": min_delta,
         "challenger_version": challenger_version,
         "champion_version": champion_version,
+        "champion_source": champion_source,
     }
     if champion is None or champion_version is None:
         return GateResult(
@@ -162,10 +217,11 @@ def compare_champion(
     delta = challenger - champion
     word = "beats" if passed else "does NOT beat"
     needed = f"<= {-min_delta:+.4f}, lower is better" if lower else f">= {min_delta:+.4f}"
+    source = f" ({champion_source})" if champion_source and champion_source != "alias champion" else ""
     return GateResult(
         "champion",
         passed,
-        f"challenger v{challenger_version} {word} champion v{champion_version}: {metric} {challenger:.4f} vs "
-        f"{champion:.4f} (delta {delta:+.4f}, needed {needed}) on the same holdout",
+        f"challenger v{challenger_version} {word} champion v{champion_version}{source}: {metric} "
+        f"{challenger:.4f} vs {champion:.4f} (delta {delta:+.4f}, needed {needed}) on the same holdout",
         details,
     )

@@ -149,6 +149,7 @@ def model_lineage(name: str, version: str, tracking_uri: str, mlflow_url: str | 
         "url": mlflow_model_url(mlflow_url, name, str(version)),
         "run_url": "",
         "error": None,
+        "missing": False,  # the registry no longer holds this version (deleted)
     }
     if not name or str(version) in ("", "0"):
         out["error"] = "no registered model version (an image deployed without a model)"
@@ -176,6 +177,9 @@ def model_lineage(name: str, version: str, tracking_uri: str, mlflow_url: str | 
             )
     except MlflowException as e:
         out["error"] = str(e)
+        out["missing"] = e.error_code == "RESOURCE_DOES_NOT_EXIST"
+    except Exception as e:  # noqa: BLE001 - status reports what it cannot read; it must not crash on it
+        out["error"] = f"{type(e).__name__}: {e}"
     return out
 
 
@@ -328,7 +332,15 @@ def status(
         checks["digest_matches_registry"] = image["digest"] == reg.get("digest")
         if not checks["digest_matches_registry"]:
             warnings.append(f"registry digest {reg.get('digest') or reg.get('error')} != record {image['digest']}")
-    if out["model"]["run_id"] or model.get("run_id"):
+    if out["model"]["missing"]:
+        warnings.append(
+            f"the live model {name} v{version} is gone from the MLflow registry (deleted?): its lineage is "
+            "unknown, and the retrain's champion gate refuses to promote against it until it is restored or "
+            "the champion alias is set by hand"
+        )
+    elif out["model"]["error"] and str(version) not in ("", "0"):
+        warnings.append(f"MLflow lookup of {name} v{version} failed: {out['model']['error']}")
+    elif out["model"]["run_id"] or model.get("run_id"):
         checks["mlflow_run_matches"] = out["model"]["run_id"] == model.get("run_id")
     if flow["error"]:
         warnings.append(f"traffic unknown: {flow['error']}")

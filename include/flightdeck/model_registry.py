@@ -36,6 +36,21 @@ def alias_version(name: str, alias: str) -> str | None:
         return None  # no such alias or model yet
 
 
+def version_exists(name: str, version: str) -> bool:
+    """Whether the registry still holds `name` v`version` (False once it was deleted)."""
+    from mlflow.exceptions import MlflowException
+
+    cl = tracking.client()
+    try:
+        with tracking.mlflow_call(f"read {name} v{version}"):
+            cl.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or exc.get_http_status_code() == 404:
+            return False
+        raise
+    return True
+
+
 def register(name: str, mlflow_run_id: str, model_uri: str, tags: dict[str, str]) -> str:
     """Register the run's model once (a retry finds the version by run id) and point `challenger` at it."""
     import mlflow

@@ -14,9 +14,12 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flightdeck import pipeline_config, settings
+
+if TYPE_CHECKING:
+    from flightdeck.gates import ChampionRef
 
 # Heavy modules (pandas, sklearn, mlflow, dvc, the Amazon provider) are imported inside the steps: the
 # DAG file imports this module, and DAG parsing must stay fast and do no work.
@@ -240,9 +243,45 @@ def threshold_gate(registered: dict[str, Any]) -> bool:
     return True
 
 
-def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_default") -> bool:
+def champion_reference(
+    name: str, version: str, records: Any = None, *, aws_conn_id: str | None = "aws_default"
+) -> ChampionRef:
+    """The version challenger `version` must beat (gates.champion_reference): the `champion` alias; when
+    MLflow dropped it (its version was deleted), what the deployment records say is live, else `previous`.
+    Raises gates.ChampionUnknown when a live version is gone from the registry. `records`: a
+    deploy.records.RecordStore (default: the platform's deployment bucket through `aws_conn_id`)."""
+    from flightdeck import gates, model_registry
+
+    champion = model_registry.alias_version(name, model_registry.CHAMPION)
+    if champion is not None:
+        return gates.champion_reference(
+            name, version, champion_alias=champion, live={}, previous_alias=None, registered=lambda v: True
+        )
+    from flightdeck.deploy import records as rec
+
+    if records is None:
+        from flightdeck.deploy.aws import s3_client
+
+        records = rec.RecordStore(s3_client(aws_conn_id), settings.load().deploy_bucket)
+    ref = gates.champion_reference(
+        name,
+        version,
+        champion_alias=None,
+        live=rec.live_versions(records, name),
+        previous_alias=model_registry.alias_version(name, model_registry.PREVIOUS),
+        registered=lambda v: model_registry.version_exists(name, v),
+    )
+    if ref.version is not None:
+        log.warning("%s has no champion alias: comparing v%s against v%s (%s)", name, version, ref.version, ref.source)
+    return ref
+
+
+def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_default", records: Any = None) -> bool:
     """Gate: challenger vs champion, both loaded from the registry and scored on the same holdout.
 
+    The champion is the `champion` alias; when MLflow has dropped it (the version was deleted) it is
+    what the deployment records say is live, else `previous`; a live version gone from the registry
+    fails the gate with that reason (gates.ChampionUnknown) instead of promoting on thresholds alone.
     When the champion was judged on another holdout (a new one was cut since), the comparison starts
     over: the challenger is gated on the thresholds alone, and the log says so.
     """
@@ -256,7 +295,15 @@ def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_
     name, version = registered["model_name"], registered["version"]
     rule = cfg.params["gates"]["champion"]
     metric = rule["metric"]
-    champion = model_registry.alias_version(name, model_registry.CHAMPION)
+    try:
+        ref = champion_reference(name, version, records, aws_conn_id=aws_conn_id)
+    except gates.ChampionUnknown as exc:
+        log.error("GATE REFUSED: %s", exc)
+        model_registry.tag_version(
+            name, version, {"gate.champion": "refused", "gate.champion.message": str(exc)[:4900]}
+        )
+        raise
+    champion = ref.version
     champion_score = None
     challenger_score = float(registered["metrics"][metric])
     if champion is not None and champion != version:
@@ -303,6 +350,7 @@ def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_
         min_delta=float(rule["min_delta"]),
         challenger_version=version,
         champion_version=champion,
+        champion_source=ref.source if champion is not None else "",
     )
     if not result.passed:
         log.error("GATE FAILED: %s; champion stays v%s", result.message, champion)

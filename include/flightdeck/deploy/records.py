@@ -99,6 +99,48 @@ class RecordStore:
         return sorted(out, key=lambda r: r.get("started_at", ""), reverse=True)
 
 
+def served_models(record: dict[str, Any]) -> list[dict[str, str]]:
+    """What a finished record says serves: {name, version, run_id} for the new revision when the deploy
+    succeeded, for the restored revisions (traffic > 0) when it rolled back."""
+    if record.get("outcome") == "succeeded":
+        model = record.get("model") or {}
+        return [
+            {
+                "name": str(model.get("name", "")),
+                "version": str(model.get("version", "")),
+                "run_id": str(record.get("run_id", "")),
+            }
+        ]
+    if record.get("outcome") == "rolled_back":
+        restored = (record.get("rollback") or {}).get("restored") or {}
+        specs = (record.get("previous") or {}).get("specs") or {}
+        return [
+            {
+                "name": str(spec.get("model_name", "")),
+                "version": str(spec.get("model_version", "")),
+                "run_id": str(spec.get("run_id", "")),
+            }
+            for revision, pct in sorted(restored.items())
+            if pct and (spec := specs.get(revision))
+        ]
+    return []
+
+
+def live_versions(store: RecordStore, model_name: str, targets: tuple[str, ...] = ("local", "ecs")) -> dict:
+    """target -> (version, deploy run id) of `model_name` where the target's current record says it serves
+    (s3://BUCKET/current/<target>.json); targets without a record, or serving another model, are left out."""
+    out: dict[str, tuple[str, str]] = {}
+    for target in targets:
+        try:
+            body = store.s3.get_object(Bucket=store.bucket, Key=f"current/{target}.json")["Body"].read()
+        except (store.s3.exceptions.NoSuchKey, store.s3.exceptions.NoSuchBucket):
+            continue
+        for model in served_models(json.loads(body)):
+            if model["name"] == model_name and model["version"] not in ("", "0"):
+                out[target] = (model["version"], model["run_id"])
+    return out
+
+
 def render(record: dict[str, Any]) -> str:
     """The record as the task log shows it."""
     return "deployment record:\n" + json.dumps(record, indent=1, sort_keys=True)
