@@ -14,6 +14,8 @@
 6. **threshold_gate** / **champion_gate**: bounds on the holdout metrics (floors for scores, ceilings
    for errors such as rmse), then challenger vs champion on the same holdout with a margin, in the
    metric's direction (the first model, or the first on a new holdout, is gated on the bounds alone).
+   If the `champion` alias was lost with its deleted version, the champion is what is live (deployment
+   records), else `previous`; a live version gone from the registry fails the gate with that reason.
    Gate results are version tags.
 7. **promote** moves `champion` (the former one becomes `previous`) and emits an Asset event on
    `flightdeck://models/<model name>/champion` that a deploy DAG can be scheduled on.
