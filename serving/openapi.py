@@ -152,7 +152,13 @@ def build_openapi(validator: Validator, title: str, version: str, probabilities:
             },
             "/invocations": {
                 "post": {
-                    "summary": "MLflow scoring protocol (split, records, instances, inputs)",
+                    "summary": "MLflow scoring protocol (split, records, instances, inputs; CSV, Parquet)",
+                    "description": (
+                        "The canonical payloads are documented; like `mlflow models serve`, the server also "
+                        "accepts text/csv and Parquet bodies, extra columns (ignored, named in the "
+                        "X-Ignored-Columns response header), numeric strings and integral floats coerced "
+                        "as MLflow coerces them, and any params (unused ones named in X-Ignored-Params)."
+                    ),
                     "operationId": "invocations",
                     "requestBody": _json_body(_ref("InvocationsRequest")),
                     "responses": {

@@ -33,6 +33,7 @@ _ACCEPTED: dict[str, frozenset[type]] = {
     "datetime": frozenset({str}),
 }
 _INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_MAX_DOUBLE = 1.7976931348623157e308
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 _JSON_TYPE_NAMES = {
     float: "number",
@@ -273,7 +274,7 @@ class Validator:
                     self._raise_type(spec, col, accepted | {type(None)} if not spec.required else accepted, where)
             if spec.type in ("double", "float"):
                 for i, v in enumerate(col):
-                    if type(v) is float and not math.isfinite(v):
+                    if (type(v) is float and not math.isfinite(v)) or (type(v) is int and abs(v) > _MAX_DOUBLE):
                         raise self._non_finite(where, i, spec.name, v)
             elif spec.type == "datetime":
                 self._check_datetimes(spec, col, where)

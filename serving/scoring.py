@@ -10,6 +10,7 @@ and Content-Type rules, `405` with `Allow` for another method, `OPTIONS` and `HE
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -19,6 +20,18 @@ from werkzeug.exceptions import ClientDisconnected, MethodNotAllowed, RequestEnt
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_input_stream
 
+from serving.mlflow_protocol import (
+    CONTENT_CSV,
+    CONTENT_JSON,
+    Parsed,
+    body_keys,
+    coerce,
+    csv_columns,
+    has_all_columns,
+    json_columns,
+    media_type,
+    parquet_columns,
+)
 from serving.model import LoadedModel
 from serving.observability import Metrics
 from serving.schema import Batch, RequestError, json_type, parse_json
@@ -27,7 +40,6 @@ log = logging.getLogger("serving")
 
 ENV_REQUEST_ID = "flightdeck.request_id"
 ENV_ROWS = "flightdeck.rows"
-MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 ALLOWED = "OPTIONS, POST"
 PREDICT_METHODS = ("predict", "predict_proba")
 PREDICT_SHAPE = (
@@ -38,6 +50,10 @@ PREDICT_SHAPE = (
 _STATUS_LINES = {code: f"{code} {phrase.upper()}" for code, phrase in HTTP_STATUS_CODES.items()}
 
 StartResponse = Callable[..., Any]
+Headers = list[tuple[str, str]]
+IGNORED_COLUMNS_HEADER = "X-Ignored-Columns"
+IGNORED_PARAMS_HEADER = "X-Ignored-Params"
+_HEADER_NAMES_MAX = 100  # names listed in an X-Ignored-* header; the count header says how many in all
 
 
 def json_bytes(payload: Any) -> bytes:
@@ -58,18 +74,63 @@ def read_json_body(environ: Mapping[str, Any], max_bytes: int) -> Any:
         raise RequestError(
             415, "unsupported_media_type", f"Content-Type must be application/json, got {ctype or 'none'}"
         )
+    return parse_json(read_body(environ, max_bytes))
+
+
+def read_body(environ: Mapping[str, Any], max_bytes: int) -> bytes:
+    """The raw request body, at most `max_bytes` long.
+
+    Raises RequestError: 413 `body_too_large` past `max_bytes` (after draining what the client still
+    sends, see `_drain`), 400 `bad_request` for a body shorter than its Content-Length, 408
+    `request_timeout` when the client stops sending (a socket timeout).
+    """
     # werkzeug's own body stream, as Flask's request.get_data() reads it (Content-Length, chunked
     # bodies the server terminates, early disconnects). Its limit is asked one byte higher: werkzeug
     # stops a chunked body at the limit without an error, and a cut-off body must be a 413, not bad JSON.
     try:
         data = get_input_stream(environ, max_content_length=max_bytes + 1).read()
     except RequestEntityTooLarge:
+        _drain(environ)
         raise _body_too_large(max_bytes) from None
-    except ClientDisconnected:
+    except ClientDisconnected as exc:
+        # werkzeug turns the socket timeout the worker sets (serving/gunicorn_worker.py) into this too
+        if isinstance(exc.__context__, TimeoutError):
+            raise RequestError(408, "request_timeout", "the client paused too long while sending the body") from None
         raise RequestError(400, "bad_request", "the body ended before the Content-Length it announced") from None
     if len(data) > max_bytes:
+        _drain(environ)
         raise _body_too_large(max_bytes)
-    return parse_json(data)
+    return data
+
+
+# A client writes its whole body before it reads an answer (requests, urllib; curl after a
+# `100 Continue`). Answering a too-large body and closing while it still writes resets the
+# connection: the client sees a broken pipe, not the 413. So the rest is read and dropped first, up
+# to this many bytes (~0.1 s on loopback); past that the connection is closed unread.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+_DRAIN_CHUNK = 256 * 1024
+
+
+def _drain(environ: Mapping[str, Any]) -> None:
+    """Read and drop the rest of a refused body (at most DRAIN_MAX_BYTES; a read error ends it)."""
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > DRAIN_MAX_BYTES:
+        return
+    left = DRAIN_MAX_BYTES
+    try:
+        while left > 0:
+            chunk = stream.read(min(_DRAIN_CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except (OSError, ValueError):  # the client went away or stalled: nothing more to do
+        return
 
 
 def _body_too_large(max_bytes: int) -> RequestError:
@@ -94,7 +155,11 @@ class ScoringRoutes:
         self.model_name = lineage.get("model_name")
         self.model_version = lineage.get("model_version")
         self.max_body_bytes = max_body_bytes
-        self.routes: dict[str, Callable[[Any, str | None], tuple[dict[str, Any], int]]] = {
+        # MLflow's sklearn flavor cannot score without a column the estimator was fitted on, even an
+        # optional one: /invocations refuses an optional column absent from the whole request, as it does.
+        self.optional = [name for name in self.validator.order if name not in self.validator.required]
+        self.absent_optional_ok = model.flavor != "sklearn" or not self.optional
+        self.routes: dict[str, Callable[[dict[str, Any], str | None], tuple[dict[str, Any], int, Headers]]] = {
             "/predict": self.predict,
             "/invocations": self.invocations,
         }
@@ -106,10 +171,8 @@ class ScoringRoutes:
         method = environ.get("REQUEST_METHOD")
         try:
             if method == "POST":
-                payload, environ[ENV_ROWS] = route(
-                    read_json_body(environ, self.max_body_bytes), environ.get(ENV_REQUEST_ID)
-                )
-                return _respond(start_response, 200, json_bytes(payload))
+                payload, environ[ENV_ROWS], headers = route(environ, environ.get(ENV_REQUEST_ID))
+                return _respond(start_response, 200, json_bytes(payload), headers)
             if method == "OPTIONS":
                 start_response(
                     "200 OK",
@@ -134,12 +197,18 @@ class ScoringRoutes:
         self.rows_metric.inc(batch.n_rows)
         return predictions
 
-    def predict(self, body: Any, request_id: str | None) -> tuple[dict[str, Any], int]:
+    def predict(self, environ: dict[str, Any], request_id: str | None) -> tuple[dict[str, Any], int, Headers]:
         """`{"rows": [...]}` or `{"columns": {...}}`, plus `"return_probabilities": true` for classifiers.
 
         Returns `{"predictions", "model_name", "model_version", "request_id"}` and, with probabilities,
         `"probabilities"` (one list per row) and `"classes"` (the label of each list position).
+
+        Strict by design, unlike `/invocations`: JSON only, exactly the signature's columns (an unknown
+        column is a 422 naming it, not ignored), values of the signature's types (integers are valid
+        doubles; no numeric strings, no 0/1 for booleans), nulls only in optional columns (which may
+        also be left out).
         """
+        body = read_json_body(environ, self.max_body_bytes)
         if type(body) is not dict:
             raise RequestError(400, "bad_shape", PREDICT_SHAPE)
         inputs = [k for k in ("rows", "columns") if k in body]
@@ -161,58 +230,90 @@ class ScoringRoutes:
         if want_proba:
             payload["probabilities"] = self.model.predict_proba(batch)
             payload["classes"] = self.model.classes
-        return payload, batch.n_rows
+        return payload, batch.n_rows, []
 
-    def invocations(self, body: Any, request_id: str | None) -> tuple[dict[str, Any], int]:
-        """MLflow's scoring protocol; `"params": {"predict_method": "predict_proba"}` asks for probabilities.
+    def invocations(self, environ: dict[str, Any], request_id: str | None) -> tuple[dict[str, Any], int, Headers]:
+        """MLflow's scoring protocol, as `mlflow models serve` (3.x) accepts it (serving/mlflow_protocol.py).
 
-        MLflow 3.17's sklearn pyfunc has no per-request method (`pyfunc_predict_fn` is fixed when the
-        model is logged; its `predict` ignores `params`). A model logged with
-        `pyfunc_predict_fn="predict_proba"` answers `{"predictions": [[p, ...], ...]}`; this param gives
-        that answer from the same model. Any other param is refused (MLflow would log and ignore it).
+        JSON (`dataframe_split`, `dataframe_records`, `instances`, `inputs`, with `params`), CSV and
+        Parquet bodies. Columns outside the signature are ignored and named in `X-Ignored-Columns` (a
+        JSON array), params this server does not use in `X-Ignored-Params`; each comes with an
+        `...-Count` header when there are more names than it lists.
+
+        `"params": {"predict_method": "predict_proba"}` asks for probabilities. MLflow 3.17's sklearn
+        pyfunc has no per-request method (`pyfunc_predict_fn` is fixed when the model is logged; its
+        `predict` ignores `params`). A model logged with `pyfunc_predict_fn="predict_proba"` answers
+        `{"predictions": [[p, ...], ...]}`; this param gives that answer from the same model. Other
+        params are ignored, as MLflow ignores them for a model without a params schema.
         """
-        if type(body) is not dict:
-            raise RequestError(400, "bad_shape", f"the body must be an object with one of {list(MLFLOW_KEYS)}")
-        keys = [k for k in MLFLOW_KEYS if k in body]
-        unknown = sorted(set(body) - set(MLFLOW_KEYS) - {"params"})
-        if len(keys) != 1 or unknown:
-            raise RequestError(
-                400,
-                "bad_shape",
-                f"the body must have exactly one of {list(MLFLOW_KEYS)}"
-                + (f"; unknown keys {unknown}" if unknown else ""),
-            )
-        method = _predict_method(body.get("params"))
-        key = keys[0]
-        payload = body[key]
-        if key == "dataframe_split":
-            batch = self.validator.split(payload, key)
-        elif key == "dataframe_records" or type(payload) is list:
-            batch = self.validator.records(payload, key)
+        mime = media_type(environ.get("CONTENT_TYPE"))
+        data = read_body(environ, self.max_body_bytes)
+        method, ignored_params = "predict", []
+        if mime == CONTENT_JSON:
+            body = parse_json(data)
+            key = body_keys(body)
+            method, ignored_params = _predict_method(body.get("params"))
+            parsed = self._json_input(key, body[key])
         else:
-            batch = self.validator.columnar(payload, key)
+            if not data.strip():
+                raise RequestError(400, "empty_body", f"the request body is empty; send {mime}")
+            columns = csv_columns(data) if mime == CONTENT_CSV else parquet_columns(data)
+            where = "csv" if mime == CONTENT_CSV else "parquet"
+            parsed = coerce(
+                self.validator, columns, where, text=mime == CONTENT_CSV, absent_optional_ok=self.absent_optional_ok
+            )
+        batch = parsed.batch
+        headers = _names_header(IGNORED_COLUMNS_HEADER, parsed.ignored) + _names_header(
+            IGNORED_PARAMS_HEADER, ignored_params
+        )
         if method == "predict_proba":
             predictions = self.model.predict_proba(batch)
             self.rows_metric.inc(batch.n_rows)
-            return {"predictions": predictions}, batch.n_rows
-        return {"predictions": self._score(batch)}, batch.n_rows
+            return {"predictions": predictions}, batch.n_rows, headers
+        return {"predictions": self._score(batch)}, batch.n_rows, headers
+
+    def _json_input(self, key: str, payload: Any) -> Parsed:
+        """The strict validator first (the hot path: exact columns and types); MLflow's reading otherwise."""
+        validator = self.validator
+        try:
+            if key == "dataframe_split":
+                batch = validator.split(payload, key)
+            elif key == "dataframe_records" or type(payload) is list:
+                batch = validator.records(payload, key)
+            else:
+                batch = validator.columnar(payload, key)
+        except RequestError as strict:
+            if strict.status == 413:
+                raise
+        else:
+            if self.absent_optional_ok or has_all_columns(key, payload, self.optional):
+                return Parsed(batch, [])
+        columns = json_columns(key, payload, validator)
+        return coerce(validator, columns, key, absent_optional_ok=self.absent_optional_ok)
 
 
-def _predict_method(params: Any) -> str:
-    """The `predict_method` of /invocations' `params` ("predict" without one); RequestError otherwise."""
+def _names_header(name: str, names: list[str]) -> Headers:
+    """`name: ["a", "b"]` (a JSON array, ASCII-escaped as a header must be) and a count past the limit."""
+    if not names:
+        return []
+    headers = [(name, json.dumps(names[:_HEADER_NAMES_MAX], ensure_ascii=True))]
+    if len(names) > _HEADER_NAMES_MAX:
+        headers.append((f"{name}-Count", str(len(names))))
+    return headers
+
+
+def _predict_method(params: Any) -> tuple[str, list[str]]:
+    """The `predict_method` of /invocations' `params` ("predict" without one) and the params ignored.
+
+    MLflow ignores params a model does not declare (a sklearn model declares none), whatever their
+    shape; so does this server, naming them. Only a `predict_method` it cannot honour is a 422.
+    """
     if params is None or params == {}:
-        return "predict"
+        return "predict", []
     if type(params) is not dict:
-        raise RequestError(400, "bad_shape", f"'params' must be an object, got {json_type(params)}")
-    unknown = sorted(set(params) - {"predict_method"})
-    if unknown:
-        raise RequestError(
-            422,
-            "params_not_supported",
-            f"unknown inference params {unknown}; this server takes only 'predict_method'",
-            unknown=unknown,
-        )
-    method = params["predict_method"]
+        return "predict", ["params"]
+    ignored = [str(name) for name in params if name != "predict_method"]
+    method = params.get("predict_method", "predict")
     if method not in PREDICT_METHODS:
         raise RequestError(
             422,
@@ -220,7 +321,7 @@ def _predict_method(params: Any) -> str:
             f"params.predict_method must be one of {list(PREDICT_METHODS)}, got {method!r}",
             allowed=list(PREDICT_METHODS),
         )
-    return str(method)
+    return str(method), ignored
 
 
 def _respond(

@@ -258,9 +258,12 @@ def test_ragged_columns(client, lr_model):
     _error(client.post("/predict", json={"columns": columns}), 422, "ragged_columns")
 
 
-def test_params_are_refused(client, lr_model):
+def test_unknown_params_are_ignored_as_mlflow_ignores_them_and_named(client, lr_model):
     body = {"dataframe_records": lr_model.records(), "params": {"threshold": 0.3}}
-    _error(client.post("/invocations", json=body), 422, "params_not_supported")
+    resp = client.post("/invocations", json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json["predictions"] == lr_model.expected()
+    assert json.loads(resp.headers["X-Ignored-Params"]) == ["threshold"]
 
 
 def test_unknown_route_and_method_are_json(client):

@@ -8,7 +8,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation.modes import GenerationMode
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from serving.app import create_app
 
@@ -61,7 +61,10 @@ def test_no_input_makes_a_server_error(api_schema, mode):
                 response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
                 assert response.status_code in (200, 422), response.text
             else:
-                response = case.call_and_validate()
+                # /invocations documents the canonical MLflow payload but accepts, as MLflow does, more
+                # (extra columns, numeric strings, ...): a schema-invalid body may be scored, never a 5xx.
+                lenient = [negative_data_rejection] if case.operation.path == "/invocations" else []
+                response = case.call_and_validate(excluded_checks=lenient)
             calls.append((case.operation.path, response.status_code))
 
         run()
