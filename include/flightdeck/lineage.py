@@ -52,10 +52,11 @@ def live_version(lb_url: str, timeout: float = 5) -> dict[str, Any]:
     """GET /version through the load balancer: what actually answers traffic."""
     url = lb_url.rstrip("/") + "/version"
     try:
-        resp = requests.get(url, timeout=timeout)
+        # /version needs the endpoint's API key when keys are on (serving/auth.py)
+        resp = requests.get(url, timeout=timeout, headers=settings_mod.serving_client_headers())
         resp.raise_for_status()
         return {"url": url, "ok": True, "version": resp.json(), "error": None}
-    except (requests.RequestException, ValueError) as e:
+    except (requests.RequestException, ValueError, OSError) as e:
         return {"url": url, "ok": False, "version": None, "error": str(e)}
 
 

@@ -168,6 +168,17 @@ def load() -> Settings:
     )
 
 
+def serving_client_headers(s: Settings | None = None) -> dict[str, str]:
+    """The header that calls the model endpoint when API keys are on (the key file's first key), else none."""
+    path = (s or load()).serving_api_keys_file
+    if not path:
+        return {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip() and not line.strip().startswith("#"):
+            return {"Authorization": f"Bearer {line.strip()}"}
+    return {}
+
+
 def git_sha() -> str:
     """The project's commit (FLIGHTDECK_GIT_SHA wins, e.g. inside an image without .git)."""
     if os.environ.get("FLIGHTDECK_GIT_SHA"):

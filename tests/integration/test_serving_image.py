@@ -236,3 +236,69 @@ def test_lean_image_serves_a_categorical_pipeline_natively(tmp_path):
     finally:
         box.remove(force=True)
         client.images.remove(built.tag, force=True)
+
+
+AUTH_PORT = 8143
+
+
+def test_api_keys_mounted_as_the_local_target_does_guard_scoring_not_probes(image, registered, tmp_path):
+    """The image with the key file mounted where the local target mounts it (deploy/local.py KEYS_MOUNT):
+    probes stay open, scoring needs the key (either header), and a second key written into the mounted file
+    is accepted without a restart (rotation), by every worker."""
+    from flightdeck.deploy.local import KEYS_MOUNT
+
+    client, _, tag, *_ = image
+    keys = tmp_path / "serving-api-keys"
+    keys.write_text("first-key-7c1d2e\n")
+    keys.chmod(0o644)  # the server runs as uid 10001
+    box = client.containers.run(
+        tag,
+        detach=True,
+        ports={"8080/tcp": ("127.0.0.1", AUTH_PORT)},
+        environment={"SERVING_API_KEYS_FILE": KEYS_MOUNT, "SERVING_WORKERS": "2"},
+        volumes={str(keys): {"bind": KEYS_MOUNT, "mode": "ro"}},
+        name=f"serving-test-auth-{uuid.uuid4().hex[:8]}",
+    )
+    base = f"http://127.0.0.1:{AUTH_PORT}"
+    rows = {"rows": _features().iloc[:3].to_dict(orient="records")}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:  # no key: open
+                    break
+            except requests.RequestException:
+                pass
+            box.reload()
+            assert box.status in ("created", "running") and time.monotonic() < deadline, box.logs().decode()[-2000:]
+            time.sleep(0.2)
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+        refused = requests.post(f"{base}/predict", json=rows, timeout=10)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert requests.get(f"{base}/version", timeout=5).status_code == 401
+        ok = requests.post(f"{base}/predict", json=rows, headers={"Authorization": "Bearer first-key-7c1d2e"})
+        assert ok.status_code == 200 and len(ok.json()["predictions"]) == 3
+        keys.write_text("first-key-7c1d2e\nsecond-key-9f8e7d\n")  # in place: a bind-mounted file keeps its inode
+        deadline = time.monotonic() + 30
+        answers: list[int] = []
+        while time.monotonic() < deadline:
+            answers = [  # several calls: both workers must have reloaded
+                requests.post(f"{base}/predict", json=rows, headers={"X-API-Key": "second-key-9f8e7d"}).status_code
+                for _ in range(6)
+            ]
+            if set(answers) == {200}:
+                break
+            time.sleep(1)
+        assert set(answers) == {200}, answers
+        assert (
+            requests.post(
+                f"{base}/invocations",
+                json={"dataframe_records": rows["rows"]},
+                headers={"X-API-Key": "first-key-7c1d2e"},
+                timeout=10,
+            ).status_code
+            == 200
+        )
+    finally:
+        box.remove(force=True)

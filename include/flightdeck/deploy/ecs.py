@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flightdeck import settings as settings_mod
 from flightdeck.deploy.backend import RevisionSpec, TargetHealth
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class EcsConfig:
     unhealthy_threshold: int = 2
     metrics_window_s: int = 300
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    api_keys_secret_arn: str = ""  # Secrets Manager secret of model-endpoint API keys (serving/auth.py); "" = off
 
     @classmethod
     def from_env(cls) -> EcsConfig:
@@ -64,6 +66,7 @@ class EcsConfig:
             network_mode=e("FLIGHTDECK_ECS_NETWORK_MODE", "awsvpc"),
             execution_role_arn=e("FLIGHTDECK_ECS_EXECUTION_ROLE_ARN", ""),
             region=e("AWS_DEFAULT_REGION", "us-east-1"),
+            api_keys_secret_arn=settings_mod.load().serving_api_keys_secret_arn,
         )
 
 
@@ -158,6 +161,8 @@ class EcsBackend:
                 "startPeriod": 30,
             },
         }
+        if c.api_keys_secret_arn:  # injected by ECS at task start (the execution role reads the secret)
+            container["secrets"] = [{"name": "SERVING_API_KEYS", "valueFrom": c.api_keys_secret_arn}]
         kwargs: dict[str, Any] = {
             "family": self.family(spec.revision),
             "networkMode": c.network_mode,

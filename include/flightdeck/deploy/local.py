@@ -26,6 +26,7 @@ from flightdeck.deploy.haproxy import HAProxy, HealthCheck, LbConfig
 log = logging.getLogger(__name__)
 
 CONTAINER_PORT = 8080
+KEYS_MOUNT = "/run/secrets/serving-api-keys"  # where the API keys file appears in a serving container
 WEIGHT_SCALE = 2  # HAProxy weights run 0..256: percent x 2 keeps 1% steps with room for replicas
 STANDBY_WEIGHT = 1  # a 0% revision named in set_weights(standby=...): a redispatch target for retries
 L_TARGET, L_REV, L_SLOT, L_SPEC, L_LB = (
@@ -111,6 +112,11 @@ class LocalBackend:
             for c in existing:  # half-started earlier (task retried): start clean
                 c.remove(force=True)
             self._ensure_image(spec.image)
+            keys = settings_mod.load().serving_api_keys_file  # model-endpoint API keys (serving/auth.py), "" = off
+            if keys and not Path(keys).is_file():
+                raise FileNotFoundError(f"FLIGHTDECK_SERVING_API_KEYS_FILE {keys} is not a file")
+            auth_env = {"SERVING_API_KEYS_FILE": KEYS_MOUNT} if keys else {}
+            auth_volumes = {str(Path(keys).resolve()): {"bind": KEYS_MOUNT, "mode": "ro"}} if keys else None
             for i, slot in enumerate(self._free_slots(spec.replicas)):
                 name = f"fd-{self.name}-{self.lb.bind_port}-{spec.revision}-{i}"
                 c = self.docker.containers.run(
@@ -124,7 +130,8 @@ class LocalBackend:
                         L_SLOT: str(slot),
                         L_SPEC: json.dumps(spec.to_dict()),
                     },
-                    environment=dict(spec.env),
+                    environment={**spec.env, **auth_env},
+                    volumes=auth_volumes,
                     ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", self.lb.slot_port(slot))},
                 )
                 log.info(
