@@ -448,3 +448,190 @@ def test_rolling_that_the_circuit_breaker_fails_is_rolled_back(env, records):
         ecs.describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0]["taskDefinition"]
         == roll["previous_task_definition"]
     )
+
+
+# -- the rollout watcher against moto: transient errors are retried, a watcher error is not a rollback ---------------
+def _throttle_once_then_completed(client, deployment_id: str, calls: dict[str, int]) -> None:
+    """INJECTED on a real (moto-backed) client: the first describe_services is throttled (the answer AWS
+    gives past botocore's own retries), later ones are moto's real answer with COMPLETED written in
+    (moto keeps deployments IN_PROGRESS)."""
+    from botocore.awsrequest import AWSResponse
+
+    calls.update(throttled=0, answered=0)
+
+    def throttle(**_):
+        if calls["throttled"] == 0:
+            calls["throttled"] += 1
+            error = {
+                "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            }
+            return AWSResponse("", 400, {}, None), error
+        return None
+
+    def completed(parsed, **_):
+        for d in (parsed.get("services") or [{}])[0].get("deployments", []):
+            if d["id"] == deployment_id:
+                d["rolloutState"] = "COMPLETED"
+                calls["answered"] += 1
+
+    client.meta.events.register("before-call.ecs.DescribeServices", throttle)
+    client.meta.events.register("after-call.ecs.DescribeServices", completed)
+
+
+def _first_event(trigger) -> dict:
+    import asyncio
+
+    async def first():
+        async for event in trigger.run():
+            return event.payload
+
+    return asyncio.run(first())
+
+
+def test_sync_watch_retries_a_throttle_and_completes(env, caplog):
+    import logging
+
+    b = env["backend"]
+    (live,) = b.weights()
+    td = b.register(_spec("11"))
+    op = _operator(
+        task_id="roll_service",
+        cluster="flightdeck",
+        service=b.service_name(live),
+        task_definition=td,
+        deferrable=False,
+        waiter_delay=0,
+        waiter_max_attempts=3,
+    )
+    real_update = op.hook.conn.update_service
+
+    def update_then_inject(**kw):  # the deployment id exists only once update_service answered
+        out = real_update(**kw)
+        new = next(d["id"] for d in out["service"]["deployments"] if d["status"] == "PRIMARY")
+        _throttle_once_then_completed(op.hook.conn, new, calls)
+        return out
+
+    calls: dict = {}
+    op.hook.conn.update_service = update_then_inject
+    with caplog.at_level(logging.INFO):
+        deployment_id = op.execute({})
+    assert deployment_id.startswith("ecs-svc/")
+    assert calls == {"throttled": 1, "answered": 1}  # one throttle, then one real answer that completed it
+    assert "retriable error: ThrottlingException" in caplog.text
+
+
+def test_deferred_watch_retries_a_throttle_and_completes(env, monkeypatch):
+    """The trigger's aiobotocore client against moto, with the same injection."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from flightdeck.deploy.ecs_rollout import RolloutHook
+
+    b = env["backend"]
+    (live,) = b.weights()
+    op = _operator(
+        task_id="roll_service",
+        cluster="flightdeck",
+        service=b.service_name(live),
+        task_definition=b.register(_spec("12")),
+        deferrable=True,
+        waiter_delay=0,
+        waiter_max_attempts=3,
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({})
+    trigger = deferred.value.trigger
+    assert deferred.value.timeout.total_seconds() == 0 * 3 + 60 and deferred.value.method_name == "execute_complete"
+    calls: dict = {}
+    real_conn = RolloutHook.get_async_conn
+
+    async def injected_conn(self):
+        cm = await real_conn(self)
+
+        class Injecting:
+            async def __aenter__(self_):
+                client = await cm.__aenter__()
+                _throttle_once_then_completed(client, trigger.deployment_id, calls)
+                return client
+
+            async def __aexit__(self_, *exc):
+                return await cm.__aexit__(*exc)
+
+        return Injecting()
+
+    monkeypatch.setattr(RolloutHook, "get_async_conn", injected_conn)
+    event = _first_event(trigger)
+    assert event["status"] == "COMPLETED" and calls == {"throttled": 1, "answered": 1}
+    assert op.execute_complete({}, event) == trigger.deployment_id
+
+
+def test_missing_service_ends_the_watch_with_a_reason_and_no_rollback(env, records, monkeypatch):
+    """moto's own answer for a service that is not there matches the MISSING acceptor; a roll whose
+    service vanishes (INJECTED: that answer, for the rolled service) fails the watch, and rollback
+    then leaves ECS's rollout alone."""
+    from flightdeck.deploy.ecs_rollout import WATCH_ERROR_XCOM_KEY, EcsWatchError, RolloutHook
+    from flightdeck.deploy.flow import DeployFailed
+
+    ecs = _boto("ecs")
+    state, reason = deployment_state(ecs, "flightdeck", "flightdeck-serving-gone", "ecs-svc/1")
+    assert state == "MISSING" and "flightdeck-serving-gone" in reason
+
+    d, started = _rolling_run(env, records, "13")
+    roll = started["roll"]
+    op = _operator(
+        task_id="roll_service",
+        cluster=roll["cluster"],
+        service=roll["service"],
+        task_definition=roll["task_definition"],
+        deferrable=True,
+        waiter_delay=0,
+        waiter_max_attempts=3,
+    )
+    from airflow.sdk.exceptions import TaskDeferred
+
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({})
+    trigger = deferred.value.trigger
+    real_conn = RolloutHook.get_async_conn
+
+    def gone(parsed, **_):  # INJECTED: ECS's answer once the service is deleted out of band
+        missing = ecs.describe_services(cluster="flightdeck", services=["flightdeck-serving-gone"])
+        parsed["services"], parsed["failures"] = [], missing["failures"]
+
+    async def injected_conn(self):
+        cm = await real_conn(self)
+
+        class Injecting:
+            async def __aenter__(self_):
+                client = await cm.__aenter__()
+                client.meta.events.register("after-call.ecs.DescribeServices", gone)
+                return client
+
+            async def __aexit__(self_, *exc):
+                return await cm.__aexit__(*exc)
+
+        return Injecting()
+
+    monkeypatch.setattr(RolloutHook, "get_async_conn", injected_conn)
+    event = _first_event(trigger)
+    assert event["status"] == "WATCH_FAILED" and event["state"] == "MISSING" and "MISSING" in event["reason"]
+
+    class TI:
+        xcom: dict = {}
+
+        def xcom_push(self, key, value):
+            self.xcom[key] = value
+
+    ti = TI()
+    with pytest.raises(EcsWatchError, match="the watch failed, not the rollout"):
+        op.execute_complete({"ti": ti}, event)
+    out = d.rollback(failed_tasks=["roll_service"], watch_error=ti.xcom[WATCH_ERROR_XCOM_KEY])
+    assert out["restored"] is None and "watcher failed, not the rollout" in out["reason"]
+    svc = ecs.describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0]
+    assert svc["taskDefinition"] == roll["task_definition"]  # not reverted: ECS's rollout is left alone
+    td = ecs.describe_task_definition(taskDefinition=roll["task_definition"])["taskDefinition"]
+    assert td["status"] == "ACTIVE"
+    r = d.record()
+    assert r["outcome"] == "failed" and r["failure"]["step"] == "roll_service" and r.get("rollback") is None
+    with pytest.raises(DeployFailed, match="deploy failed on ecs: roll_service: the rollout's watcher failed"):
+        d.outcome()
