@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 PORT = 8440
 URL = f"http://127.0.0.1:{PORT}"
 CHECK = HealthCheck(interval_ms=1000, unhealthy_threshold=2, healthy_threshold=1)
+LB_MAXCONN = LbConfig(state_dir=Path(".")).server_maxconn  # the platform's default
 TH = ctl.Thresholds(healthy_timeout_s=8, poll_s=0.25, min_requests=20, max_5xx_rate=0.05)
 LUA = 'wrk.method = "POST"\nwrk.body = \'{"rows": []}\'\nwrk.headers["Content-Type"] = "application/json"\n'
 
@@ -88,6 +89,8 @@ class Result:
     wrk: Wrk
     sampler_total: int
     sampler_failed: int
+    retried: int = 0  # requests HAProxy retried on another server after a failure (`wretr`)
+    redispatched: int = 0  # of those, sent to a different server (`wredis`)
     extra: dict = field(default_factory=dict)
 
 
@@ -117,6 +120,7 @@ def stop_wrk(proc: subprocess.Popen) -> Wrk:
 def run(name: str, backend: LocalBackend, spec: RevisionSpec, strategy: str, min_requests: int,
         **kw: object) -> tuple[Result, Sampler, list[dict]]:
     sampler = Sampler()
+    lb0 = backend.haproxy.backend_stats()
     proc = start_wrk(600)
     sampler.start()
     time.sleep(1.0)
@@ -135,7 +139,11 @@ def run(name: str, backend: LocalBackend, spec: RevisionSpec, strategy: str, min
         w.seconds += extra.seconds
     sampler.stop()
     failed = sum(1 for _, st, _ in sampler.events if st != 200)
-    return Result(name, out.ok, out.reason, w, len(sampler.events), failed), sampler, steps
+    lb1 = backend.haproxy.backend_stats()
+    retried = int(lb1["wretr"]) - int(lb0["wretr"])
+    redispatched = int(lb1["wredis"]) - int(lb0["wredis"])
+    result = Result(name, out.ok, out.reason, w, len(sampler.events), failed, retried, redispatched)
+    return result, sampler, steps
 
 
 def main() -> int:
@@ -150,7 +158,8 @@ def main() -> int:
         image = "fd-stub:bench"
     state = Path("/tmp/deploy/bench-lb")
     shutil.rmtree(state, ignore_errors=True)
-    backend = LocalBackend(LbConfig(state_dir=state, bind_port=PORT, port_base=PORT, slots=8, check=CHECK),
+    backend = LocalBackend(LbConfig(state_dir=state, bind_port=PORT, port_base=PORT, slots=8, check=CHECK,
+                                    server_maxconn=LB_MAXCONN),
                            name="bench")
     backend.haproxy.start()
     for r in list(backend.weights()):
@@ -208,16 +217,19 @@ def write_results(results: list[Result], image: str) -> None:
         f"over >= {TH.min_requests} answers, or a target down while answering 5xx, or down twice in a row).",
         "Load: wrk 2 threads x 16 connections POST /predict through the LB for the whole scenario, plus a "
         "1-connection sampler timestamping every answer.",
+        f"LB: requests buffered whole, retried on another server after a connection failure or a 500/502/503/504 "
+        f"(`retry-on`, `option redispatch`), the previous revision a weight-1 standby while the new one is "
+        f"watched, at most {LB_MAXCONN} requests at once per server (the rest queue in HAProxy).",
         "",
         "| scenario | deploy outcome | wrk requests | wrk failed (non-2xx + socket) | sampler answers | "
-        "sampler failed | notes |",
-        "|---|---|---|---|---|---|---|",
+        "sampler failed | retried by the LB (redispatched) | notes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         outcome = "succeeded" if r.ok else f"rolled back ({r.reason[:60]}...)"
         notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
         lines.append(f"| {r.name} | {outcome} | {r.wrk.requests} | {r.wrk.failed} | {r.sampler_total} | "
-                     f"{r.sampler_failed} | {notes} |")
+                     f"{r.sampler_failed} | {r.retried} ({r.redispatched}) | {notes} |")
     lines += ["", f"Goal for restore time: health-check interval x unhealthy threshold + 5 s = {goal:.1f} s.", ""]
     for r in results:
         lines += [f"<details><summary>wrk output: {r.name}</summary>", "", "```", r.wrk.raw.strip(), "```",

@@ -20,7 +20,7 @@ from flightdeck import images
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import controller as ctl
 from flightdeck.deploy.backend import RevisionSpec
-from flightdeck.deploy.haproxy import HealthCheck, LbConfig
+from flightdeck.deploy.haproxy import HAProxy, HealthCheck, LbConfig
 from flightdeck.deploy.local import LocalBackend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -41,8 +41,13 @@ def image() -> str:
 def backend(image):
     state = Path("/tmp/deploy/it-lb")
     shutil.rmtree(state, ignore_errors=True)
-    lb = LbConfig(state_dir=state, bind_port=LB_PORT, port_base=LB_PORT, slots=8,
-                  check=HealthCheck(interval_ms=500, unhealthy_threshold=2, healthy_threshold=1))
+    lb = LbConfig(
+        state_dir=state,
+        bind_port=LB_PORT,
+        port_base=LB_PORT,
+        slots=8,
+        check=HealthCheck(interval_ms=500, unhealthy_threshold=2, healthy_threshold=1),
+    )
     b = LocalBackend(lb, name="it")
     b.haproxy.start()
     yield b
@@ -52,18 +57,21 @@ def backend(image):
 
 
 def _spec(image: str, version: str, **env: str) -> RevisionSpec:
-    return RevisionSpec(revision=f"v{version}-it", image=image, model_version=version,
-                        env={"MODEL_VERSION": version, **env})
+    return RevisionSpec(
+        revision=f"v{version}-it", image=image, model_version=version, env={"MODEL_VERSION": version, **env}
+    )
 
 
 class Load:
-    """A client hammering /predict through the LB; counts answers per version and failures."""
+    """Clients hammering /predict through the LB; counts answers per version and failures, and the
+    requests the LB retried on another server (HAProxy's `wretr`) while it ran."""
 
-    def __init__(self) -> None:
+    def __init__(self, clients: int = 1) -> None:
         self.ok: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
+        self.retried = 0
         self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
     def _run(self) -> None:
         s = requests.Session()
@@ -78,12 +86,21 @@ class Load:
                 self.failed[type(e).__name__] += 1
 
     def __enter__(self) -> Load:
-        self._t.start()
+        self._retried0 = _lb_retries()
+        for t in self._threads:
+            t.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._t.join()
+        for t in self._threads:
+            t.join()
+        self.retried = _lb_retries() - self._retried0
+
+
+def _lb_retries() -> int:
+    lb = LbConfig(state_dir=Path("/tmp/deploy/it-lb"), bind_port=LB_PORT, port_base=LB_PORT, slots=8)
+    return int(HAProxy(lb).backend_stats()["wretr"])
 
 
 def _version() -> str:
@@ -106,45 +123,64 @@ def test_blue_green_switch_loses_no_request(backend, image):
 
 def test_never_ready_revision_never_gets_traffic(backend, image):
     with Load() as load:
-        out = ctl.deploy(backend, _spec(image, "3", NEVER_READY="1"), "blue_green",
-                         ctl.Thresholds(healthy_timeout_s=3, poll_s=0.2))
+        out = ctl.deploy(
+            backend, _spec(image, "3", NEVER_READY="1"), "blue_green", ctl.Thresholds(healthy_timeout_s=3, poll_s=0.2)
+        )
     assert not out.ok and "not healthy" in out.reason
     assert backend.weights() == {"v2-it": 100}
     assert sum(load.failed.values()) == 0 and set(load.ok) == {"2"}, (load.ok, load.failed)
     assert not backend._containers("v3-it")
 
 
-def test_canary_failing_predict_is_pulled_back(backend, image):
+def test_canary_failing_predict_is_pulled_back_with_no_failure_seen_by_clients(backend, image):
+    """Every request v4 fails is retried by the LB on v2 (redispatch): clients see none of them, and
+    the watcher, which counts v4's own failures (retried ones included), still rolls back."""
     with Load() as load:
-        out = ctl.deploy(backend, _spec(image, "4", FAIL_PREDICT="1"), "canary", TH, canary_percent=20,
-                         canary_steps=3, step_hold_s=3)
-        after = sum(load.failed.values())
+        out = ctl.deploy(
+            backend, _spec(image, "4", FAIL_PREDICT="1"), "canary", TH, canary_percent=20, canary_steps=3, step_hold_s=3
+        )
         time.sleep(1)
     assert not out.ok and "5xx rate" in out.reason
     assert [s["step"] for s in out.steps][-2:] == ["failed", "rollback"]
     assert backend.weights() == {"v2-it": 100} and _version() == "2"
-    assert 0 < load.failed["500"] < 0.5 * (load.failed["500"] + load.ok["2"]), (load.ok, load.failed)
-    assert sum(load.failed.values()) == after  # nothing failed once the rollback finished
+    assert sum(load.failed.values()) == 0 and set(load.ok) == {"2"}, (load.ok, load.failed)
+    assert load.retried > 0, load.retried
 
 
-def test_lb_takes_a_server_answering_5xx_out_after_error_limit(backend, image):
-    """HAProxy's passive check (observe layer7): consecutive 5xx on live traffic mark the server down
-    at once, without waiting for an active /readyz check (which this revision passes)."""
+def test_new_revision_gets_traffic_while_requests_wait_in_the_lb_queue(backend, image):
+    """Eight clients against a model slow enough that requests queue in HAProxy (maxconn per server):
+    a blue/green switch must hand the queue to the new revision (HAProxy does not, by itself, on a
+    weight change: see HAProxy.set_weight), and no request may time out in the queue."""
+    assert ctl.deploy(backend, _spec(image, "9", PREDICT_DELAY_S="0.05"), "blue_green", TH, bake_s=0.5).ok
+    with Load(clients=8) as load:
+        time.sleep(1.0)
+        queued = int(backend.haproxy.backend_stats()["qcur"])
+        out = ctl.deploy(backend, _spec(image, "10", PREDICT_DELAY_S="0.05"), "blue_green", TH, bake_s=1)
+        time.sleep(1.5)
+    assert out.ok, out.reason
+    assert queued > 0  # the situation under test: requests were waiting in the LB when traffic moved
+    assert sum(load.failed.values()) == 0, load.failed
+    assert load.ok["10"] > 20, load.ok
+    assert ctl.deploy(backend, _spec(image, "2"), "blue_green", TH, bake_s=0.5).ok  # what the next tests expect
+
+
+def test_failed_requests_are_retried_on_another_revision_and_counted_against_the_failing_one(backend, image):
+    """A server answering 5xx next to a healthy one: the LB retries each failed request on the other
+    server (`retry-on` 5xx with `option redispatch`), so no client sees the error; HAProxy counts it
+    in the failing server's `wretr`, which target_health reports as that revision's 5xx."""
     snap = ctl.start(backend, _spec(image, "6", FAIL_PREDICT="1"))
     try:
         ctl.wait_healthy(backend, "v6-it", TH)
+        before = backend.target_health("v6-it")
         backend.set_weights({"v2-it": 50, "v6-it": 50})
-        s, failed, ok = requests.Session(), 0, 0
-        while failed < backend.lb.check.error_limit and ok < 100:
-            try:
-                good = s.post(f"http://127.0.0.1:{LB_PORT}/predict", json={"rows": []}, timeout=5).ok
-            except requests.RequestException:  # the session that tripped the limit is cut mid-answer
-                good = False
-            failed, ok = failed + (not good), ok + good
-        assert failed == backend.lb.check.error_limit and ok <= failed + 1, (ok, failed)
-        # down after the 5th error, not at the next active check (which /readyz passes: then it is
-        # back in until the next 5 errors; the deploy watcher has rolled back by then)
-        assert backend.target_health("v6-it").healthy == 0
+        s = requests.Session()
+        answers = [s.post(f"http://127.0.0.1:{LB_PORT}/predict", json={"rows": []}, timeout=5) for _ in range(40)]
+        assert [r.status_code for r in answers] == [200] * 40
+        assert {r.json()["model_version"] for r in answers} == {"2"}
+        h = backend.target_health("v6-it")
+        failed_on_v6 = h.errors_5xx - before.errors_5xx
+        assert failed_on_v6 >= 10 and h.retried - before.retried == failed_on_v6, h  # ~half of 40
+        assert h.requests - before.requests == failed_on_v6
     finally:
         ctl.rollback(backend, "v6-it", snap, TH)
     assert backend.weights() == {"v2-it": 100}
@@ -176,19 +212,37 @@ def test_image_build_labels_reuse_and_push(tmp_path):
     (model_dir / "MLmodel").write_text(f"flavors: {{}}\nuuid: {uuid.uuid4()}\n")  # new inputs every run
     model = images.ModelRef(name="deploy-it-model", version="7", run_id="r123", data_version="d456")
     registry = settings_mod.load().registry
-    built = images.build_image(model, registry=registry, model_dir=model_dir, dockerfile=STUB / "Dockerfile",
-                               target=None, sha="0123456789abcdef")
+    built = images.build_image(
+        model,
+        registry=registry,
+        model_dir=model_dir,
+        dockerfile=STUB / "Dockerfile",
+        target=None,
+        sha="0123456789abcdef",
+    )
     assert built.tag == f"{registry}/deploy-it-model:v7-0123456"
     labels = docker.from_env().images.get(built.image_id).labels
     assert labels["org.opencontainers.image.revision"] == "0123456789abcdef"
     assert labels["org.flightdeck.model.version"] == "7" and labels["org.flightdeck.data.version"] == "d456"
     assert not built.reused and labels[images.LABEL_INPUTS] == built.inputs_hash
-    again = images.build_image(model, registry=registry, model_dir=model_dir, dockerfile=STUB / "Dockerfile",
-                               target=None, sha="0123456789abcdef")
+    again = images.build_image(
+        model,
+        registry=registry,
+        model_dir=model_dir,
+        dockerfile=STUB / "Dockerfile",
+        target=None,
+        sha="0123456789abcdef",
+    )
     assert again.reused and again.image_id == built.image_id
     (model_dir / "MLmodel").write_text(f"flavors: {{changed: 1}}\nuuid: {uuid.uuid4()}\n")
-    changed = images.build_image(model, registry=registry, model_dir=model_dir, dockerfile=STUB / "Dockerfile",
-                                 target=None, sha="0123456789abcdef")
+    changed = images.build_image(
+        model,
+        registry=registry,
+        model_dir=model_dir,
+        dockerfile=STUB / "Dockerfile",
+        target=None,
+        sha="0123456789abcdef",
+    )
     assert not changed.reused and changed.inputs_hash != built.inputs_hash
     pushed = images.push_image(changed)
     assert pushed.digest.startswith("sha256:")

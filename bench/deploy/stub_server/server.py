@@ -5,6 +5,7 @@ Env knobs (why: rollback paths need an image that misbehaves on purpose):
   FAIL_PREDICT=1     /predict answers 500 (starts fine, fails on traffic)
   READY_DELAY_S=N    /readyz answers 503 for the first N seconds
   BREAK_AFTER_S=N    after N seconds /readyz answers 503 and /predict 500 (goes bad once exposed)
+  PREDICT_DELAY_S=N  each /predict takes N seconds (a busy model: requests queue in the LB)
   MODEL_NAME, MODEL_VERSION, GIT_SHA, IMAGE_TAG   reported by /version
 """
 
@@ -50,9 +51,15 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/readyz":
             self._send(200, {"status": "ready"}) if self._ready() else self._send(503, {"status": "loading"})
         elif self.path == "/version":
-            self._send(200, {"model_name": ENV("MODEL_NAME", "stub"),
-                             "model_version": ENV("MODEL_VERSION", "0"),
-                             "git_sha": ENV("GIT_SHA", ""), "image": ENV("IMAGE_TAG", "")})
+            self._send(
+                200,
+                {
+                    "model_name": ENV("MODEL_NAME", "stub"),
+                    "model_version": ENV("MODEL_VERSION", "0"),
+                    "git_sha": ENV("GIT_SHA", ""),
+                    "image": ENV("IMAGE_TAG", ""),
+                },
+            )
         else:
             self._send(404, {"error": "not found"})
 
@@ -64,6 +71,7 @@ class Handler(BaseHTTPRequestHandler):
         elif ENV("FAIL_PREDICT") == "1" or self._broken():
             self._send(500, {"error": "model failed"})
         else:
+            time.sleep(float(ENV("PREDICT_DELAY_S", "0")))
             self._send(200, {"predictions": [0], "model_version": ENV("MODEL_VERSION", "0")})
 
 

@@ -253,6 +253,13 @@ class HAProxy:
 
     def set_weight(self, slot: int, weight: int) -> None:
         self._checked(f"set server {BACKEND}/s{slot} weight {int(weight)}")
+        if weight > 0:
+            # HAProxy (2.6) moves queued requests to a server only when a request on it ends, or when
+            # it turns usable through a health change: not when a weight change makes it usable. With
+            # `balance roundrobin` every new request joins a non-empty backend queue, so a revision
+            # given traffic while requests are queued (a deploy under load past `maxconn`) would get
+            # none of them. Re-setting the server's maxconn runs its queue processing now.
+            self._checked(f"set maxconn server {BACKEND}/s{slot} {self.cfg.server_maxconn}")
 
     def _rows(self) -> list[dict[str, str]]:
         raw = self.command("show stat").lstrip("# ")
