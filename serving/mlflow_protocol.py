@@ -276,8 +276,7 @@ def _split_to_columns(payload: Any, where: str) -> dict[str, list[Any]]:
     names = [str(c) for c in names]
     if len(set(names)) != len(names):
         raise RequestError(422, "duplicate_columns", f"'{where}.columns' repeats a column name")
-    if index is not None and (type(index) is not list or len(index) != len(data)):
-        raise RequestError(400, "bad_shape", f"'{where}.index' must be a list with one label per row of 'data'")
+    del index  # row labels: they change no prediction (the strict path ignores them too)
     width = len(names)
     rows: list[Sequence[Any]] = []
     for i, row in enumerate(data):
