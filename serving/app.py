@@ -120,7 +120,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def healthz() -> Response:
         return _json({"status": "ok"})
 
+    # /ping and /health: what MLflow's scoring server answers (its ScoringServerClient.wait_server_ready
+    # polls /ping) and SageMaker's container contract asks for (GET /ping, POST /invocations).
     @app.get("/readyz")
+    @app.get("/ping")
+    @app.get("/health")
     def readyz() -> Response:
         try:
             model.smoke_test()

@@ -91,6 +91,9 @@ def _reject_constant(name: str) -> float:
     raise _NonFiniteConstant(name)
 
 
+JSON_MAX_DEPTH = 1024  # orjson's nesting limit (orjson README, "Deserialize"): deeper bodies are refused
+
+
 def parse_json(body: bytes) -> Any:
     """Parse a request body; orjson on the hot path, the stdlib only to explain a failure."""
     if not body or not body.strip():
@@ -98,6 +101,10 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as fast_error:
+        if "depth limit" in str(fast_error):  # orjson's 1024 levels; the stdlib would recurse and crash
+            raise RequestError(
+                400, "too_deep", f"the JSON nests deeper than {JSON_MAX_DEPTH} levels", max_depth=JSON_MAX_DEPTH
+            ) from None
         try:
             # The stdlib parses 1e999 as inf (caught later, with its position) and reports
             # NaN/Infinity literals through parse_constant, so the error can name them.
@@ -106,7 +113,7 @@ def parse_json(body: bytes) -> Any:
             raise RequestError(
                 422, "non_finite", f"{exc} is not allowed: every number must be finite", value=str(exc)
             ) from None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise RequestError(400, "invalid_json", f"the body is not valid JSON: {fast_error}") from None
 
 

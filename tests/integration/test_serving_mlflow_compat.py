@@ -132,6 +132,8 @@ def test_mlflow_scoring_client_gets_the_same_predictions(servers):
     from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
     frame = servers.X.iloc[:60]
+    # the client as MLflow's own tooling uses it: poll /ping until ready, then invoke
+    ScoringServerClient("127.0.0.1", OURS).wait_server_ready(timeout=10)
     ours = ScoringServerClient("127.0.0.1", OURS).invoke(frame).get_predictions()
     theirs = ScoringServerClient("127.0.0.1", THEIRS).invoke(frame).get_predictions()
     assert ours.equals(theirs)

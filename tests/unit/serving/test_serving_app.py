@@ -393,3 +393,22 @@ def test_predictions_are_plain_json_numbers(client, lr_model):
     preds = client.post("/predict", json={"rows": lr_model.records(0, 3)}).get_json()["predictions"]
     assert all(type(p) is int for p in preds)
     assert np.array_equal(preds, lr_model.expected(0, 3))
+
+
+@pytest.mark.parametrize("path", ["/ping", "/health"])
+def test_ping_and_health_answer_like_mlflows_scoring_server(client, path):
+    resp = client.get(path)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "ready"
+
+
+@pytest.mark.parametrize("path", ["/predict", "/invocations"])
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000, '{"rows": ' + "[" * 3000 + "]" * 3000 + "}"],
+    ids=["arrays", "objects", "under-a-key"],
+)
+def test_json_nested_beyond_the_parsers_limit_is_a_400_naming_it(client, path, body):
+    resp = client.post(path, data=body, content_type="application/json")
+    assert resp.status_code == 400
+    assert resp.get_json()["error"]["code"] == "too_deep"
+    assert "deeper than 1024 levels" in resp.get_json()["error"]["message"]
