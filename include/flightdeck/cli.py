@@ -75,6 +75,7 @@ def render_status(st: Mapping[str, Any]) -> str:
         lines.append(
             f"  traffic   {rev}: {pct}%  {h.get('healthy', '?')}/{h.get('total', '?')} healthy  "
             f"requests {h.get('requests', 0)} 5xx {h.get('errors_5xx', 0)}"
+            + (f" (retried elsewhere {h['retried']})" if h.get("retried") else "")
         )
     d = st["deployment"]
     if d:

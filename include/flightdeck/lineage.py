@@ -73,6 +73,7 @@ def traffic(backend: Any) -> dict[str, Any]:
                 "states": dict(h.states),
                 "requests": h.requests,
                 "errors_5xx": h.errors_5xx,
+                "retried": h.retried,  # of the 5xx: retried by the LB on another revision, unseen by clients
             }
         return {"weights": weights, "health": health, "error": None}
     except Exception as e:  # noqa: BLE001 - a down engine/LB is part of the answer, not a crash
