@@ -72,9 +72,11 @@ ENV MODEL_NAME=$MODEL_NAME \
     DATA_VERSION=$DATA_VERSION \
     GIT_SHA=$GIT_SHA
 USER 10001:10001
-EXPOSE 8080
+# 8080 serves; 8081 answers health checks from a thread in each worker (serving/health_port.py)
+ENV SERVING_HEALTH_PORT=8081
+EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '8080'), timeout=2).status != 200)"]
+  CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('SERVING_HEALTH_PORT', '8081'), timeout=2).status != 200)"]
 CMD ["gunicorn", "-c", "serving/gunicorn.conf.py", "--no-control-socket", "serving.app:create_app()"]
 
 # ---- airflow image ----

@@ -126,12 +126,28 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.get("/ping")
     @app.get("/health")
     def readyz() -> Response:
+        status, payload = readiness()
+        if status != 200:
+            payload["request_id"] = request.environ.get(ENV_REQUEST_ID)
+        return _json(payload, status)
+
+    def readiness() -> tuple[int, dict[str, Any]]:
+        """(status, JSON payload): 200 when a smoke prediction passes, 503 naming the failure otherwise."""
         try:
             model.smoke_test()
         except Exception as exc:  # the model broke after loading: not ready, with the reason
             log.warning("readiness smoke prediction failed: %s", exc)
-            return _error(503, "not_ready", f"smoke prediction failed: {type(exc).__name__}: {exc}")
-        return _json({"status": "ready", "model_version": lineage.get("model_version")})
+            message = f"smoke prediction failed: {type(exc).__name__}: {exc}"
+            return 503, error_payload(503, "not_ready", message, None, None)
+        return 200, {"status": "ready", "model_version": lineage.get("model_version")}
+
+    def readiness_json() -> tuple[int, bytes]:
+        status, payload = readiness()
+        return status, json_bytes(payload)
+
+    # serving/health_port.py answers the load balancer's checks with these, off the request path
+    app.extensions["flightdeck_readiness"] = readiness_json
+    app.extensions["flightdeck_liveness"] = lambda: (200, json_bytes({"status": "ok"}))
 
     @app.get("/version")
     def version_info() -> Response:

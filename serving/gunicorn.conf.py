@@ -2,7 +2,8 @@
 
 Run: gunicorn -c serving/gunicorn.conf.py --no-control-socket 'serving.app:create_app()'
 
-SERVING_WORKERS (default 1) processes x SERVING_THREADS (default 1) threads. Prediction is CPU-bound
+SERVING_WORKERS (default 1) processes x SERVING_THREADS (default 1) threads; with SERVING_HEALTH_PORT
+set (the image: 8081), each worker also answers health checks there (serving/health_port.py). Prediction is CPU-bound
 and holds the GIL, so scale with workers; a gthread-style worker is used even with one thread
 because it keeps HTTP connections alive (the sync worker closes each one). With one thread it is
 serving/gunicorn_worker.py's InlineThreadWorker (gthread without the hop to a one-thread pool).
@@ -41,6 +42,16 @@ errorlog = "-"
 loglevel = os.environ.get("SERVING_LOG_LEVEL", "info").lower()
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 control_socket_disable = True  # same as --no-control-socket (the image passes both)
+
+
+def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's hook signature
+    """Each worker answers health checks on SERVING_HEALTH_PORT from a thread (serving/health_port.py)."""
+    port = int(os.environ.get("SERVING_HEALTH_PORT") or 0)
+    if port:
+        from serving.health_port import serve
+
+        ext = worker.wsgi.extensions
+        serve(port, ext["flightdeck_readiness"], ext["flightdeck_liveness"], os.environ.get("SERVING_HOST", "0.0.0.0"))
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's hook signature

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -78,4 +79,8 @@ class Handler(BaseHTTPRequestHandler):
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 ignores SIGTERM unless handled
     ThreadingHTTPServer.daemon_threads = True
+    Handler.disable_nagle_algorithm = True  # headers and body are written apart: no 40 ms delayed-ACK stall
+    # 8081 answers the load balancer's health checks, as the serving image does (serving/health_port.py)
+    health = ThreadingHTTPServer(("0.0.0.0", 8081), Handler)
+    threading.Thread(target=health.serve_forever, daemon=True).start()
     ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()

@@ -40,6 +40,7 @@ class EcsConfig:
     memory: str = "512"
     execution_role_arn: str = ""
     container_port: int = 8080
+    health_port: int = 8081  # the image's SERVING_HEALTH_PORT: ALB checks that do not queue behind scoring
     log_group: str = "/flightdeck/serving"
     region: str = "us-east-1"
     min_capacity: int = 1
@@ -139,7 +140,10 @@ class EcsBackend:
             "name": "serving",
             "image": spec.image,
             "essential": True,
-            "portMappings": [{"containerPort": c.container_port, "protocol": "tcp"}],
+            "portMappings": [
+                {"containerPort": c.container_port, "protocol": "tcp"},
+                {"containerPort": c.health_port, "protocol": "tcp"},
+            ],
             "environment": [{"name": k, "value": str(v)} for k, v in sorted(spec.env.items())],
             "logConfiguration": {
                 "logDriver": "awslogs",
@@ -194,6 +198,8 @@ class EcsBackend:
                 VpcId=c.vpc_id,
                 TargetType="ip" if c.network_mode == "awsvpc" else "instance",
                 HealthCheckProtocol="HTTP",
+                # awsvpc: the task's own health port; bridge mode maps ports dynamically, so the traffic port
+                HealthCheckPort=str(c.health_port) if c.network_mode == "awsvpc" else "traffic-port",
                 HealthCheckPath="/readyz",
                 Matcher={"HttpCode": "200"},
                 HealthCheckIntervalSeconds=c.health_interval_s,

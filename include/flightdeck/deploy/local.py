@@ -26,6 +26,7 @@ from flightdeck.deploy.haproxy import HAProxy, HealthCheck, LbConfig
 log = logging.getLogger(__name__)
 
 CONTAINER_PORT = 8080
+HEALTH_PORT = 8081  # the serving image's SERVING_HEALTH_PORT: where HAProxy's checks go
 KEYS_MOUNT = "/run/secrets/serving-api-keys"  # where the API keys file appears in a serving container
 WEIGHT_SCALE = 2  # HAProxy weights run 0..256: percent x 2 keeps 1% steps with room for replicas
 STANDBY_WEIGHT = 1  # a 0% revision named in set_weights(standby=...): a redispatch target for retries
@@ -132,7 +133,10 @@ class LocalBackend:
                     },
                     environment={**spec.env, **auth_env},
                     volumes=auth_volumes,
-                    ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", self.lb.slot_port(slot))},
+                    ports={
+                        f"{CONTAINER_PORT}/tcp": ("127.0.0.1", self.lb.slot_port(slot)),
+                        f"{HEALTH_PORT}/tcp": ("127.0.0.1", self.lb.health_port(slot)),
+                    },
                 )
                 log.info(
                     "started container %s (%s) for revision %s on slot %d (port %d)",

@@ -147,3 +147,68 @@ def test_inline_worker_skips_gunicorns_access_log_only_when_it_is_off(monkeypatc
         assert (worker.log.access is gunicorns_access) is enabled
         if not enabled:
             assert worker.log.access(None, None, {}, 0) is None
+
+
+def test_health_port_answers_while_the_only_worker_is_held_by_a_stalled_client(lr_model, tmp_path):
+    """One worker, held by a client that sent half a body: /readyz on the serving port waits for it,
+    the health port (SERVING_HEALTH_PORT, a thread in the worker) answers at once; the stalled client
+    gets a 408 after SERVING_READ_TIMEOUT (1 s here) and the worker serves again."""
+    import socket
+    import threading
+
+    port, health = PORT + 2, PORT + 3
+    env = {
+        **os.environ,
+        "SERVING_MODEL_DIR": str(lr_model.path),
+        "PORT": str(port),
+        "SERVING_HEALTH_PORT": str(health),
+        "SERVING_HOST": "127.0.0.1",
+        "SERVING_WORKERS": "1",
+        "SERVING_READ_TIMEOUT": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+    }
+    log_path = tmp_path / "gunicorn.log"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_app()"],
+        cwd=REPO,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()[-2000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{health}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        stalled_answer: list[bytes] = []
+
+        def stalled() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+                s.sendall(b"Content-Length: 100\r\n\r\n{")
+                stalled_answer.append(s.recv(4096))
+
+        client = threading.Thread(target=stalled)
+        client.start()
+        time.sleep(0.3)  # the worker is now reading the stalled body
+        t0 = time.monotonic()
+        ready = requests.get(f"http://127.0.0.1:{health}/readyz", timeout=5)
+        health_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        serving_ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        serving_s = time.monotonic() - t0
+        client.join(timeout=10)
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert health_s < 0.3, health_s
+        assert serving_ready.status_code == 200 and serving_s > 0.4, serving_s  # it waited for the stalled read
+        assert stalled_answer and stalled_answer[0].startswith(b"HTTP/1.1 408"), stalled_answer
+        assert requests.get(f"http://127.0.0.1:{health}/healthz", timeout=5).json() == {"status": "ok"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "WORKER TIMEOUT" not in log_path.read_text()
