@@ -35,7 +35,6 @@ HERE = Path(__file__).resolve().parent
 PORT = 8440
 URL = f"http://127.0.0.1:{PORT}"
 CHECK = HealthCheck(interval_ms=1000, unhealthy_threshold=2, healthy_threshold=1)
-LB_MAXCONN = LbConfig(state_dir=Path(".")).server_maxconn  # the platform's default
 TH = ctl.Thresholds(healthy_timeout_s=8, poll_s=0.25, min_requests=20, max_5xx_rate=0.05)
 LUA = 'wrk.method = "POST"\nwrk.body = \'{"rows": []}\'\nwrk.headers["Content-Type"] = "application/json"\n'
 
@@ -158,8 +157,7 @@ def main() -> int:
         image = "fd-stub:bench"
     state = Path("/tmp/deploy/bench-lb")
     shutil.rmtree(state, ignore_errors=True)
-    backend = LocalBackend(LbConfig(state_dir=state, bind_port=PORT, port_base=PORT, slots=8, check=CHECK,
-                                    server_maxconn=LB_MAXCONN),
+    backend = LocalBackend(LbConfig(state_dir=state, bind_port=PORT, port_base=PORT, slots=8, check=CHECK),
                            name="bench")
     backend.haproxy.start()
     for r in list(backend.weights()):
@@ -219,7 +217,7 @@ def write_results(results: list[Result], image: str) -> None:
         "1-connection sampler timestamping every answer.",
         f"LB: requests buffered whole, retried on another server after a connection failure or a 500/502/503/504 "
         f"(`retry-on`, `option redispatch`), the previous revision a weight-1 standby while the new one is "
-        f"watched, at most {LB_MAXCONN} requests at once per server (the rest queue in HAProxy).",
+        "watched; health checks on each container's health port (8081), off the serving path.",
         "",
         "| scenario | deploy outcome | wrk requests | wrk failed (non-2xx + socket) | sampler answers | "
         "sampler failed | retried by the LB (redispatched) | notes |",
