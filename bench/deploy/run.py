@@ -215,8 +215,8 @@ def write_results(results: list[Result], image: str) -> None:
         f"over >= {TH.min_requests} answers, or a target down while answering 5xx, or down twice in a row).",
         "Load: wrk 2 threads x 16 connections POST /predict through the LB for the whole scenario, plus a "
         "1-connection sampler timestamping every answer.",
-        f"LB: requests buffered whole, retried on another server after a connection failure or a 500/502/503/504 "
-        f"(`retry-on`, `option redispatch`), the previous revision a weight-1 standby while the new one is "
+        "LB: requests buffered whole, retried on another server after a connection failure or a 500/502/503/504 "
+        "(`retry-on`, `option redispatch`), the previous revision a weight-1 standby while the new one is "
         "watched; health checks on each container's health port (8081), off the serving path.",
         "",
         "| scenario | deploy outcome | wrk requests | wrk failed (non-2xx + socket) | sampler answers | "
