@@ -3,7 +3,8 @@
 The load balancer has one public frontend and one backend with a fixed set of server slots; slot i
 forwards to 127.0.0.1:(port_base + i). Slots start disabled and are assigned to revisions at run
 time through the runtime API (state, weight), so the public port never changes and HAProxy never
-reloads during a deploy. Active health checks hit /readyz on every enabled slot.
+reloads during a deploy. Active health checks hit /readyz on every enabled slot's health port,
+127.0.0.1:(port_base + 100 + i), where the model server answers them off its serving path.
 """
 
 from __future__ import annotations
