@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from serving.schema import Batch, RequestError, Validator, json_type, parse_json
+from serving.schema import Batch, RequestError, Validator, json_type, parse_json, wrong_type
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 LLM_KEYS = ("messages", "prompt", "input")
@@ -429,15 +429,7 @@ def coerce(
                 try:
                     convert(v)
                 except _Bad as exc:
-                    raise RequestError(
-                        422,
-                        "wrong_type",
-                        f"{where}: row {i}, column {spec.name!r} ({spec.type}) {exc}",
-                        row=i,
-                        column=spec.name,
-                        expected=spec.type,
-                        got=json_type(v),
-                    ) from None
+                    raise wrong_type(where, i, spec, v, f"({spec.type}) {exc}") from None
             raise
     return Parsed(validator._finish_columns(values, where), ignored)
 

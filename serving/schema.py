@@ -83,6 +83,23 @@ def json_type(value: object) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+def wrong_type(where: str, row: int, spec: Column, value: Any, detail: str | None = None) -> RequestError:
+    """The 422 for a value that is not of its column's type; `detail` (what follows the column in the
+    message) defaults to "must be <type>, got <JSON type>"."""
+    got = json_type(value)
+    if detail is None:
+        detail = f"must be {spec.type}, got {got}"
+    return RequestError(
+        422,
+        "wrong_type",
+        f"{where}: row {row}, column {spec.name!r} {detail}",
+        row=row,
+        column=spec.name,
+        expected=spec.type,
+        got=got,
+    )
+
+
 class _NonFiniteConstant(ValueError):
     pass
 
@@ -364,12 +381,4 @@ class Validator:
     def _raise_type(spec: Column, col: Sequence[Any], accepted: frozenset[type], where: str) -> None:
         for i, v in enumerate(col):
             if type(v) not in accepted:
-                raise RequestError(
-                    422,
-                    "wrong_type",
-                    f"{where}: row {i}, column {spec.name!r} must be {spec.type}, got {json_type(v)}",
-                    row=i,
-                    column=spec.name,
-                    expected=spec.type,
-                    got=json_type(v),
-                )
+                raise wrong_type(where, i, spec, v)

@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from flightdeck import images
-from flightdeck.deploy import records as rec
 from flightdeck.deploy.flow import Deploy
+from tests.support.records import scratch_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -40,14 +40,8 @@ def empty_version(platform):
 
 @pytest.fixture(scope="module")
 def store(platform):
-    from flightdeck.platform import s3_client
-
-    s3 = s3_client()
-    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=BUCKET)
-    yield rec.RecordStore(s3, BUCKET)
-    for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    with scratch_records(BUCKET) as store:
+        yield store
 
 
 def test_mlflow_returns_an_empty_folder_for_the_version(empty_version, tmp_path, platform):

@@ -12,6 +12,7 @@ import pytest
 
 from flightdeck import gates, model_registry, retrain
 from flightdeck.deploy import records as rec
+from tests.support.records import scratch_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -45,14 +46,8 @@ def model(mlflow_client, platform):
 
 @pytest.fixture
 def records(platform):
-    from flightdeck.platform import s3_client
-
-    s3 = s3_client()
-    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=BUCKET)
-    yield rec.RecordStore(s3, BUCKET)
-    for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    with scratch_records(BUCKET) as store:
+        yield store
 
 
 def deployed(store: rec.RecordStore, name: str, version: str, run_id: str) -> None:

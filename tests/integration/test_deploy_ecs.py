@@ -479,6 +479,30 @@ def _throttle_once_then_completed(client, deployment_id: str, calls: dict[str, i
     client.meta.events.register("after-call.ecs.DescribeServices", completed)
 
 
+def _inject_into_async_clients(monkeypatch, inject) -> None:
+    """RolloutHook.get_async_conn as it is, but `inject(client)` runs on each aiobotocore client it
+    opens, before the trigger uses it."""
+    from flightdeck.deploy.ecs_rollout import RolloutHook
+
+    real_conn = RolloutHook.get_async_conn
+
+    async def injected_conn(self):
+        cm = await real_conn(self)
+
+        class Injecting:
+            async def __aenter__(self_):
+                client = await cm.__aenter__()
+                inject(client)
+                return client
+
+            async def __aexit__(self_, *exc):
+                return await cm.__aexit__(*exc)
+
+        return Injecting()
+
+    monkeypatch.setattr(RolloutHook, "get_async_conn", injected_conn)
+
+
 def _first_event(trigger) -> dict:
     import asyncio
 
@@ -525,8 +549,6 @@ def test_deferred_watch_retries_a_throttle_and_completes(env, monkeypatch):
     """The trigger's aiobotocore client against moto, with the same injection."""
     from airflow.sdk.exceptions import TaskDeferred
 
-    from flightdeck.deploy.ecs_rollout import RolloutHook
-
     b = env["backend"]
     (live,) = b.weights()
     op = _operator(
@@ -543,23 +565,9 @@ def test_deferred_watch_retries_a_throttle_and_completes(env, monkeypatch):
     trigger = deferred.value.trigger
     assert deferred.value.timeout.total_seconds() == 0 * 3 + 60 and deferred.value.method_name == "execute_complete"
     calls: dict = {}
-    real_conn = RolloutHook.get_async_conn
-
-    async def injected_conn(self):
-        cm = await real_conn(self)
-
-        class Injecting:
-            async def __aenter__(self_):
-                client = await cm.__aenter__()
-                _throttle_once_then_completed(client, trigger.deployment_id, calls)
-                return client
-
-            async def __aexit__(self_, *exc):
-                return await cm.__aexit__(*exc)
-
-        return Injecting()
-
-    monkeypatch.setattr(RolloutHook, "get_async_conn", injected_conn)
+    _inject_into_async_clients(
+        monkeypatch, lambda client: _throttle_once_then_completed(client, trigger.deployment_id, calls)
+    )
     event = _first_event(trigger)
     assert event["status"] == "COMPLETED" and calls == {"throttled": 1, "answered": 1}
     assert op.execute_complete({}, event) == trigger.deployment_id
@@ -569,7 +577,7 @@ def test_missing_service_ends_the_watch_with_a_reason_and_no_rollback(env, recor
     """moto's own answer for a service that is not there matches the MISSING acceptor; a roll whose
     service vanishes (INJECTED: that answer, for the rolled service) fails the watch, and rollback
     then leaves ECS's rollout alone."""
-    from flightdeck.deploy.ecs_rollout import WATCH_ERROR_XCOM_KEY, EcsWatchError, RolloutHook
+    from flightdeck.deploy.ecs_rollout import WATCH_ERROR_XCOM_KEY, EcsWatchError
     from flightdeck.deploy.flow import DeployFailed
 
     ecs = _boto("ecs")
@@ -592,27 +600,14 @@ def test_missing_service_ends_the_watch_with_a_reason_and_no_rollback(env, recor
     with pytest.raises(TaskDeferred) as deferred:
         op.execute({})
     trigger = deferred.value.trigger
-    real_conn = RolloutHook.get_async_conn
 
     def gone(parsed, **_):  # INJECTED: ECS's answer once the service is deleted out of band
         missing = ecs.describe_services(cluster="flightdeck", services=["flightdeck-serving-gone"])
         parsed["services"], parsed["failures"] = [], missing["failures"]
 
-    async def injected_conn(self):
-        cm = await real_conn(self)
-
-        class Injecting:
-            async def __aenter__(self_):
-                client = await cm.__aenter__()
-                client.meta.events.register("after-call.ecs.DescribeServices", gone)
-                return client
-
-            async def __aexit__(self_, *exc):
-                return await cm.__aexit__(*exc)
-
-        return Injecting()
-
-    monkeypatch.setattr(RolloutHook, "get_async_conn", injected_conn)
+    _inject_into_async_clients(
+        monkeypatch, lambda client: client.meta.events.register("after-call.ecs.DescribeServices", gone)
+    )
     event = _first_event(trigger)
     assert event["status"] == "WATCH_FAILED" and event["state"] == "MISSING" and "MISSING" in event["reason"]
 

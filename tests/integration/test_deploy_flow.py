@@ -18,13 +18,23 @@ from flightdeck.deploy import records as rec
 from flightdeck.deploy.flow import Deploy, DeployFailed, StepNotInPlan
 from flightdeck.deploy.haproxy import HealthCheck, LbConfig
 from flightdeck.deploy.local import LocalBackend
+from tests.support.records import scratch_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 STUB = Path(__file__).resolve().parents[2] / "bench" / "deploy" / "stub_server"
 PORT = 8470
-FAST = {"target": "local", "model": "none", "strategy": "canary", "canary_percent": 20, "canary_steps": 2,
-        "step_seconds": 2, "bake_seconds": 2, "healthy_timeout_seconds": 10, "min_requests": 5}
+FAST = {
+    "target": "local",
+    "model": "none",
+    "strategy": "canary",
+    "canary_percent": 20,
+    "canary_steps": 2,
+    "step_seconds": 2,
+    "bake_seconds": 2,
+    "healthy_timeout_seconds": 10,
+    "min_requests": 5,
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +42,10 @@ def backend():
     docker.from_env().images.build(path=str(STUB), tag="fd-stub:flow", rm=True)
     state = Path("/tmp/deploy/flow-lb")
     shutil.rmtree(state, ignore_errors=True)
-    b = LocalBackend(LbConfig(state_dir=state, bind_port=PORT, port_base=PORT, slots=6,
-                              check=HealthCheck(500, 2, 1)), name="flowtest")
+    b = LocalBackend(
+        LbConfig(state_dir=state, bind_port=PORT, port_base=PORT, slots=6, check=HealthCheck(500, 2, 1)),
+        name="flowtest",
+    )
     b.haproxy.start()
     yield b
     for r in list(b.weights()):
@@ -44,14 +56,8 @@ def backend():
 @pytest.fixture(scope="module")
 def store(platform):
     """A bucket of its own: these records describe a private LB, not the platform's live service."""
-    from flightdeck.platform import s3_client
-
-    s3, bucket = s3_client(), "flightdeck-test-deploy-flow"
-    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=bucket)
-    yield rec.RecordStore(s3, bucket)
-    for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
-        s3.delete_object(Bucket=bucket, Key=obj["Key"])
+    with scratch_records("flightdeck-test-deploy-flow") as records:
+        yield records
 
 
 def run_steps(run_id: str, params: dict, backend, store) -> Deploy:
@@ -93,8 +99,12 @@ def test_steps_succeed_then_failed_rollback_is_retried(backend, store):
     t.start()
     try:
         with pytest.raises(Exception, match="5xx rate"):
-            run_steps(bad, {**FAST, "image": "fd-stub:flow", "env": {"MODEL_VERSION": "12", "FAIL_PREDICT": "1"}},
-                      backend, store)
+            run_steps(
+                bad,
+                {**FAST, "image": "fd-stub:flow", "env": {"MODEL_VERSION": "12", "FAIL_PREDICT": "1"}},
+                backend,
+                store,
+            )
     finally:
         stop.set()
         t.join()

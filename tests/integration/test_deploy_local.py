@@ -5,6 +5,7 @@ The stand-in image (bench/deploy/stub_server) has knobs to never become ready or
 
 from __future__ import annotations
 
+import functools
 import shutil
 import threading
 import time
@@ -209,7 +210,8 @@ def test_image_build_labels_reuse_and_push(tmp_path):
     (model_dir / "MLmodel").write_text(f"flavors: {{}}\nuuid: {uuid.uuid4()}\n")  # new inputs every run
     model = images.ModelRef(name="deploy-it-model", version="7", run_id="r123", data_version="d456")
     registry = settings_mod.load().registry
-    built = images.build_image(
+    build = functools.partial(
+        images.build_image,
         model,
         registry=registry,
         model_dir=model_dir,
@@ -217,29 +219,16 @@ def test_image_build_labels_reuse_and_push(tmp_path):
         target=None,
         sha="0123456789abcdef",
     )
+    built = build()
     assert built.tag == f"{registry}/deploy-it-model:v7-0123456"
     labels = docker.from_env().images.get(built.image_id).labels
     assert labels["org.opencontainers.image.revision"] == "0123456789abcdef"
     assert labels["org.flightdeck.model.version"] == "7" and labels["org.flightdeck.data.version"] == "d456"
     assert not built.reused and labels[images.LABEL_INPUTS] == built.inputs_hash
-    again = images.build_image(
-        model,
-        registry=registry,
-        model_dir=model_dir,
-        dockerfile=STUB / "Dockerfile",
-        target=None,
-        sha="0123456789abcdef",
-    )
+    again = build()
     assert again.reused and again.image_id == built.image_id
     (model_dir / "MLmodel").write_text(f"flavors: {{changed: 1}}\nuuid: {uuid.uuid4()}\n")
-    changed = images.build_image(
-        model,
-        registry=registry,
-        model_dir=model_dir,
-        dockerfile=STUB / "Dockerfile",
-        target=None,
-        sha="0123456789abcdef",
-    )
+    changed = build()
     assert not changed.reused and changed.inputs_hash != built.inputs_hash
     pushed = images.push_image(changed)
     assert pushed.digest.startswith("sha256:")

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -16,35 +18,52 @@ REPO = Path(__file__).resolve().parents[3]
 PORT = 8151
 
 
-def test_two_workers_report_metrics_for_the_whole_server(lr_model, tmp_path):
+@contextmanager
+def _gunicorn(tmp_path: Path, model_dir: Path, port: int, ready_url: str | None = None, **env: str) -> Iterator[Path]:
+    """gunicorn with the real config serving `model_dir` on 127.0.0.1:`port` (`env` on top), once
+    `ready_url` (default: /readyz on `port`) answers 200 or 120 s have passed; yields its log file and
+    stops its whole process group on the way out."""
+    log_path = tmp_path / "gunicorn.log"
+    ready_url = ready_url or f"http://127.0.0.1:{port}/readyz"
     env = {
         **os.environ,
-        "SERVING_MODEL_DIR": str(lr_model.path),
-        "PORT": str(PORT),
+        "SERVING_MODEL_DIR": str(model_dir),
+        "PORT": str(port),
         "SERVING_HOST": "127.0.0.1",
-        "SERVING_WORKERS": "2",
-        "SERVING_THREADS": "2",
-        "MODEL_VERSION": "3",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+        **env,
     }
-    log = (tmp_path / "gunicorn.log").open("wb")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_app()"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "-c",
+                "serving/gunicorn.conf.py",
+                "serving.app:create_app()",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()[-2000:]
+            assert proc.poll() is None, log_path.read_text()[-2000:]
             try:
-                if requests.get(f"http://127.0.0.1:{PORT}/readyz", timeout=1).status_code == 200:
+                if requests.get(ready_url, timeout=1).status_code == 200:
                     break
             except requests.RequestException:
                 time.sleep(0.2)
+        yield log_path
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_two_workers_report_metrics_for_the_whole_server(lr_model, tmp_path):
+    with _gunicorn(tmp_path, lr_model.path, PORT, SERVING_WORKERS="2", SERVING_THREADS="2", MODEL_VERSION="3"):
         n = 40
         for i in range(n):
             # A fresh connection each time so the kernel spreads requests over both workers.
@@ -65,9 +84,6 @@ def test_two_workers_report_metrics_for_the_whole_server(lr_model, tmp_path):
         assert f'flightdeck_predicted_rows_total{{model_version="3"}} {2.0 * n}' in metrics
         # Each worker writes its own sample files; /metrics summed them (with 1 worker per file).
         assert any(name.startswith("counter_") for name in os.listdir(tmp_path / "prom"))
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def test_one_thread_worker_keeps_connections_alive_and_serves_them_all(lr_model, tmp_path):
@@ -76,33 +92,7 @@ def test_one_thread_worker_keeps_connections_alive_and_serves_them_all(lr_model,
     import json
 
     port = PORT + 1
-    env = {
-        **os.environ,
-        "SERVING_MODEL_DIR": str(lr_model.path),
-        "PORT": str(port),
-        "SERVING_HOST": "127.0.0.1",
-        "SERVING_WORKERS": "1",
-        "SERVING_THREADS": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
-    }
-    log_path = tmp_path / "gunicorn.log"
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_app()"],
-        cwd=REPO,
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log_path.read_text()[-2000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
+    with _gunicorn(tmp_path, lr_model.path, port, SERVING_WORKERS="1", SERVING_THREADS="1") as log_path:
         conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(3)]
         sockets = []
         for i in range(12):
@@ -122,9 +112,6 @@ def test_one_thread_worker_keeps_connections_alive_and_serves_them_all(lr_model,
         for conn in conns:
             conn.close()
         assert "Using worker: serving.gunicorn_worker.InlineThreadWorker" in log_path.read_text()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
     assert "Traceback" not in log_path.read_text()
 
 
@@ -157,34 +144,15 @@ def test_health_port_answers_while_the_only_worker_is_held_by_a_stalled_client(l
     import threading
 
     port, health = PORT + 2, PORT + 3
-    env = {
-        **os.environ,
-        "SERVING_MODEL_DIR": str(lr_model.path),
-        "PORT": str(port),
-        "SERVING_HEALTH_PORT": str(health),
-        "SERVING_HOST": "127.0.0.1",
-        "SERVING_WORKERS": "1",
-        "SERVING_READ_TIMEOUT": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
-    }
-    log_path = tmp_path / "gunicorn.log"
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_app()"],
-        cwd=REPO,
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log_path.read_text()[-2000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{health}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
+    with _gunicorn(
+        tmp_path,
+        lr_model.path,
+        port,
+        ready_url=f"http://127.0.0.1:{health}/readyz",
+        SERVING_HEALTH_PORT=str(health),
+        SERVING_WORKERS="1",
+        SERVING_READ_TIMEOUT="1",
+    ) as log_path:
         stalled_answer: list[bytes] = []
 
         def stalled() -> None:
@@ -208,7 +176,4 @@ def test_health_port_answers_while_the_only_worker_is_held_by_a_stalled_client(l
         assert serving_ready.status_code == 200 and serving_s > 0.4, serving_s  # it waited for the stalled read
         assert stalled_answer and stalled_answer[0].startswith(b"HTTP/1.1 408"), stalled_answer
         assert requests.get(f"http://127.0.0.1:{health}/healthz", timeout=5).json() == {"status": "ok"}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
     assert "WORKER TIMEOUT" not in log_path.read_text()
