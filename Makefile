@@ -45,8 +45,9 @@ test: up ## install, start (or reuse) the platform, run every test
 test-fast: install ## the tests that need no running platform (DAG integrity and unit tests)
 	@$(ENV) $(PY) -m pytest -p no:cacheprovider -ra tests/dags tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff
+lint: install ## ruff check and ruff format --check (the one formatter; `ruff format .` fixes the second)
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
 
 lock: ## recompile requirements.txt from requirements.in (uv resolves in seconds; pip would backtrack)
 	uv pip compile requirements.in --python-version 3.11 -o requirements.txt

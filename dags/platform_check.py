@@ -19,8 +19,11 @@ from flightdeck import plumbing
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=5),
-                  "on_failure_callback": FlightdeckFailureNotifier()},
+    default_args={
+        "retries": 2,
+        "retry_delay": pendulum.duration(seconds=5),
+        "on_failure_callback": FlightdeckFailureNotifier(),
+    },
     tags=["flightdeck", "platform"],
     doc_md=__doc__,
 )

@@ -42,7 +42,8 @@ class FlightdeckFailureNotifier(BaseNotifier):
         try:
             senders = notify.configured_senders(
                 slack_url=(lambda: _slack_url(self.slack_conn_id)) if self.slack_conn_id else None,
-                sns_client=lambda: _sns_client(self.aws_conn_id))
+                sns_client=lambda: _sns_client(self.aws_conn_id),
+            )
         except ValueError as e:
             self.log.error("notification settings invalid (%s); logging only", e)
             senders = [notify.LogSender()]

@@ -41,8 +41,9 @@ def _store() -> rec.RecordStore:
 def _targets(store: rec.RecordStore) -> list[str]:
     """Targets that have records (local first: it always exists on the embedded platform)."""
     found = set()
-    for page in store.s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix="records/",
-                                                                  Delimiter="/"):
+    for page in store.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=store.bucket, Prefix="records/", Delimiter="/"
+    ):
         found.update(p["Prefix"].split("/")[1] for p in page.get("CommonPrefixes", []))
     return sorted(found | {"local"}, key=lambda t: (t != "local", t))
 
@@ -84,8 +85,7 @@ def collect(store: rec.RecordStore | None = None) -> dict[str, Any]:
         backend = lineage.default_backend if target == "local" else None
         st = lineage.status(target, store, settings=s, backend_factory=backend)
         if target != "local" and st["deployment"]:  # no live probe for remote targets: the recorded split
-            st["traffic"] = {"weights": st["deployment"]["weights"], "health": {}, "error": None,
-                             "recorded": True}
+            st["traffic"] = {"weights": st["deployment"]["weights"], "health": {}, "error": None, "recorded": True}
         records = store.list(target)[:HISTORY_LIMIT]
         rows = [lineage.summarize(r, s.airflow_url) for r in records]
         _run_links(rows, s, records)
@@ -95,8 +95,11 @@ def collect(store: rec.RecordStore | None = None) -> dict[str, Any]:
             row["digest_short"] = re.sub(r"^sha256:", "", row["digest"])[:12]
         health = st["traffic"]["health"]
         serving = {r: w for r, w in st["traffic"]["weights"].items() if w > 0}
-        if st["live"]["ok"] and serving and all(health.get(r, {}).get("healthy") == health.get(r, {}).get("total")
-                                                for r in serving):
+        if (
+            st["live"]["ok"]
+            and serving
+            and all(health.get(r, {}).get("healthy") == health.get(r, {}).get("total") for r in serving)
+        ):
             overall = "healthy"
         elif st["live"]["ok"] or (target != "local" and serving):
             overall = "degraded" if target == "local" else "recorded"
@@ -104,8 +107,15 @@ def collect(store: rec.RecordStore | None = None) -> dict[str, Any]:
             overall = "down" if st["deployment"] else "none"
         if st["deployment"]:
             st["deployment"]["airflow_url"] = _relative(st["deployment"]["airflow_url"])
-        targets.append({"name": target, "status": st, "health": overall, "history": rows,
-                        "rollbacks": sum(1 for r in rows if r["outcome"] == "rolled_back")})
+        targets.append(
+            {
+                "name": target,
+                "status": st,
+                "health": overall,
+                "history": rows,
+                "rollbacks": sum(1 for r in rows if r["outcome"] == "rolled_back"),
+            }
+        )
     return {"targets": targets, "mlflow_url": s.mlflow_uri, "generated_at": rec.now_iso()}
 
 
@@ -125,5 +135,12 @@ def deployments_json() -> JSONResponse:
 class FlightdeckUiPlugin(AirflowPlugin):
     name = "flightdeck_ui"
     fastapi_apps = [{"app": app, "url_prefix": "/flightdeck", "name": "Flightdeck deployments"}]
-    external_views = [{"name": "Deployments", "href": "/flightdeck/", "destination": "nav",
-                       "category": "browse", "url_route": "deployments"}]
+    external_views = [
+        {
+            "name": "Deployments",
+            "href": "/flightdeck/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "deployments",
+        }
+    ]

@@ -116,16 +116,18 @@ def stop_wrk(proc: subprocess.Popen) -> Wrk:
     return w
 
 
-def run(name: str, backend: LocalBackend, spec: RevisionSpec, strategy: str, min_requests: int,
-        **kw: object) -> tuple[Result, Sampler, list[dict]]:
+def run(
+    name: str, backend: LocalBackend, spec: RevisionSpec, strategy: str, min_requests: int, **kw: object
+) -> tuple[Result, Sampler, list[dict]]:
     sampler = Sampler()
     lb0 = backend.haproxy.backend_stats()
     proc = start_wrk(600)
     sampler.start()
     time.sleep(1.0)
     steps: list[dict] = []
-    out = ctl.deploy(backend, spec, strategy, TH, on_step=lambda s, e: steps.append({**e, "mono": time.monotonic()}),
-                     **kw)
+    out = ctl.deploy(
+        backend, spec, strategy, TH, on_step=lambda s, e: steps.append({**e, "mono": time.monotonic()}), **kw
+    )
     time.sleep(2.0)  # keep loading a little after the deploy ends: late failures count too
     w = stop_wrk(proc)
     while w.requests < min_requests:  # top up with a second wrk window if the deploy was short
@@ -157,8 +159,9 @@ def main() -> int:
         image = "fd-stub:bench"
     state = Path("/tmp/deploy/bench-lb")
     shutil.rmtree(state, ignore_errors=True)
-    backend = LocalBackend(LbConfig(state_dir=state, bind_port=PORT, port_base=PORT, slots=8, check=CHECK),
-                           name="bench")
+    backend = LocalBackend(
+        LbConfig(state_dir=state, bind_port=PORT, port_base=PORT, slots=8, check=CHECK), name="bench"
+    )
     backend.haproxy.start()
     for r in list(backend.weights()):
         backend.stop_revision(r)
@@ -171,29 +174,43 @@ def main() -> int:
         assert ctl.deploy(backend, spec("1"), "blue_green", TH, bake_s=0.5).ok
         r, _, _ = run("blue_green", backend, spec("2"), "blue_green", args.min_requests, bake_s=5)
         results.append(r)
-        r, _, _ = run("rollback_never", backend, spec("3", NEVER_READY="1"), "blue_green", args.min_requests,
-                      bake_s=5)
+        r, _, _ = run("rollback_never", backend, spec("3", NEVER_READY="1"), "blue_green", args.min_requests, bake_s=5)
         results.append(r)
         # v5 passes /readyz, takes 100%, then breaks 6 s after its container started
-        r, s, steps = run("rollback_breaks", backend, spec("5", BREAK_AFTER_S="6"), "blue_green",
-                          args.min_requests, bake_s=15)
+        r, s, steps = run(
+            "rollback_breaks", backend, spec("5", BREAK_AFTER_S="6"), "blue_green", args.min_requests, bake_s=15
+        )
         bad = [t for t, st, v in s.events if st != 200 or v == "5"]
         exposed = next(e["mono"] for e in steps if e["step"] == "shifting_1")
         first_bad = next((t for t, st, _ in s.events if st != 200), None)
         last_bad = max((t for t, st, _ in s.events if st != 200), default=None)
-        r.extra = {"exposed_s_before_break": round((first_bad or exposed) - exposed, 2),
-                   "first_500_to_last_500_s": round(last_bad - first_bad, 2) if first_bad else 0.0,
-                   "sampler_answers_from_bad": len(bad)}
+        r.extra = {
+            "exposed_s_before_break": round((first_bad or exposed) - exposed, 2),
+            "first_500_to_last_500_s": round(last_bad - first_bad, 2) if first_bad else 0.0,
+            "sampler_answers_from_bad": len(bad),
+        }
         results.append(r)
-        r, s, steps = run("canary_rollback", backend, spec("4", FAIL_PREDICT="1"), "canary", args.min_requests,
-                          canary_percent=10, canary_steps=3, step_hold_s=10)
+        r, s, steps = run(
+            "canary_rollback",
+            backend,
+            spec("4", FAIL_PREDICT="1"),
+            "canary",
+            args.min_requests,
+            canary_percent=10,
+            canary_steps=3,
+            step_hold_s=10,
+        )
         exposed = next(e["mono"] for e in steps if e["step"] == "shifting_1")
         failed_at = next(e["mono"] for e in steps if e["step"] == "failed")
         last_bad = max((t for t, st, _ in s.events if st != 200), default=exposed)
         rps = r.wrk.requests / max(r.wrk.seconds, 0.001)
         window = failed_at - exposed
-        r.extra = {"detection_window_s": round(window, 2), "restored_after_exposure_s": round(last_bad - exposed, 2),
-                   "bound_10pct_x_window_requests": int(0.10 * rps * window + 0.5), "wrk_rps": round(rps)}
+        r.extra = {
+            "detection_window_s": round(window, 2),
+            "restored_after_exposure_s": round(last_bad - exposed, 2),
+            "bound_10pct_x_window_requests": int(0.10 * rps * window + 0.5),
+            "wrk_rps": round(rps),
+        }
         results.append(r)
     finally:
         for rev in list(backend.weights()):
@@ -226,14 +243,24 @@ def write_results(results: list[Result], image: str) -> None:
     for r in results:
         outcome = "succeeded" if r.ok else f"rolled back ({r.reason[:60]}...)"
         notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
-        lines.append(f"| {r.name} | {outcome} | {r.wrk.requests} | {r.wrk.failed} | {r.sampler_total} | "
-                     f"{r.sampler_failed} | {r.retried} ({r.redispatched}) | {notes} |")
+        lines.append(
+            f"| {r.name} | {outcome} | {r.wrk.requests} | {r.wrk.failed} | {r.sampler_total} | "
+            f"{r.sampler_failed} | {r.retried} ({r.redispatched}) | {notes} |"
+        )
     lines += ["", f"Goal for restore time: health-check interval x unhealthy threshold + 5 s = {goal:.1f} s.", ""]
     for r in results:
-        lines += [f"<details><summary>wrk output: {r.name}</summary>", "", "```", r.wrk.raw.strip(), "```",
-                  "", "</details>", ""]
+        lines += [
+            f"<details><summary>wrk output: {r.name}</summary>",
+            "",
+            "```",
+            r.wrk.raw.strip(),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
     (HERE / "RESULTS.md").write_text("\n".join(lines))
-    print("\n".join(lines[:len(results) + 12]))
+    print("\n".join(lines[: len(results) + 12]))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 def test_run_triggers_and_waits(airflow):
     cli = str(Path(sys.executable).with_name("flightdeck"))
-    proc = subprocess.run([cli, "run", "platform_check", "--wait", "--timeout", "400", "--json"],
-                          capture_output=True, text=True, timeout=500)
+    proc = subprocess.run(
+        [cli, "run", "platform_check", "--wait", "--timeout", "400", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     run = airflow.get(f"/dags/platform_check/dagRuns/{out['run_id']}")

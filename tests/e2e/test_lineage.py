@@ -42,8 +42,7 @@ def _retrained_champion(mlflow_uri: str) -> str | None:
     client = MlflowClient(tracking_uri=mlflow_uri)
     for rm in client.search_registered_models(max_results=200):
         version = (rm.aliases or {}).get("champion")
-        if version and client.get_run(client.get_model_version(rm.name, version).run_id).data.tags.get(
-                "data_version"):
+        if version and client.get_run(client.get_model_version(rm.name, version).run_id).data.tags.get("data_version"):
             return rm.name
     return None
 
@@ -66,8 +65,9 @@ def _retrain(airflow, platform) -> str:
     model = f"lineage-e2e-{NS}"
     cfg = pipeline_config.load("breast_cancer", model_name=model, namespace=NS)
     land.land(cfg, ObjectStore())
-    run_id = airflow.trigger("retrain", {"dataset": "breast_cancer", "namespace": NS, "model_name": model,
-                                         "force": False})
+    run_id = airflow.trigger(
+        "retrain", {"dataset": "breast_cancer", "namespace": NS, "model_name": model, "force": False}
+    )
     assert airflow.wait("retrain", run_id, timeout=900) == "success", airflow.task_states("retrain", run_id)
     return model
 
@@ -85,8 +85,9 @@ def deployed(airflow, platform, store) -> dict:
         return current
     model = _retrained_champion(platform.mlflow_uri) or _retrain(airflow, platform)
     _wait_deploys_idle(airflow)
-    run_id = airflow.trigger("deploy", {"model": "champion", "model_name": model, "target": "local",
-                                        "strategy": "blue_green", **FAST})
+    run_id = airflow.trigger(
+        "deploy", {"model": "champion", "model_name": model, "target": "local", "strategy": "blue_green", **FAST}
+    )
     state = airflow.wait("deploy", run_id, timeout=900)
     assert state == "success", (state, airflow.task_states("deploy", run_id))
     return store.get("local", rec.deployment_id(run_id))
@@ -110,8 +111,7 @@ def test_live_version_matches_the_load_balancer(status, platform):
     assert status["live"]["ok"] and status["live"]["url"] == platform.lb_url + "/version"
     for key in ("model_name", "model_version", "run_id"):
         assert live[key] == served[key], key
-    assert (status["model"]["name"], status["model"]["version"]) == (served["model_name"],
-                                                                      str(served["model_version"]))
+    assert (status["model"]["name"], status["model"]["version"]) == (served["model_name"], str(served["model_version"]))
     assert status["model"]["run_id"] == served["run_id"]
     # the traffic split names the revision that carries the live version
     weights = status["traffic"]["weights"]
@@ -141,8 +141,11 @@ def test_model_run_params_metrics_match_mlflow(status, platform):
 def test_image_digest_and_labels_match_the_registry(status, platform):
     image = status["image"]
     repo, tag = image["tag"].split("/", 1)[1].rsplit(":", 1)
-    resp = requests.head(f"http://{platform.registry}/v2/{repo}/manifests/{tag}", timeout=5,
-                         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    resp = requests.head(
+        f"http://{platform.registry}/v2/{repo}/manifests/{tag}",
+        timeout=5,
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
     assert resp.status_code == 200
     assert image["digest"] == image["registry_digest"] == resp.headers["Docker-Content-Digest"]
     assert image["pinned"] == f"{platform.registry}/{repo}@{image['digest']}"
@@ -158,30 +161,44 @@ def test_deployment_matches_its_record(status, store, deployed):
     d = status["deployment"]
     record = store.get("local", d["deployment_id"])
     assert record["outcome"] == d["outcome"] == "succeeded"
-    assert (record["model"]["name"], str(record["model"]["version"])) == (status["model"]["name"],
-                                                                           status["model"]["version"])
+    assert (record["model"]["name"], str(record["model"]["version"])) == (
+        status["model"]["name"],
+        status["model"]["version"],
+    )
     assert record["model"]["data_version"] == status["model"]["data_version"]
     assert record["image"]["digest"] == status["image"]["digest"]
     assert d["airflow_url"].endswith("/dags/deploy/runs/" + requests.utils.quote(record["run_id"], safe=""))
-    assert status["checks"] == {"live_matches_record": True, "digest_matches_registry": True,
-                                "mlflow_run_matches": True}
+    assert status["checks"] == {
+        "live_matches_record": True,
+        "digest_matches_registry": True,
+        "mlflow_run_matches": True,
+    }
     if d["deployment_id"] == deployed["deployment_id"]:  # not replaced by another deploy meanwhile
         assert d["run_id"] == deployed["run_id"]
 
 
 def test_diff_against_an_earlier_deployment(status, store):
     cur = status["deployment"]
-    earlier = [r for r in store.list("local") if r["deployment_id"] != cur["deployment_id"]
-               and r.get("outcome") == "succeeded" and (r.get("model") or {}).get("version")]
+    earlier = [
+        r
+        for r in store.list("local")
+        if r["deployment_id"] != cur["deployment_id"]
+        and r.get("outcome") == "succeeded"
+        and (r.get("model") or {}).get("version")
+    ]
     assert earlier, "need a second succeeded deployment on the local target to diff against"
     other = earlier[0]
     d = _cli("diff", other["run_id"], cur["run_id"], "--target", "local")
     assert d["a"]["run_id"] == other["run_id"] and d["b"]["run_id"] == cur["run_id"]
     if other["image"].get("digest") != status["image"]["digest"]:
-        assert d["changes"]["image"]["digest"] == {"a": other["image"].get("digest", ""),
-                                                   "b": status["image"]["digest"]}
-    same_model = (other["model"]["name"], str(other["model"]["version"])) == (status["model"]["name"],
-                                                                            status["model"]["version"])
+        assert d["changes"]["image"]["digest"] == {
+            "a": other["image"].get("digest", ""),
+            "b": status["image"]["digest"],
+        }
+    same_model = (other["model"]["name"], str(other["model"]["version"])) == (
+        status["model"]["name"],
+        status["model"]["version"],
+    )
     assert bool(d["changes"]["model"]) == (not same_model)
     if not same_model:
         assert d["changes"]["model"]["version"]["b"] == status["model"]["version"]

@@ -20,7 +20,8 @@ def test_runbook_runs_as_written(platform):
     blocks = BLOCK.findall((ROOT / "docs" / "RUNBOOK.md").read_text())
     assert len(blocks) >= 8
     script = "set -euo pipefail\nsource scripts/env.sh\n" + "\n".join(
-        f"echo '=== runbook block {i}'\n{code}" for i, code in enumerate(blocks, 1))
+        f"echo '=== runbook block {i}'\n{code}" for i, code in enumerate(blocks, 1)
+    )
     proc = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=2700)
     out = proc.stdout + proc.stderr
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
@@ -30,14 +31,18 @@ def test_runbook_runs_as_written(platform):
     # each DAG run the runbook starts ended in success (run/clear print "<dag> <run>: <state>  <url>")
     finished = re.findall(r"^(retrain|deploy) (\S+): (\w+)  http", proc.stdout, re.M)
     # retrain, canary deploy, roll back (a deploy run cleared), then the wine dataset's retrain
-    assert [(d, s) for d, _, s in finished] == [("retrain", "success"), ("deploy", "success"),
-                                                ("deploy", "success"), ("retrain", "success")], finished
+    assert [(d, s) for d, _, s in finished] == [
+        ("retrain", "success"),
+        ("deploy", "success"),
+        ("deploy", "success"),
+        ("retrain", "success"),
+    ], finished
     # the roll back brought back the version it announced: the runbook's own `flightdeck status` right after
     # it (which compares the LB's /version with the record) shows that version live, every check ok
     m = re.search(r"rolling back local to (\S+) \((\S+) v(\d+),", proc.stderr)
     assert m, proc.stderr[-2000:]
-    after = proc.stdout[proc.stdout.index(f"deploy {m.group(1)}: success"):]
-    status = after[:after.index("=== runbook block")]
+    after = proc.stdout[proc.stdout.index(f"deploy {m.group(1)}: success") :]
+    status = after[: after.index("=== runbook block")]
     assert re.search(rf"^  live      {re.escape(m.group(2))} v{m.group(3)}  ", status, re.M), status
     assert "check     live_matches_record: ok" in status and "MISMATCH" not in status
     assert "policy is valid JSON" in proc.stdout and "docker-compose.yaml is valid" in proc.stdout

@@ -31,8 +31,9 @@ AIRFLOW_HOME = os.environ.get("FLIGHTDECK_UI_TEST_AIRFLOW_HOME")
 @pytest.fixture(scope="module")
 def token(platform) -> str:
     password = airflow_password(Path(AIRFLOW_HOME) if AIRFLOW_HOME else None)
-    resp = requests.post(f"{platform.airflow_url}/auth/token", json={"username": "admin", "password": password},
-                         timeout=30)
+    resp = requests.post(
+        f"{platform.airflow_url}/auth/token", json={"username": "admin", "password": password}, timeout=30
+    )
     resp.raise_for_status()
     return resp.json()["access_token"]
 
@@ -45,9 +46,19 @@ def browser(platform, token) -> Iterator:
     profile = tempfile.mkdtemp(prefix="fd-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1800"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1800",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
     driver.set_page_load_timeout(120)
@@ -119,7 +130,8 @@ def test_history_rows_match_the_deployment_records(page, platform):
         else:
             assert rollback == ""
     assert any(r["outcome"] == "rolled_back" for r in records) == bool(
-        page.find_elements(By.CSS_SELECTOR, "#target-local tr.history-row[data-outcome=rolled_back]"))
+        page.find_elements(By.CSS_SELECTOR, "#target-local tr.history-row[data-outcome=rolled_back]")
+    )
 
 
 def test_mlflow_links_point_at_existing_runs(page, platform):
@@ -130,8 +142,10 @@ def test_mlflow_links_point_at_existing_runs(page, platform):
     for href in {a.get_attribute("href") for a in links[:3]}:
         run_id = href.rsplit("/", 1)[1]
         resp = requests.get(f"{platform.mlflow_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=30)
-        assert resp.status_code == 200 and href.split("/#/experiments/")[1].split("/")[0] == \
-            resp.json()["run"]["info"]["experiment_id"]
+        assert (
+            resp.status_code == 200
+            and href.split("/#/experiments/")[1].split("/")[0] == resp.json()["run"]["info"]["experiment_id"]
+        )
 
 
 def test_the_airflow_nav_entry_embeds_the_page(browser, platform):
@@ -140,8 +154,9 @@ def test_the_airflow_nav_entry_embeds_the_page(browser, platform):
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{platform.airflow_url}/plugin/deployments")
-    frame = WebDriverWait(browser, 60).until(ec.presence_of_element_located(
-        (By.CSS_SELECTOR, "iframe[src*='/flightdeck/']")))
+    frame = WebDriverWait(browser, 60).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[src*='/flightdeck/']"))
+    )
     browser.switch_to.frame(frame)
     WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "target-local")))
     browser.switch_to.default_content()

@@ -24,8 +24,14 @@ def test_record_lifecycle_in_s3(store):
     dep = rec.deployment_id(f"manual__{uuid.uuid4()}")
     store.update(target, dep, step="resolve", detail={"status": "ok"}, model={"name": "m", "version": "3"})
     assert store.get(target, dep)["outcome"] == "in_progress"
-    r = store.update(target, dep, step="rollback", detail={"status": "ok"}, outcome="rolled_back",
-                     rollback={"reason": "5xx rate 40%", "failed_step": "bake", "restored": {"v2": 100}})
+    r = store.update(
+        target,
+        dep,
+        step="rollback",
+        detail={"status": "ok"},
+        outcome="rolled_back",
+        rollback={"reason": "5xx rate 40%", "failed_step": "bake", "restored": {"v2": 100}},
+    )
     assert [s["step"] for s in r["steps"]] == ["resolve", "rollback"]
     again = store.get(target, dep)
     assert again == r and again["schema"] == rec.SCHEMA and again["model"]["version"] == "3"

@@ -18,9 +18,12 @@ def test_collect_copies_container_logs_to_the_state_folder_and_s3(platform, tmp_
     client = docker.from_env()
     target, revision = f"ops-logtest-{uuid.uuid4().hex[:6]}", "v1-test"
     container = client.containers.run(
-        "python:3.11-slim", ["python", "-c", "import sys; print('hello from serving'); print('oops', file=sys.stderr)"],
-        labels={servinglogs.L_TARGET: target, servinglogs.L_REV: revision}, detach=True,
-        name=f"fd-{target}-0")
+        "python:3.11-slim",
+        ["python", "-c", "import sys; print('hello from serving'); print('oops', file=sys.stderr)"],
+        labels={servinglogs.L_TARGET: target, servinglogs.L_REV: revision},
+        detach=True,
+        name=f"fd-{target}-0",
+    )
     s3 = s3_client()
     try:
         assert container.wait(timeout=60)["StatusCode"] == 0

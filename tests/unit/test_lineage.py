@@ -41,8 +41,9 @@ def mlflow_models(tmp_path_factory) -> tuple[str, dict[str, dict]]:
     exp = client.create_experiment("lineage", artifact_location=str(root / "artifacts"))
     out = {}
     for version, (c, f1, data) in enumerate([("1.0", 0.91, "md5-aaa"), ("0.5", 0.94, "md5-bbb")], start=1):
-        run = client.create_run(exp, run_name=f"train-{version}",
-                                tags={"data_version": data, "git_sha": f"{version}" * 40, "dataset": "bc"})
+        run = client.create_run(
+            exp, run_name=f"train-{version}", tags={"data_version": data, "git_sha": f"{version}" * 40, "dataset": "bc"}
+        )
         client.log_param(run.info.run_id, "C", c)
         client.log_param(run.info.run_id, "max_iter", "500")
         client.log_metric(run.info.run_id, "f1_macro", f1)
@@ -50,44 +51,68 @@ def mlflow_models(tmp_path_factory) -> tuple[str, dict[str, dict]]:
         if version == 1:
             client.create_registered_model("bc-model")
         mv = client.create_model_version("bc-model", f"runs:/{run.info.run_id}/model", run.info.run_id)
-        out[str(mv.version)] = {"run_id": run.info.run_id, "data_version": data, "f1": f1, "C": c,
-                                "experiment_id": exp}
+        out[str(mv.version)] = {"run_id": run.info.run_id, "data_version": data, "f1": f1, "C": c, "experiment_id": exp}
     client.set_registered_model_alias("bc-model", "champion", "2")
     client.set_registered_model_alias("bc-model", "previous", "1")
     assert mlflow.__version__
     return uri, out
 
 
-def _record(store: rec.RecordStore, run_id: str, version: str, models: dict, outcome: str,
-            digest: str, started: str) -> dict:
+def _record(
+    store: rec.RecordStore, run_id: str, version: str, models: dict, outcome: str, digest: str, started: str
+) -> dict:
     dep = rec.deployment_id(run_id)
-    r = store.update("local", dep, step="resolve", detail={"status": "ok"}, dag_id="deploy", run_id=run_id,
-                     strategy="blue_green", params={"strategy": "blue_green", "bake_seconds": 20},
-                     model={"name": "bc-model", "version": version, "alias": "champion",
-                            "run_id": models[version]["run_id"], "data_version": models[version]["data_version"]},
-                     image={"tag": f"reg:5050/bc-model:v{version}-abc", "digest": digest,
-                            "pinned": f"reg:5050/bc-model@{digest}",
-                            "labels": {"org.opencontainers.image.revision": f"sha{version}"}},
-                     revision=f"v{version}-rev")
+    r = store.update(
+        "local",
+        dep,
+        step="resolve",
+        detail={"status": "ok"},
+        dag_id="deploy",
+        run_id=run_id,
+        strategy="blue_green",
+        params={"strategy": "blue_green", "bake_seconds": 20},
+        model={
+            "name": "bc-model",
+            "version": version,
+            "alias": "champion",
+            "run_id": models[version]["run_id"],
+            "data_version": models[version]["data_version"],
+        },
+        image={
+            "tag": f"reg:5050/bc-model:v{version}-abc",
+            "digest": digest,
+            "pinned": f"reg:5050/bc-model@{digest}",
+            "labels": {"org.opencontainers.image.revision": f"sha{version}"},
+        },
+        revision=f"v{version}-rev",
+    )
     r["started_at"] = started
-    r = store.update("local", dep, outcome=outcome, started_at=started,
-                     rollback=({"reason": "wait_healthy: 0/1 up", "failed_step": "wait_healthy",
-                                "restored": {"v1-rev": 100}} if outcome == "rolled_back" else None))
+    r = store.update(
+        "local",
+        dep,
+        outcome=outcome,
+        started_at=started,
+        rollback=(
+            {"reason": "wait_healthy: 0/1 up", "failed_step": "wait_healthy", "restored": {"v1-rev": 100}}
+            if outcome == "rolled_back"
+            else None
+        ),
+    )
     return r
 
 
 def _settings(mlflow_uri: str, lb_url: str = "http://127.0.0.1:9") -> settings_mod.Settings:
     import dataclasses
 
-    return dataclasses.replace(settings_mod.load(), mlflow_uri=mlflow_uri, lb_url=lb_url,
-                               airflow_url="http://af:8080")
+    return dataclasses.replace(settings_mod.load(), mlflow_uri=mlflow_uri, lb_url=lb_url, airflow_url="http://af:8080")
 
 
 def test_records_are_found_by_run_id_or_deployment_id_and_listed_newest_first(store, mlflow_models):
     _, models = mlflow_models
     _record(store, "manual__2026-01-01T00:00:00+00:00", "1", models, "succeeded", "sha256:111", "2026-01-01T00:00:01Z")
-    _record(store, "manual__2026-01-02T00:00:00+00:00", "2", models, "rolled_back", "sha256:222",
-            "2026-01-02T00:00:01Z")
+    _record(
+        store, "manual__2026-01-02T00:00:00+00:00", "2", models, "rolled_back", "sha256:222", "2026-01-02T00:00:01Z"
+    )
     by_run = lineage.find_record(store, "manual__2026-01-02T00:00:00+00:00")
     by_dep = lineage.find_record(store, "manual__2026-01-02T00_00_00_00_00", target="local")
     assert by_run["deployment_id"] == by_dep["deployment_id"] == "manual__2026-01-02T00_00_00_00_00"
@@ -95,8 +120,11 @@ def test_records_are_found_by_run_id_or_deployment_id_and_listed_newest_first(st
         lineage.find_record(store, "nope")
     rows = lineage.history(store, "local", "http://af:8080")
     assert [r["model_version"] for r in rows] == ["2", "1"]
-    assert rows[0]["rollback"] == {"reason": "wait_healthy: 0/1 up", "failed_step": "wait_healthy",
-                                   "restored": {"v1-rev": 100}}
+    assert rows[0]["rollback"] == {
+        "reason": "wait_healthy: 0/1 up",
+        "failed_step": "wait_healthy",
+        "restored": {"v1-rev": 100},
+    }
     assert rows[0]["airflow_url"] == "http://af:8080/dags/deploy/runs/manual__2026-01-02T00%3A00%3A00%2B00%3A00"
     # RecordStore.put keeps current/<target>.json at the last finished deploy
     assert lineage.current_record(store, "local")["model"]["version"] == "2"
@@ -109,8 +137,10 @@ def test_diff_names_every_changed_link(store, mlflow_models):
     _record(store, "run-b", "2", models, "succeeded", "sha256:222", "2026-01-02T00:00:01Z")
     d = lineage.diff("run-a", "run-b", store, settings=_settings(uri))
     ch = d["changes"]
-    assert ch["model"] == {"version": {"a": "1", "b": "2"},
-                           "run_id": {"a": models["1"]["run_id"], "b": models["2"]["run_id"]}}
+    assert ch["model"] == {
+        "version": {"a": "1", "b": "2"},
+        "run_id": {"a": models["1"]["run_id"], "b": models["2"]["run_id"]},
+    }
     assert ch["data"] == {"data_version": {"a": "md5-aaa", "b": "md5-bbb"}}
     assert ch["params"] == {"C": {"a": "1.0", "b": "0.5"}}  # max_iter unchanged: not listed
     assert ch["metrics"]["f1_macro"]["delta"] == pytest.approx(0.03)
@@ -214,8 +244,9 @@ def test_a_deploy_in_flight_is_a_note_not_a_warning(store, mlflow_models, lb_ser
     _record(store, "run-a", "1", models, "succeeded", "sha256:111", "2026-01-01T00:00:01Z")
     store.update("local", "run-b", run_id="run-b", dag_id="deploy", started_at="2026-01-02T00:00:01Z")
     lb_server.body = {"model_name": "bc-model", "model_version": "1", "run_id": models["1"]["run_id"]}
-    st = lineage.status("local", store, settings=_settings(uri, lb_url=f"http://127.0.0.1:{LB_PORT}"),
-                        backend_factory=None)
+    st = lineage.status(
+        "local", store, settings=_settings(uri, lb_url=f"http://127.0.0.1:{LB_PORT}"), backend_factory=None
+    )
     assert st["notes"] == ["deploy run-b is in progress"]
     assert st["latest_attempt"]["outcome"] == "in_progress" and st["deployment"]["run_id"] == "run-a"
     assert not any("in progress" in w for w in st["warnings"])

@@ -22,10 +22,16 @@ HOOK_PORT = 8602  # ops' private range
 
 
 def _context(error: BaseException | None = None) -> dict:
-    ti = SimpleNamespace(dag_id="deploy", task_id="wait_healthy", run_id="manual__1", try_number=1, max_tries=0,
-                         map_index=-1, log_url="http://af:8080/dags/deploy/runs/manual__1/tasks/wait_healthy")
-    return {"ti": ti, "run_id": "manual__1", "exception": error or RuntimeError("0/1 targets up"),
-            "logical_date": None}
+    ti = SimpleNamespace(
+        dag_id="deploy",
+        task_id="wait_healthy",
+        run_id="manual__1",
+        try_number=1,
+        max_tries=0,
+        map_index=-1,
+        log_url="http://af:8080/dags/deploy/runs/manual__1/tasks/wait_healthy",
+    )
+    return {"ti": ti, "run_id": "manual__1", "exception": error or RuntimeError("0/1 targets up"), "logical_date": None}
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -58,9 +64,11 @@ def test_event_from_an_airflow_context():
     e = notify.event_from_context(_context())
     assert (e.dag_id, e.task_id, e.run_id, e.try_number) == ("deploy", "wait_healthy", "manual__1", 1)
     assert e.error == "RuntimeError: 0/1 targets up"
-    assert e.text().splitlines() == ["deploy.wait_healthy failed (try 1 of 1) in run manual__1",
-                                     "error: RuntimeError: 0/1 targets up",
-                                     "log: http://af:8080/dags/deploy/runs/manual__1/tasks/wait_healthy"]
+    assert e.text().splitlines() == [
+        "deploy.wait_healthy failed (try 1 of 1) in run manual__1",
+        "error: RuntimeError: 0/1 targets up",
+        "log: http://af:8080/dags/deploy/runs/manual__1/tasks/wait_healthy",
+    ]
 
 
 def test_default_is_one_log_line(caplog, monkeypatch):
@@ -68,8 +76,10 @@ def test_default_is_one_log_line(caplog, monkeypatch):
     with caplog.at_level(logging.ERROR, logger="flightdeck.notify"):
         assert notify.notify_failure(_context()) == {"log": "sent"}
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert lines == ["NOTIFY deploy.wait_healthy failed (try 1 of 1) in run manual__1 | error: RuntimeError: "
-                     "0/1 targets up | log: http://af:8080/dags/deploy/runs/manual__1/tasks/wait_healthy"]
+    assert lines == [
+        "NOTIFY deploy.wait_healthy failed (try 1 of 1) in run manual__1 | error: RuntimeError: "
+        "0/1 targets up | log: http://af:8080/dags/deploy/runs/manual__1/tasks/wait_healthy"
+    ]
 
 
 def test_slack_webhook_gets_the_message(slack):
@@ -99,7 +109,9 @@ def test_sns_publishes_to_the_topic():
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
         env = {"FLIGHTDECK_NOTIFY": "sns", "FLIGHTDECK_SNS_TOPIC_ARN": topic}
         assert notify.notify_failure(_context(), notify.configured_senders(env, sns_client=lambda: sns)) == {
-            "log": "sent", "sns": "sent"}
+            "log": "sent",
+            "sns": "sent",
+        }
         [msg] = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
         body = json.loads(msg["Body"])
         assert body["Subject"] == "[flightdeck] deploy.wait_healthy failed"

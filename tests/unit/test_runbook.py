@@ -69,10 +69,23 @@ def test_every_flightdeck_command_is_accepted_by_the_cli():
 
 def test_each_operation_has_runnable_commands():
     runnable = {heading for heading, _ in blocks(runnable_only=True)}
-    for section in ("1. Retrain", "2. Deploy", "3. Watch", "4. Roll back", "5. Add a dataset",
-                    "6. Logs and alerts", "7. Move to AWS"):
+    for section in (
+        "1. Retrain",
+        "2. Deploy",
+        "3. Watch",
+        "4. Roll back",
+        "5. Add a dataset",
+        "6. Logs and alerts",
+        "7. Move to AWS",
+    ):
         assert section in runnable, f"section {section!r} has no runnable block"
     text = RUNBOOK.read_text()
-    for needle in ("Celery", "KubernetesExecutor", "AwsEcsExecutor", "deploy/aws/iam-policy.json",
-                   "Clear", "FLIGHTDECK_ECS_LISTENER_ARN"):
+    for needle in (
+        "Celery",
+        "KubernetesExecutor",
+        "AwsEcsExecutor",
+        "deploy/aws/iam-policy.json",
+        "Clear",
+        "FLIGHTDECK_ECS_LISTENER_ARN",
+    ):
         assert needle in text, needle

@@ -24,7 +24,10 @@ COPY . /opt/airflow
 def test_copied_paths_stop_at_the_target_stage(tmp_path: Path):
     (tmp_path / "Dockerfile").write_text(DOCKERFILE)
     assert images.copied_paths(tmp_path / "Dockerfile", "serving") == [
-        "serving/requirements.txt", "serving/extra.txt", "serving"]
+        "serving/requirements.txt",
+        "serving/extra.txt",
+        "serving",
+    ]
     assert "." in images.copied_paths(tmp_path / "Dockerfile", None)
 
 
