@@ -139,7 +139,7 @@ def deploy():
         try:  # which upstream failed: steps record their own reason, an approval does not
             states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
             failed = sorted(t for t, s in states.items() if s == "failed" and t != "rollback")
-        except Exception:  # noqa: BLE001 - the reason is a nicety; the rollback must run regardless
+        except Exception:  # the reason is a nicety; the rollback must run regardless
             failed = []
         # roll_service leaves this when its watcher (not the rollout) failed: nothing to roll back
         watch_error = ti.xcom_pull(task_ids="roll_service", key=WATCH_ERROR_XCOM_KEY) if ti else None

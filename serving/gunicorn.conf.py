@@ -44,7 +44,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 control_socket_disable = True  # same as --no-control-socket (the image passes both)
 
 
-def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's hook signature
+def post_worker_init(worker) -> None:  # gunicorn's hook signature
     """Each worker answers health checks on SERVING_HEALTH_PORT from a thread (serving/health_port.py)."""
     port = int(os.environ.get("SERVING_HEALTH_PORT") or 0)
     if port:
@@ -54,7 +54,7 @@ def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's hook signatur
         serve(port, ext["flightdeck_readiness"], ext["flightdeck_liveness"], os.environ.get("SERVING_HOST", "0.0.0.0"))
 
 
-def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's hook signature
+def child_exit(server, worker) -> None:  # gunicorn's hook signature
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)

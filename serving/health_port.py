@@ -32,7 +32,7 @@ def _handler(ready: Probe, alive: Probe) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # HAProxy's checks may keep the connection
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             path = self.path.partition("?")[0]
             if path in READY_PATHS:
                 status, body = ready()

@@ -148,7 +148,7 @@ def _load_sklearn(model_dir: Path, conf: Mapping[str, Any], cache_dir: Path | No
         # sklearn to list its trusted types (~3 s), a pickle of the same estimator loads in ms.
         if (cache_dir / "source.sha256").read_text().strip() == _sha256(path):
             with (cache_dir / "estimator.pkl").open("rb") as fh:
-                return pickle.load(fh)  # noqa: S301 - made by our own image build
+                return pickle.load(fh)  # made by our own image build
         log.warning("model cache in %s does not match %s; loading the original", cache_dir, path)
     if fmt == "skops":
         import skops.io
@@ -161,7 +161,7 @@ def _load_sklearn(model_dir: Path, conf: Mapping[str, Any], cache_dir: Path | No
             return cloudpickle.load(fh)
     if fmt == "pickle":
         with path.open("rb") as fh:
-            return pickle.load(fh)  # noqa: S301 - the model is our own registered artifact
+            return pickle.load(fh)  # the model is our own registered artifact
     raise ModelLoadError(f"unknown sklearn serialization format {fmt!r}")
 
 

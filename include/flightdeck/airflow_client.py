@@ -59,10 +59,10 @@ class AirflowClient:
     def get(self, path: str, **params: Any) -> Any:
         return self._call("GET", path, params=params or None)
 
-    def post(self, path: str, json: Any) -> Any:  # noqa: A002 - mirrors requests' keyword
+    def post(self, path: str, json: Any) -> Any:  # mirrors requests' keyword
         return self._call("POST", path, json=json)
 
-    def patch(self, path: str, json: Any) -> Any:  # noqa: A002
+    def patch(self, path: str, json: Any) -> Any:
         return self._call("PATCH", path, json=json)
 
     # ---- what users do ---------------------------------------------------------------------------------

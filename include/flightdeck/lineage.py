@@ -76,7 +76,7 @@ def traffic(backend: Any) -> dict[str, Any]:
                 "retried": h.retried,  # of the 5xx: retried by the LB on another revision, unseen by clients
             }
         return {"weights": weights, "health": health, "error": None}
-    except Exception as e:  # noqa: BLE001 - a down engine/LB is part of the answer, not a crash
+    except Exception as e:  # a down engine/LB is part of the answer, not a crash
         return {"weights": {}, "health": {}, "error": f"{type(e).__name__}: {e}"}
 
 
@@ -180,7 +180,7 @@ def model_lineage(name: str, version: str, tracking_uri: str, mlflow_url: str | 
     except MlflowException as e:
         out["error"] = str(e)
         out["missing"] = e.error_code == "RESOURCE_DOES_NOT_EXIST"
-    except Exception as e:  # noqa: BLE001 - status reports what it cannot read; it must not crash on it
+    except Exception as e:  # status reports what it cannot read; it must not crash on it
         out["error"] = f"{type(e).__name__}: {e}"
     return out
 

@@ -169,7 +169,7 @@ def send(event: FailureEvent, senders: Sequence[Sender]) -> dict[str, str]:
         try:
             sender.send(event)
             results[sender.name] = "sent"
-        except Exception as e:  # noqa: BLE001 - see the module docstring
+        except Exception as e:  # see the module docstring
             log.error("notification via %s failed for %s.%s: %s", sender.name, event.dag_id, event.task_id, e)
             results[sender.name] = f"failed: {e}"
     return results

@@ -20,7 +20,7 @@ from pathlib import Path
 from flightdeck import settings
 
 
-def s3_client():  # noqa: ANN201 - boto3 clients are untyped
+def s3_client():  # boto3 clients are untyped
     import boto3
     from botocore.config import Config
 

@@ -298,7 +298,7 @@ def test_rejected_canary_approval_rolls_back(airflow, lb, models, store):
                     {"chosen_options": ["Reject"], "params_input": {}},
                 )
                 answered = True
-            except Exception:  # noqa: BLE001 - the HITL detail appears a moment after the state
+            except Exception:  # the HITL detail appears a moment after the state
                 time.sleep(2)
         else:
             assert state not in ("failed", "upstream_failed", "skipped"), airflow.task_states(DAG, run)

@@ -169,7 +169,7 @@ def test_model_lineage_reads_aliases_params_metrics_and_tags(mlflow_models):
 class _VersionHandler(BaseHTTPRequestHandler):
     body: dict = {}
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         payload = json.dumps(self.body).encode()
         self.send_response(200 if self.path == "/version" else 404)
         self.send_header("Content-Type", "application/json")

@@ -38,7 +38,7 @@ class _Hook(BaseHTTPRequestHandler):
     status = 200
     received: list = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.received.append((self.headers["Content-Type"], json.loads(body)))
         self.send_response(self.status)

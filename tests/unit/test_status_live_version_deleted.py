@@ -59,7 +59,7 @@ def lb() -> Iterator[str]:
     """What the load balancer answers: the deleted v2 is what serves."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             body = json.dumps({"model_name": NAME, "model_version": "2", "run_id": "r2"}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

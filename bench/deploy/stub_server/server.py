@@ -46,7 +46,7 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return time.monotonic() - STARTED >= float(ENV("READY_DELAY_S", "0"))
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/healthz":
             self._send(200, {"status": "alive"})
         elif self.path == "/readyz":
@@ -64,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         if self.path != "/predict":

@@ -213,7 +213,7 @@ def guard(backend: Backend, new: str, snap: Snapshot) -> None:
         try:
             backend.set_weights({**others, new: 0})
             log.warning("guard: traffic back on %s", others)
-        except Exception:  # noqa: BLE001 - the rollback task retries with full error reporting
+        except Exception:  # the rollback task retries with full error reporting
             log.exception("guard could not restore weights; rollback will")
 
 

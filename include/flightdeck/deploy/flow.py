@@ -50,7 +50,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "min_requests": 20,
     "unhealthy_polls": 2,
     "require_approval": False,
-    "approval_timeout_minutes": 30,
     "image": "",
     "env": {},
 }
@@ -500,5 +499,5 @@ class Deploy:
                 for r, d in others.specs.items():
                     if others.weights.get(r, 0) > 0:
                         tag(RevisionSpec.from_dict(d), {"status": "live"})
-        except Exception:  # noqa: BLE001 - tagging must not turn a finished rollback into a failure
+        except Exception:  # tagging must not turn a finished rollback into a failure
             log.exception("could not tag model versions in MLflow")
