@@ -295,7 +295,7 @@ def test_without_the_load_balancer_a_stalled_client_holds_a_worker_only_briefly(
                 status = s.recv(4096).split(b"\r\n", 1)[0].decode()
                 answers.append((status, time.monotonic() - start))
 
-        clients = [threading.Thread(target=stalled) for _ in range(2)]  # one per worker
+        clients = [threading.Thread(target=stalled) for _ in range(2)]  # as many as the server has workers
         for t in clients:
             t.start()
         for t in clients:
@@ -314,5 +314,8 @@ def test_without_the_load_balancer_a_stalled_client_holds_a_worker_only_briefly(
     }
     _record("direct_stalled_clients", figures)
     assert idle_readyz_s < 1.0, figures
-    assert len(answers) == 2 and all(a.startswith("HTTP/1.1 408") and s < 4.0 for a, s in answers), figures
+    # each waits SERVING_READ_TIMEOUT (2 s) of silence; the kernel may hand both to one worker, which then
+    # times them out one after the other (2 s, then 4 s): bounded either way
+    assert len(answers) == 2 and all(a.startswith("HTTP/1.1 408") for a, _ in answers), figures
+    assert min(s for _, s in answers) < 3.0 and max(s for _, s in answers) < 5.0, figures
     assert after_s < 1.0, figures
