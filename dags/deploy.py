@@ -26,7 +26,7 @@ from flightdeck_deploy_operators import EcsServiceDeployOperator  # plugins/
 from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
 from flightdeck.deploy.ecs_rollout import WATCH_ERROR_XCOM_KEY
-from flightdeck.deploy.flow import MAX_SHIFT_STEPS, Deploy, StepNotInPlan
+from flightdeck.deploy.steps import MAX_SHIFT_STEPS, Deploy, StepNotInPlan
 from flightdeck.images import ModelFilesMissing
 
 # Steps that judge the new revision must hand over to rollback at once, not retry; the others are

@@ -1,6 +1,6 @@
 """Platform check: write an object to S3 with the provider's S3Hook and log a run to MLflow.
 
-Run it after `make up` to see the plumbing work end to end; its task logs land in S3 (remote logging).
+Run it after `make up` to see S3, MLflow and Airflow work together; its task logs land in S3 (remote logging).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pendulum
 from airflow.sdk import dag, task
 from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
-from flightdeck import plumbing
+from flightdeck import platform_check as probes
 
 
 @dag(
@@ -30,11 +30,11 @@ from flightdeck import plumbing
 def platform_check():
     @task
     def write_probe(run_id: str | None = None) -> str:  # run_id injected from the task context
-        return plumbing.write_probe(run_id)
+        return probes.write_probe(run_id)
 
     @task
     def log_probe_run(probe_uri: str, run_id: str | None = None) -> str:
-        return plumbing.log_probe_run(run_id, probe_uri)
+        return probes.log_probe_run(run_id, probe_uri)
 
     log_probe_run(write_probe())
 

@@ -19,7 +19,7 @@ from flightdeck import pipeline_config, settings
 from flightdeck.airflow_client import AirflowClient
 from flightdeck.data import generate, land
 from flightdeck.data.store import ObjectStore
-from flightdeck.platform import airflow_password
+from flightdeck.provisioning import airflow_password
 
 log = logging.getLogger("demo")
 

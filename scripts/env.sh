@@ -8,7 +8,7 @@ if [ -f "$FLIGHTDECK_ROOT/.env" ]; then set -a; source "$FLIGHTDECK_ROOT/.env"; 
 export FLIGHTDECK_ROOT
 _fd_py="$FLIGHTDECK_ROOT/.venv/bin/python"
 [ -x "$_fd_py" ] || _fd_py=python3
-# -I: isolated, so the script's folder (include/flightdeck, with its platform.py) does not shadow the stdlib.
+# -I: isolated, so the script's folder (include/flightdeck) never shadows a stdlib module.
 if _fd_env=$("$_fd_py" -I "$FLIGHTDECK_ROOT/include/flightdeck/settings.py" shell); then
   eval "$_fd_env"
 else

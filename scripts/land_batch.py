@@ -8,7 +8,7 @@ import logging
 from flightdeck import pipeline_config
 from flightdeck.data import generate, land
 from flightdeck.data.store import ObjectStore
-from flightdeck.platform import use_local_aws_default
+from flightdeck.provisioning import use_local_aws_default
 
 
 def main(argv: list[str] | None = None) -> int:

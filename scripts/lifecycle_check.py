@@ -63,8 +63,8 @@ def main() -> int:
 
     from flightdeck import settings
     from flightdeck.airflow_client import AirflowClient
-    from flightdeck.platform import airflow_password
-    from flightdeck.plumbing import PROBE_EXPERIMENT
+    from flightdeck.platform_check import PROBE_EXPERIMENT
+    from flightdeck.provisioning import airflow_password
 
     print(f"first up: {platform('up', env):.0f} s")
     s = settings.load()

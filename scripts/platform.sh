@@ -31,7 +31,7 @@ s3_up() {
     >"$LOGS/s3.log" 2>&1 </dev/null &
   echo $! >"$RUN/s3.pid"
   local deadline=$(( $(date +%s) + 60 ))
-  until python -m flightdeck.platform buckets >/dev/null 2>&1; do
+  until python -m flightdeck.provisioning buckets >/dev/null 2>&1; do
     [ "$(date +%s)" -lt "$deadline" ] || { echo "S3 did not come up; see $LOGS/s3.log" >&2; tail -5 "$LOGS/s3.log" >&2; exit 1; }
     pid_alive "$RUN/s3.pid" || { echo "S3 (weed) exited; see $LOGS/s3.log" >&2; tail -5 "$LOGS/s3.log" >&2; exit 1; }
     sleep 1
@@ -101,7 +101,7 @@ up() {
   lb start
   wait_http "http://127.0.0.1:$FLIGHTDECK_MLFLOW_PORT/health" "mlflow" 300
   # the API answers before the scheduler and dag processor are ready: wait for every component
-  python -m flightdeck.platform wait-airflow --timeout 300
+  python -m flightdeck.provisioning wait-airflow --timeout 300
   echo "platform up in $((SECONDS - t0)) s"
   urls
 }
@@ -109,7 +109,7 @@ up() {
 urls() {
   local pw_file=$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
   echo
-  echo "  Airflow UI   $FLIGHTDECK_AIRFLOW_URL   user admin, password: $(python -m flightdeck.platform airflow-password 2>/dev/null || echo "see $pw_file")"
+  echo "  Airflow UI   $FLIGHTDECK_AIRFLOW_URL   user admin, password: $(python -m flightdeck.provisioning airflow-password 2>/dev/null || echo "see $pw_file")"
   echo "  MLflow UI    $MLFLOW_TRACKING_URI"
   echo "  S3 (Seaweed) $FLIGHTDECK_S3_ENDPOINT   key $AWS_ACCESS_KEY_ID (local-only credentials)"
   echo "  Registry     http://$FLIGHTDECK_REGISTRY/v2/_catalog"
@@ -127,7 +127,7 @@ down() {
 
 status() {
   echo "Flightdeck platform (state: $STATE)"
-  if pid_alive "$RUN/s3.pid" && python -m flightdeck.platform buckets --check >/dev/null 2>&1; then
+  if pid_alive "$RUN/s3.pid" && python -m flightdeck.provisioning buckets --check >/dev/null 2>&1; then
     say_up "s3" "$FLIGHTDECK_S3_ENDPOINT"; else say_down "s3" "$FLIGHTDECK_S3_ENDPOINT"; fi
   if curl -sf -o /dev/null "http://127.0.0.1:$FLIGHTDECK_MLFLOW_PORT/health"; then
     say_up "mlflow" "$MLFLOW_TRACKING_URI"; else say_down "mlflow" "$MLFLOW_TRACKING_URI"; fi

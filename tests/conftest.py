@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flightdeck import settings
-from flightdeck.platform import use_local_aws_default
+from flightdeck.provisioning import use_local_aws_default
 
 # Tests run outside Airflow; `make test` sources scripts/env.sh, a bare `pytest` gets the same connection here.
 use_local_aws_default()

@@ -104,7 +104,7 @@ def write_csv(frame: Any, path: Path) -> int:
 def _child_setup(ctx: dict[str, Any]) -> None:
     """In a step process: the private state dir (from the env), the params copy, the local S3."""
     from flightdeck import pipeline_config
-    from flightdeck.platform import use_local_aws_default
+    from flightdeck.provisioning import use_local_aws_default
 
     use_local_aws_default()
     pipeline_config.PARAMS_PATH = Path(ctx["params"])
@@ -553,7 +553,7 @@ def main() -> int:
     if args.step:
         return child_main(args.step, args.ctx)
 
-    from flightdeck.platform import use_local_aws_default
+    from flightdeck.provisioning import use_local_aws_default
 
     use_local_aws_default()
     sizes = sorted(int(s) for s in args.sizes.split(","))

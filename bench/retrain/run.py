@@ -26,7 +26,7 @@ from flightdeck import pipeline_config, settings
 from flightdeck.airflow_client import AirflowClient
 from flightdeck.data import land
 from flightdeck.data.store import ObjectStore
-from flightdeck.platform import airflow_password, use_local_aws_default
+from flightdeck.provisioning import airflow_password, use_local_aws_default
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.wrk_runner import cpu_ms, run_wrk  # noqa: E402
-from serving.examples import save_breast_cancer_model  # noqa: E402
+from tests.support.model_examples import save_breast_cancer_model  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 OURS_PORT, MLFLOW_PORT, IMAGE_PORT = 8110, 8111, 8112

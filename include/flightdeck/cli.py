@@ -51,7 +51,7 @@ class CliError(RuntimeError):
 
 
 def _store(s: settings_mod.Settings) -> rec.RecordStore:
-    from flightdeck.platform import s3_client  # boto3 from settings: the CLI runs outside Airflow
+    from flightdeck.provisioning import s3_client  # boto3 from settings: the CLI runs outside Airflow
 
     return rec.RecordStore(s3_client(), s.deploy_bucket)
 
@@ -150,7 +150,7 @@ def _airflow(s: settings_mod.Settings) -> Any:
     user = os.environ.get("FLIGHTDECK_AIRFLOW_USER", "admin")
     password = os.environ.get("FLIGHTDECK_AIRFLOW_PASSWORD")
     if not password:
-        from flightdeck.platform import airflow_password
+        from flightdeck.provisioning import airflow_password
 
         try:
             password = airflow_password()
@@ -347,7 +347,7 @@ def dataset_command(args: argparse.Namespace) -> int:
     from flightdeck import pipeline_config
     from flightdeck.data import onboard
     from flightdeck.data.schema import SchemaError
-    from flightdeck.services import ServiceUnavailable
+    from flightdeck.reachability import ServiceUnavailable
 
     try:
         if args.dataset_cmd == "init":
@@ -368,7 +368,7 @@ def dataset_command(args: argparse.Namespace) -> int:
             return 0
         from flightdeck.data import sync as data_sync
         from flightdeck.data.store import ObjectStore
-        from flightdeck.platform import use_local_aws_default
+        from flightdeck.provisioning import use_local_aws_default
 
         use_local_aws_default()
         cfg = pipeline_config.load(args.name, namespace=args.namespace)
@@ -431,7 +431,7 @@ def describe_error(exc: BaseException, s: settings_mod.Settings) -> tuple[str, i
     import requests
 
     from flightdeck.airflow_client import AirflowError
-    from flightdeck.services import ServiceUnavailable
+    from flightdeck.reachability import ServiceUnavailable
 
     up = "start the platform (`make up`)"
     if isinstance(exc, CliError):
@@ -460,7 +460,7 @@ def describe_error(exc: BaseException, s: settings_mod.Settings) -> tuple[str, i
             bucket = err.get("BucketName") or "a platform bucket"
             return (
                 f"S3 bucket {bucket} does not exist at {s.s3_endpoint}: set FLIGHTDECK_DEPLOY_BUCKET (and the "
-                "other FLIGHTDECK_*_BUCKET), or create the buckets: python -m flightdeck.platform buckets",
+                "other FLIGHTDECK_*_BUCKET), or create the buckets: python -m flightdeck.provisioning buckets",
                 2,
             )
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"):
@@ -539,9 +539,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         return 0 if out["state"] in ("success", "queued") else 1
     if args.cmd == "logs":
-        from flightdeck import servinglogs
+        from flightdeck import serving_logs
 
-        saved = servinglogs.collect(
+        saved = serving_logs.collect(
             args.target, s3=None if args.no_upload else _store(s).s3, bucket=None if args.no_upload else s.logs_bucket
         )
         print(

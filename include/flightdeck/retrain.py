@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     ws.add_argument("--dataset", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from flightdeck.platform import use_local_aws_default  # outside Airflow: the local platform's S3
+    from flightdeck.provisioning import use_local_aws_default  # outside Airflow: the local platform's S3
 
     use_local_aws_default()
     if args.cmd == "run":

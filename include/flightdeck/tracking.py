@@ -19,7 +19,7 @@ from typing import Any
 from flightdeck import settings as settings_mod
 from flightdeck.data.schema import DatasetSchema, Task
 from flightdeck.pipeline_config import DatasetConfig
-from flightdeck.services import ServiceUnavailable, ping_mlflow
+from flightdeck.reachability import ServiceUnavailable, ping_mlflow
 
 log = logging.getLogger(__name__)
 

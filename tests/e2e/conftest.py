@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from flightdeck.airflow_client import AirflowClient
-from flightdeck.platform import airflow_password
+from flightdeck.provisioning import airflow_password
 
 
 @pytest.fixture(scope="session")

@@ -91,7 +91,7 @@ def never_ready_image() -> str:
 
 @pytest.fixture(scope="module")
 def store(platform):
-    from flightdeck.platform import s3_client
+    from flightdeck.provisioning import s3_client
 
     return rec.RecordStore(s3_client(), platform.deploy_bucket)
 

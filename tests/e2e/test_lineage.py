@@ -20,7 +20,7 @@ import requests
 
 from flightdeck import lineage
 from flightdeck.deploy import records as rec
-from flightdeck.platform import s3_client
+from flightdeck.provisioning import s3_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flightdeck.plumbing import PROBE_EXPERIMENT
+from flightdeck.platform_check import PROBE_EXPERIMENT
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from flightdeck.deploy import records as rec
-from flightdeck.platform import airflow_password, s3_client
+from flightdeck.provisioning import airflow_password, s3_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

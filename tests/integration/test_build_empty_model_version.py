@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from flightdeck import images
-from flightdeck.deploy.flow import Deploy
+from flightdeck.deploy.steps import Deploy
 from tests.support.records import scratch_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

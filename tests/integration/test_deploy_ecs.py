@@ -360,7 +360,7 @@ def _operator(**kw):
 
 def _rolling_run(env, records, version: str):
     """The deploy DAG's tasks up to `roll_service`, for strategy rolling on ECS."""
-    from flightdeck.deploy.flow import Deploy
+    from flightdeck.deploy.steps import Deploy
 
     digest = "sha256:" + f"{int(version):064x}"
     params = {
@@ -383,7 +383,7 @@ def test_rolling_updates_the_live_service_in_place(env, records):
     """ECS strategy rolling = the live service rolled to a new task definition by ECS (circuit breaker
     on), no second service or listener change. INJECTED: the rollout's COMPLETED state (moto keeps
     deployments IN_PROGRESS), so the operator here does not wait."""
-    from flightdeck.deploy.flow import StepNotInPlan
+    from flightdeck.deploy.steps import StepNotInPlan
 
     b = env["backend"]
     (live,) = b.weights()
@@ -578,7 +578,7 @@ def test_missing_service_ends_the_watch_with_a_reason_and_no_rollback(env, recor
     service vanishes (INJECTED: that answer, for the rolled service) fails the watch, and rollback
     then leaves ECS's rollout alone."""
     from flightdeck.deploy.ecs_rollout import WATCH_ERROR_XCOM_KEY, EcsWatchError
-    from flightdeck.deploy.flow import DeployFailed
+    from flightdeck.deploy.steps import DeployFailed
 
     ecs = _boto("ecs")
     state, reason = deployment_state(ecs, "flightdeck", "flightdeck-serving-gone", "ecs-svc/1")

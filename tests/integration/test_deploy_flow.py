@@ -1,4 +1,4 @@
-"""The deploy DAG's steps (flow.Deploy) in order, as the tasks run them, without the scheduler:
+"""The deploy DAG's steps (steps.Deploy) in order, as the tasks run them, without the scheduler:
 real S3 records, a private HAProxy + real containers. Covers what the e2e run cannot force: a
 rollback that fails and, re-run (what clearing the task does), succeeds."""
 
@@ -15,9 +15,9 @@ import requests
 
 from flightdeck.deploy import controller as ctl
 from flightdeck.deploy import records as rec
-from flightdeck.deploy.flow import Deploy, DeployFailed, StepNotInPlan
 from flightdeck.deploy.haproxy import HealthCheck, LbConfig
 from flightdeck.deploy.local import LocalBackend
+from flightdeck.deploy.steps import Deploy, DeployFailed, StepNotInPlan
 from tests.support.records import scratch_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

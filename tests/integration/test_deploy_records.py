@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture()
 def store(platform):
-    from flightdeck.platform import s3_client
+    from flightdeck.provisioning import s3_client
 
     return rec.RecordStore(s3_client(), platform.deploy_bucket)
 

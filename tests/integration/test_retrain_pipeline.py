@@ -18,8 +18,8 @@ from flightdeck import pipeline_config, retrain, settings, tracking
 from flightdeck.data import generate, land
 from flightdeck.data import sync as data_sync
 from flightdeck.data.store import ObjectStore
-from flightdeck.platform import aws_connection_json
-from flightdeck.services import ServiceUnavailable, ping_mlflow
+from flightdeck.provisioning import aws_connection_json
+from flightdeck.reachability import ServiceUnavailable, ping_mlflow
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 from flightdeck import pipeline_config, retrain, settings, tracking
 from flightdeck.data import generate, land
 from flightdeck.data.store import ObjectStore
-from flightdeck.services import ping_mlflow
+from flightdeck.reachability import ping_mlflow
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from serving.examples import log_breast_cancer_model  # noqa: E402
+from tests.support.model_examples import log_breast_cancer_model  # noqa: E402
 
 pytestmark = pytest.mark.integration
 MODEL_NAME = "serving-test-model"
@@ -191,7 +191,7 @@ def test_lean_image_serves_a_categorical_pipeline_natively(tmp_path):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from flightdeck import images
-    from serving.examples import save_tabular_model
+    from tests.support.model_examples import save_tabular_model
 
     model = save_tabular_model(tmp_path / "model", HistGradientBoostingClassifier(max_iter=50, random_state=0))
     assert images.serving_build_args(model.path) == {"WITH_MLFLOW": "0"}

@@ -8,8 +8,8 @@ import uuid
 import docker
 import pytest
 
-from flightdeck import servinglogs
-from flightdeck.platform import s3_client
+from flightdeck import serving_logs
+from flightdeck.provisioning import s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -20,14 +20,14 @@ def test_collect_copies_container_logs_to_the_state_folder_and_s3(platform, tmp_
     container = client.containers.run(
         "python:3.11-slim",
         ["python", "-c", "import sys; print('hello from serving'); print('oops', file=sys.stderr)"],
-        labels={servinglogs.L_TARGET: target, servinglogs.L_REV: revision},
+        labels={serving_logs.L_TARGET: target, serving_logs.L_REV: revision},
         detach=True,
         name=f"fd-{target}-0",
     )
     s3 = s3_client()
     try:
         assert container.wait(timeout=60)["StatusCode"] == 0
-        saved = servinglogs.collect(target, docker_client=client, s3=s3, bucket=platform.logs_bucket, dest=tmp_path)
+        saved = serving_logs.collect(target, docker_client=client, s3=s3, bucket=platform.logs_bucket, dest=tmp_path)
         assert [(x["container"], x["revision"]) for x in saved] == [(container.name, revision)]
         local = (tmp_path / target / revision / f"{container.name}.log").read_text()
         assert "hello from serving" in local and "oops" in local

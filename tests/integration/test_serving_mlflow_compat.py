@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from serving.examples import save_breast_cancer_model  # noqa: E402
+from tests.support.model_examples import save_breast_cancer_model  # noqa: E402
 
 pytestmark = pytest.mark.integration
 VENV_BIN = Path(sys.executable).parent
@@ -98,7 +98,7 @@ def all_servers(tmp_path_factory):
     """Three models, each behind both servers: all-double (forest), mixed types, optional columns."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from serving.examples import save_mixed_type_model, save_tabular_model
+    from tests.support.model_examples import save_mixed_type_model, save_tabular_model
 
     work = tmp_path_factory.mktemp("compat")
     models = {

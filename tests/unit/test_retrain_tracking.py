@@ -7,7 +7,7 @@ from importlib.metadata import version
 import pytest
 
 from flightdeck import tracking
-from flightdeck.services import ServiceUnavailable, ping_mlflow
+from flightdeck.reachability import ServiceUnavailable, ping_mlflow
 
 
 def test_pip_requirements_are_pinned_to_the_installed_stack_and_flask_free():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from flightdeck import settings as settings_mod
-from flightdeck.services import ServiceUnavailable
+from flightdeck.reachability import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 

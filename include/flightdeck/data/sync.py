@@ -42,7 +42,7 @@ from flightdeck.data.schema import infer as infer_schema
 from flightdeck.data.store import ObjectStore
 from flightdeck.data.validate import validate_batch
 from flightdeck.pipeline_config import DVC_YAML_PATH, DatasetConfig
-from flightdeck.services import ServiceUnavailable
+from flightdeck.reachability import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 

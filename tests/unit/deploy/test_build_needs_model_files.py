@@ -15,7 +15,7 @@ import pytest
 
 from flightdeck import images
 from flightdeck.deploy import records as rec
-from flightdeck.deploy.flow import Deploy
+from flightdeck.deploy.steps import Deploy
 
 MODEL = images.ModelRef(name="fd-unit-empty", version="3", run_id="r1")
 

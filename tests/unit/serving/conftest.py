@@ -11,7 +11,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 if str(REPO_ROOT) not in sys.path:  # serving/ is a top-level package next to include/
     sys.path.insert(0, str(REPO_ROOT))
 
-from serving.examples import save_breast_cancer_model, save_mixed_type_model  # noqa: E402
+from tests.support.model_examples import save_breast_cancer_model, save_mixed_type_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +30,7 @@ def mixed_model(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _tabular(factory: pytest.TempPathFactory, name: str, estimator, **options):
-    from serving.examples import save_tabular_model
+    from tests.support.model_examples import save_tabular_model
 
     return save_tabular_model(factory.mktemp(name) / "model", estimator, **options)
 

@@ -17,7 +17,7 @@ from serving.app import create_app
 def tabular_model(tmp_path_factory):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from serving.examples import save_tabular_model
+    from tests.support.model_examples import save_tabular_model
 
     est = HistGradientBoostingClassifier(max_iter=20, random_state=0)
     return save_tabular_model(tmp_path_factory.mktemp("fuzz-tabular") / "model", est)

@@ -234,7 +234,7 @@ def test_a_null_means_what_the_model_saw_as_missing(tmp_path, imputer):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OrdinalEncoder
 
-    from serving.examples import tabular_frame, tabular_target
+    from tests.support.model_examples import tabular_frame, tabular_target
 
     X = tabular_frame(600)[["city", "visits"]]
     y = tabular_target(tabular_frame(600), "classification")

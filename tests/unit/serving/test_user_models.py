@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from serving.app import create_app
-from serving.examples import tabular_frame, tabular_target
 from serving.model import ModelLoadError, load_model_dir
+from tests.support.model_examples import tabular_frame, tabular_target
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -104,7 +104,7 @@ def user_sklearn_model(user_code, tmp_path_factory):
     """A user estimator inside the training side's pipeline, pickled with cloudpickle, code in code_paths."""
     import mlflow.sklearn
 
-    from serving.examples import tabular_pipeline
+    from tests.support.model_examples import tabular_pipeline
 
     module, path = user_code
     X = tabular_frame(200)

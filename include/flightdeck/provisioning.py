@@ -1,8 +1,8 @@
 """Provisioning helpers for the embedded platform, called by scripts/platform.sh.
 
-    python -m flightdeck.platform buckets [--check]   create (or check) the platform's S3 buckets
-    python -m flightdeck.platform airflow-password    the generated admin password
-    python -m flightdeck.platform wait-airflow        wait until scheduler and dag processor report healthy
+    python -m flightdeck.provisioning buckets [--check]   create (or check) the platform's S3 buckets
+    python -m flightdeck.provisioning airflow-password    the generated admin password
+    python -m flightdeck.provisioning wait-airflow        wait until scheduler and dag processor report healthy
 
 Runs outside Airflow (before it exists), so it talks to S3 with boto3 directly.
 """
@@ -90,7 +90,7 @@ def wait_airflow(timeout: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flightdeck.platform")
+    parser = argparse.ArgumentParser(prog="python -m flightdeck.provisioning")
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("buckets")
     b.add_argument("--check", action="store_true")
