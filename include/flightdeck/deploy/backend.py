@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
+
+
+class RollSpec(TypedDict):
+    """An in-place roll of one live service (ECS rolling): what `prepare_roll` returns and `roll_back` takes."""
+
+    cluster: str
+    service: str  # the live service being rolled (its name on the cluster)
+    previous_task_definition: str  # ARN the service ran before the roll: what `roll_back` restores
+    task_definition: str  # ARN of the new task definition ECS rolls the service to
+
+
+class RollNotSupported(RuntimeError):
+    """The target cannot update a live revision in place (the local target starts a new revision instead)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,12 @@ class TargetHealth:
 
 
 class Backend(Protocol):
-    """Start a revision, read its target health, set traffic weights, stop a revision."""
+    """Start a revision, read its target health, set traffic weights, stop a revision.
+
+    Every method the deploy steps call is declared here. `prepare_roll`/`roll_back` serve the ECS
+    rolling strategy only (the steps call them when the run's record says it rolls in place); a target
+    that cannot roll a live revision in place implements them by raising RollNotSupported.
+    """
 
     name: str
 
@@ -73,3 +91,16 @@ class Backend(Protocol):
 
     def spec(self, revision: str) -> RevisionSpec | None:
         """The spec a running (or remembered) revision was started with, to restart it on rollback."""
+
+    def prepare_roll(self, spec: RevisionSpec) -> RollSpec:
+        """Register `spec` as the next version of the live revision `spec.revision`, to roll in place.
+
+        Returns the roll to start (and to undo with `roll_back`). Raises RollNotSupported on a target
+        that does not roll in place, or the target's error when the live revision is missing.
+        """
+
+    def roll_back(self, roll: RollSpec) -> None:
+        """Put a rolled revision back on what it ran before `roll` (idempotent).
+
+        Raises RollNotSupported on a target that does not roll in place.
+        """

@@ -20,7 +20,7 @@ import docker
 from docker.errors import ImageNotFound
 
 from flightdeck import settings as settings_mod
-from flightdeck.deploy.backend import RevisionSpec, TargetHealth
+from flightdeck.deploy.backend import RevisionSpec, RollNotSupported, RollSpec, TargetHealth
 from flightdeck.deploy.haproxy import HAProxy, HealthCheck, LbConfig
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,16 @@ class LocalBackend:
             return RevisionSpec.from_dict(json.loads(c.labels[L_SPEC]))
         stored = self._read_json(self._specs_path).get(revision)
         return RevisionSpec.from_dict(stored) if stored else None
+
+    def prepare_roll(self, spec: RevisionSpec) -> RollSpec:
+        """Not on this target: raises RollNotSupported (every strategy starts a new revision here)."""
+        raise RollNotSupported(
+            f"the local target does not roll {spec.revision} in place: strategies start a new revision beside it"
+        )
+
+    def roll_back(self, roll: RollSpec) -> None:
+        """Not on this target: raises RollNotSupported (nothing here was rolled in place)."""
+        raise RollNotSupported(f"the local target does not roll in place: nothing to roll back for {roll}")
 
     # -- LB lifecycle (scripts/lb.sh) --------------------------------------------------------------
     def stop_containers(self) -> int:
