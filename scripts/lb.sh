@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 case "${1:-}" in
-  start|stop|status) exec "$PY" -m flightdeck.deploy.local "$1" ;;
+  start|stop|status) exec "$PY" -m flightdeck.deploy.lb_service "$1" ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

@@ -20,6 +20,19 @@ class RollNotSupported(RuntimeError):
     """The target cannot update a live revision in place (the local target starts a new revision instead)."""
 
 
+class RevisionSpecDict(TypedDict):
+    """RevisionSpec as JSON (records, XCom)."""
+
+    revision: str
+    image: str
+    digest: str
+    model_name: str
+    model_version: str
+    replicas: int
+    env: dict[str, str]
+    run_id: str
+
+
 @dataclass(frozen=True)
 class RevisionSpec:
     """What to run for one revision: an image pinned by digest plus its lineage."""
@@ -33,10 +46,10 @@ class RevisionSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     run_id: str = ""  # the Airflow run that created it
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> RevisionSpecDict:
         d = asdict(self)
         d["env"] = dict(self.env)
-        return d
+        return RevisionSpecDict(**d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RevisionSpec:
@@ -51,8 +64,11 @@ class TargetHealth:
     total: int  # targets (containers/tasks) the revision should have
     healthy: int  # targets passing the LB's active health check
     states: Mapping[str, str] = field(default_factory=dict)  # target -> UP/DOWN/MAINT/...
-    requests: int = 0  # cumulative requests the LB sent to this revision
-    errors_5xx: int = 0  # cumulative 5xx responses from this revision (those the LB retried included)
+    # Counts are this revision's own, never a reused LB slot's earlier occupants': local, cumulative
+    # since its containers took their slots (LocalBackend.target_health); ECS, the ALB's sums for the
+    # revision's own target group over the last `metrics_window_s` (EcsBackend.target_health).
+    requests: int = 0  # requests the LB sent to this revision
+    errors_5xx: int = 0  # 5xx responses from this revision (those the LB retried included)
     retried: int = 0  # of those, failures the LB retried on another revision: the client never saw them
 
     @property

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 BACKEND = "serving"
 HEALTH_PORT_OFFSET = 100  # slot i: traffic on port_base + i, health checks on port_base + 100 + i
+# Per-server `show stat` counters a revision's request counts are made of (LocalBackend.target_health).
+# They are the slot's, from this HAProxy process's start: HAProxy 2.6 cannot reset one server's counters.
+COUNTERS: tuple[str, ...] = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "wretr")
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,32 @@ class HAProxy:
     def backend_stats(self) -> dict[str, str]:
         """The `show stat` row of the serving backend as a whole (queue, retries, totals)."""
         return next(row for row in self._rows() if row.get("svname") == "BACKEND")
+
+    def instance(self) -> str:
+        """This HAProxy process's identity, "PID@START_TIME_SEC" from `show info`.
+
+        It changes on every (re)start, which is when every counter begins again at 0. Raises OSError
+        when the runtime API does not answer, RuntimeError when the answer lacks those fields.
+        """
+        info = dict(line.split(": ", 1) for line in self.command("show info").splitlines() if ": " in line)
+        if "Pid" not in info or "Start_time_sec" not in info:
+            raise RuntimeError(f"haproxy `show info` names no Pid/Start_time_sec ({self.cfg.socket_path})")
+        return f"{info['Pid'].strip()}@{info['Start_time_sec'].strip()}"
+
+    def counters(self) -> dict[int, dict[str, int]]:
+        """Request counters (COUNTERS) by slot: its weighted server sN and its backup twin bN added up.
+
+        Cumulative since this process started (see `instance`), whoever held the slot; raises OSError
+        when the runtime API does not answer.
+        """
+        out: dict[int, dict[str, int]] = {}
+        for row in self._rows():
+            name = row.get("svname") or ""
+            if name[:1] in ("s", "b") and name[1:].isdigit():
+                slot = out.setdefault(int(name[1:]), dict.fromkeys(COUNTERS, 0))
+                for k in COUNTERS:
+                    slot[k] += int(row.get(k) or 0)
+        return out
 
     def stats(self) -> dict[int, dict[str, str]]:
         """`show stat` rows of the serving backend's weighted servers (sN), by slot number."""

@@ -4,6 +4,11 @@ Each revision gets `replicas` containers, each published on a fixed LB slot port
 labels are the source of truth for which slot belongs to which revision (so every Airflow task,
 in its own process, sees the same state), and a small weights file lets a restarted HAProxy get
 the traffic split back.
+
+Request counts are per revision, not per slot: HAProxy's counters belong to the slot and carry over
+from its earlier occupants (and 2.6 cannot reset one server's), so when a revision's container takes
+a slot its counters are written down as a baseline (counters.json in the state folder) and the
+revision is reported the difference; see `slot_counts` for an LB restart.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,7 +26,7 @@ from docker.errors import ImageNotFound
 
 from flightdeck import settings as settings_mod
 from flightdeck.deploy.backend import RevisionSpec, RollNotSupported, RollSpec, TargetHealth
-from flightdeck.deploy.haproxy import HAProxy, HealthCheck, LbConfig
+from flightdeck.deploy.haproxy import COUNTERS, HAProxy, HealthCheck, LbConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,29 @@ L_TARGET, L_REV, L_SLOT, L_SPEC, L_LB = (
     "org.flightdeck.spec",
     "org.flightdeck.lb",
 )
+
+
+def slot_counts(book: Mapping | None, now: Mapping[str, int], instance: str) -> dict[str, int]:
+    """The request counters of one LB slot that belong to the container holding it now.
+
+    book: the slot's entry in counters.json, {"container", "lb": HAProxy instance at the baseline,
+    "base": {counter: n} then, "carried": {counter: n} counted before that}, or None when the slot
+    has no baseline for this container (started before baselines existed): then the raw counters.
+    now: the slot's counters now (`HAProxy.counters()[slot]`, {} when HAProxy is down); instance:
+    `HAProxy.instance()` now ("" when down). Same HAProxy process and no counter below its base:
+    carried + (now - base). Otherwise HAProxy restarted, or its counters were cleared, since the
+    baseline and counts from 0 again: carried + now (never negative; what was counted between the
+    last `save_counters` and an unannounced restart is lost). Returns {counter: n} for COUNTERS.
+    """
+    now = {k: int(now.get(k) or 0) for k in COUNTERS}
+    if not book:
+        return now
+    base = {k: int((book.get("base") or {}).get(k) or 0) for k in COUNTERS}
+    carried = {k: int((book.get("carried") or {}).get(k) or 0) for k in COUNTERS}
+    if not instance:  # HAProxy down: what was saved
+        return carried
+    same = book.get("lb") == instance and all(now[k] >= base[k] for k in COUNTERS)
+    return {k: carried[k] + now[k] - (base[k] if same else 0) for k in COUNTERS}
 
 
 class LocalBackend:
@@ -64,6 +92,24 @@ class LocalBackend:
     @property
     def _specs_path(self) -> Path:
         return self.lb.state_dir / "specs.json"
+
+    @property
+    def _counters_path(self) -> Path:
+        return self.lb.state_dir / "counters.json"
+
+    def _take_baseline(self, revision: str, slots: Iterable[tuple[int, str]]) -> None:
+        """Write down the counters of slots (slot, container id) a revision's new containers just took."""
+        counters, instance = self.haproxy.counters(), self.haproxy.instance()
+        books = self._read_json(self._counters_path)
+        for slot, container in slots:
+            books[str(slot)] = {
+                "revision": revision,
+                "container": container,
+                "lb": instance,
+                "base": counters.get(slot, dict.fromkeys(COUNTERS, 0)),
+                "carried": dict.fromkeys(COUNTERS, 0),
+            }
+        self._write_json(self._counters_path, books)
 
     def _read_json(self, path: Path) -> dict:
         try:
@@ -118,6 +164,7 @@ class LocalBackend:
                 raise FileNotFoundError(f"FLIGHTDECK_SERVING_API_KEYS_FILE {keys} is not a file")
             auth_env = {"SERVING_API_KEYS_FILE": KEYS_MOUNT} if keys else {}
             auth_volumes = {str(Path(keys).resolve()): {"bind": KEYS_MOUNT, "mode": "ro"}} if keys else None
+            taken: list[tuple[int, str]] = []
             for i, slot in enumerate(self._free_slots(spec.replicas)):
                 name = f"fd-{self.name}-{self.lb.bind_port}-{spec.revision}-{i}"
                 c = self.docker.containers.run(
@@ -146,6 +193,9 @@ class LocalBackend:
                     slot,
                     self.lb.slot_port(slot),
                 )
+                taken.append((slot, c.id))
+            # before the slots leave maintenance: what the slots counted so far was their earlier occupants'
+            self._take_baseline(spec.revision, taken)
         specs = self._read_json(self._specs_path)
         specs[spec.revision] = spec.to_dict()
         self._write_json(self._specs_path, specs)
@@ -154,8 +204,18 @@ class LocalBackend:
             self.haproxy.enable(slot)
 
     def target_health(self, revision: str) -> TargetHealth:
+        """The revision's containers as HAProxy sees them, and the requests it answered itself.
+
+        Counts are this revision's only: from when its containers took their slots (see
+        `slot_counts`), its weighted server and its backup twin together. Raises OSError when the
+        runtime API stops answering mid-read, docker.errors.DockerException when the engine does.
+        """
         containers = self._containers(revision)
-        stats = self.haproxy.stats() if self.haproxy.running() else {}
+        up = self.haproxy.running()
+        stats = self.haproxy.stats() if up else {}
+        counters = self.haproxy.counters() if up else {}
+        instance = self.haproxy.instance() if up else ""
+        books = self._read_json(self._counters_path)
         states: dict[str, str] = {}
         healthy = requests = errors = retried = 0
         for c in containers:
@@ -170,11 +230,13 @@ class LocalBackend:
                 healthy += 1
             # A request that failed here and that HAProxy retried on another server counts in this
             # server's `wretr`, not in its hrsp_5xx: it is this revision's error all the same.
-            counts = [int(row.get(f"hrsp_{k}xx") or 0) for k in range(1, 6)]
-            slot_retried = int(row.get("wretr") or 0)
-            retried += slot_retried
-            requests += sum(counts) + slot_retried
-            errors += counts[4] + slot_retried
+            book = books.get(str(slot))
+            if book and book.get("container") != c.id:
+                book = None  # another container's baseline: this one was started without one
+            n = slot_counts(book, counters.get(slot, {}), instance)
+            retried += n["wretr"]
+            requests += sum(n[f"hrsp_{k}xx"] for k in range(1, 6)) + n["wretr"]
+            errors += n["hrsp_5xx"] + n["wretr"]
         spec = self.spec(revision)
         total = spec.replicas if spec else len(containers)
         return TargetHealth(
@@ -238,6 +300,12 @@ class LocalBackend:
         weights = self._read_json(self._weights_path)
         if weights.pop(revision, None) is not None:
             self._write_json(self._weights_path, weights)
+        books = self._read_json(self._counters_path)
+        gone = {
+            str(c.labels[L_SLOT]) for c in containers if books.get(str(c.labels[L_SLOT]), {}).get("container") == c.id
+        }
+        if gone:
+            self._write_json(self._counters_path, {k: v for k, v in books.items() if k not in gone})
 
     def weights(self) -> dict[str, int]:
         live = {c.labels[L_REV] for c in self._containers()}
@@ -260,7 +328,28 @@ class LocalBackend:
         """Not on this target: raises RollNotSupported (nothing here was rolled in place)."""
         raise RollNotSupported(f"the local target does not roll in place: nothing to roll back for {roll}")
 
-    # -- LB lifecycle (scripts/lb.sh) --------------------------------------------------------------
+    # -- LB lifecycle (flightdeck.deploy.lb_service) -------------------------------------------------
+    def save_counters(self) -> int:
+        """Before HAProxy stops: fold what each slot counted for its container into its baseline's
+        `carried` counts, so a revision's counts survive the restart (`slot_counts`).
+
+        Returns the number of slots saved. Raises OSError when the runtime API does not answer,
+        docker.errors.DockerException when the engine does not.
+        """
+        counters, instance = self.haproxy.counters(), self.haproxy.instance()
+        books = self._read_json(self._counters_path)
+        saved = 0
+        for c in self._containers():
+            slot = int(c.labels[L_SLOT])
+            book = books.get(str(slot))
+            if not book or book.get("container") != c.id:
+                book = {"revision": c.labels[L_REV], "container": c.id}
+            now = counters.get(slot, dict.fromkeys(COUNTERS, 0))
+            books[str(slot)] = {**book, "carried": slot_counts(book, now, instance), "lb": instance, "base": now}
+            saved += 1
+        self._write_json(self._counters_path, books)
+        return saved
+
     def stop_containers(self) -> int:
         """`make down`: stop (not remove) this LB's model containers, so nothing of ours keeps running."""
         running = [c for c in self._containers() if c.status == "running"]
@@ -298,50 +387,6 @@ def platform_lb(check: HealthCheck | None = None) -> LbConfig:
 
 
 def platform_backend() -> LocalBackend:
+    """The platform's local target (name "local") on `platform_lb()`; raises docker.errors.DockerException
+    when the Docker engine cannot be reached."""
     return LocalBackend(platform_lb(), name="local")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m flightdeck.deploy.local start|stop|status` (what scripts/lb.sh runs)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="lb", description="the platform's local load balancer")
-    parser.add_argument("action", choices=["start", "stop", "status"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    lb = platform_lb()
-    proxy = HAProxy(lb)
-    if args.action == "start":
-        if proxy.running():  # `make up` on a running platform: touching live servers would cost requests
-            print(f"haproxy already running (pid {proxy.pid()}) on {lb.bind_host}:{lb.bind_port}")
-            return 0
-        proxy.start()
-        try:
-            platform_backend().resync()
-        except docker.errors.DockerException as e:  # the LB is useful before Docker is up
-            log.warning("could not re-attach running revisions: %s", e)
-        return 0
-    if args.action == "stop":
-        proxy.stop()
-        print("haproxy stopped")
-        try:
-            print(f"model containers stopped: {platform_backend().stop_containers()}")
-        except docker.errors.DockerException as e:
-            log.warning("could not stop model containers: %s", e)
-        return 0
-    if not proxy.running():
-        print(f"haproxy: down (config {lb.cfg_path})")
-        return 1
-    print(f"haproxy: up pid {proxy.pid()} on {lb.bind_host}:{lb.bind_port}, runtime API {lb.socket_path}")
-    try:
-        backend = platform_backend()
-        for revision, pct in backend.weights().items():
-            h = backend.target_health(revision)
-            print(f"  {revision}: {pct}% traffic, {h.healthy}/{h.total} healthy {dict(h.states)}")
-    except docker.errors.DockerException as e:
-        print(f"  revisions unknown (docker: {e})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
