@@ -23,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 
 from flightdeck import lineage
 from flightdeck import settings as settings_mod
+from flightdeck.deploy import health as health_mod
 from flightdeck.deploy import records as rec
 
 log = logging.getLogger(__name__)
@@ -93,25 +94,16 @@ def collect(store: rec.RecordStore | None = None) -> dict[str, Any]:
             row["airflow_url"] = _relative(row["airflow_url"])
             row["age"] = lineage.age(row["started_at"])
             row["digest_short"] = re.sub(r"^sha256:", "", row["digest"])[:12]
-        health = st["traffic"]["health"]
-        serving = {r: w for r, w in st["traffic"]["weights"].items() if w > 0}
-        if (
-            st["live"]["ok"]
-            and serving
-            and all(health.get(r, {}).get("healthy") == health.get(r, {}).get("total") for r in serving)
-        ):
-            overall = "healthy"
-        elif st["live"]["ok"] or (target != "local" and serving):
-            overall = "degraded" if target == "local" else "recorded"
-        else:
-            overall = "down" if st["deployment"] else "none"
+        verdict = health_mod.of_status(st)  # the same verdict as `flightdeck status`
+        st["verdict"] = verdict.to_dict()
         if st["deployment"]:
             st["deployment"]["airflow_url"] = _relative(st["deployment"]["airflow_url"])
         targets.append(
             {
                 "name": target,
                 "status": st,
-                "health": overall,
+                "health": verdict.state.value,
+                "health_reason": verdict.reason,
                 "history": rows,
                 "rollbacks": sum(1 for r in rows if r["outcome"] == "rolled_back"),
             }

@@ -21,7 +21,8 @@ local platform. S3 credentials from AWS_* variables (the local S3's keys while S
 (default: the embedded platform's generated password).
 Errors a user can fix (a service down, a setting missing, an unknown name, bad arguments) are one line on
 stderr that says what to set or do, never a traceback (FLIGHTDECK_DEBUG=1 shows it).
-Exit code: 0 on an answer, 1 when the answer has warnings (status), the lookup failed or the run failed,
+Exit code: 0 on an answer, 1 when the answer has warnings (status: something disagrees, or the health verdict,
+the same as the Deployments page's, is degraded, down or unknown), the lookup failed or the run failed,
 2 on bad arguments or configuration.
 """
 
@@ -39,6 +40,7 @@ from urllib.parse import urlparse
 
 from flightdeck import lineage
 from flightdeck import settings as settings_mod
+from flightdeck.deploy import health as health_mod
 from flightdeck.deploy import records as rec
 
 
@@ -60,8 +62,24 @@ def _fmt_kv(d: Mapping[str, Any], indent: str = "    ") -> list[str]:
     return [f"{indent}{k}: {v}" for k, v in sorted(d.items())]
 
 
+def add_verdict(st: dict[str, Any]) -> health_mod.Verdict:
+    """Judge a `lineage.status` answer with the health verdict the Deployments page shows too.
+
+    Sets st["verdict"] ({"state", "reason"}) and adds a warning when the verdict is degraded, down
+    or unknown (so `status` exits 1); returns the Verdict. Raises KeyError on a malformed answer.
+    """
+    verdict = health_mod.of_status(st)
+    st["verdict"] = verdict.to_dict()
+    bad = (health_mod.HealthVerdict.DEGRADED, health_mod.HealthVerdict.DOWN, health_mod.HealthVerdict.UNKNOWN)
+    if verdict.state in bad:
+        st["warnings"].append(f"health {verdict.state.value}: {verdict.reason}")
+    return verdict
+
+
 def render_status(st: Mapping[str, Any]) -> str:
     lines = [f"target {st['target']}  (checked {st['checked_at']})"]
+    if st.get("verdict"):
+        lines.append(f"  health    {st['verdict']['state']}  {st['verdict']['reason']}")
     live = st["live"]
     if live["ok"]:
         v = live["version"]
@@ -555,6 +573,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.cmd == "status":
             result: Any = lineage.status(args.target, store, settings=s)
+            add_verdict(result)
             text = render_status(result)
             code = 1 if result["warnings"] else 0
         elif args.cmd == "diff":

@@ -278,13 +278,12 @@ class HAProxy:
     def instance(self) -> str:
         """This HAProxy process's identity, "PID@START_TIME_SEC" from `show info`.
 
-        It changes on every (re)start, which is when every counter begins again at 0. Raises OSError
-        when the runtime API does not answer, RuntimeError when the answer lacks those fields.
+        It changes on every (re)start, which is when every counter begins again at 0 (HAProxy 2.6
+        `show info` has both fields; a field missing reads as ""). Raises OSError when the runtime
+        API does not answer.
         """
         info = dict(line.split(": ", 1) for line in self.command("show info").splitlines() if ": " in line)
-        if "Pid" not in info or "Start_time_sec" not in info:
-            raise RuntimeError(f"haproxy `show info` names no Pid/Start_time_sec ({self.cfg.socket_path})")
-        return f"{info['Pid'].strip()}@{info['Start_time_sec'].strip()}"
+        return f"{info.get('Pid', '').strip()}@{info.get('Start_time_sec', '').strip()}"
 
     def counters(self) -> dict[int, dict[str, int]]:
         """Request counters (COUNTERS) by slot: its weighted server sN and its backup twin bN added up.
