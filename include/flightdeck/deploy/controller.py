@@ -165,6 +165,15 @@ def watch(
     while True:
         h = backend.target_health(revision)
         now = clock()
+        _, last_req, last_err = samples[-1]
+        if h.requests < last_req or h.errors_5xx < last_err:
+            # the counts went back (the LB restarted without saving them, see LocalBackend.save_counters):
+            # keep what was watched so far, judge the window afresh from here
+            log.warning(
+                "revision %s counters went back (%d -> %d requests): LB restarted?", revision, last_req, h.requests
+            )
+            base_req, base_err = h.requests - (last_req - base_req), h.errors_5xx - (last_err - base_err)
+            samples.clear()
         samples.append((now, h.requests, h.errors_5xx))
         while len(samples) > 2 and samples[1][0] <= now - th.window_s:
             samples.popleft()
