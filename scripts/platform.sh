@@ -56,7 +56,8 @@ airflow_env() {
   export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
   export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins
   export AIRFLOW__CORE__LOAD_EXAMPLES=False
-  export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+  # LocalExecutor that imports the tasks' heavy modules once, before it forks (include/flightdeck/preloading_executor.py)
+  export AIRFLOW__CORE__EXECUTOR=flightdeck.preloading_executor.PreloadingLocalExecutor
   # 2 cores: the default parallelism of 32 forks 32 workers.
   export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-4}
   export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
