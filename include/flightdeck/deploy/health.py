@@ -75,8 +75,10 @@ def judge(
             split = ", ".join(f"{r} {w}%" for r, w in sorted(serving.items()))
             return Verdict(HealthVerdict.RECORDED, f"no live view; the last deployment recorded {split}")
         return Verdict(HealthVerdict.DOWN, "the last deployment recorded no revision with traffic")
+    problems = [] if traffic_error else _problems(serving, health, th)
     if live is False:
-        return Verdict(HealthVerdict.DOWN, f"the load balancer does not answer: {live_error or 'no answer'}")
+        problems.insert(0, f"the load balancer does not answer: {live_error or 'no answer'}")
+        return Verdict(HealthVerdict.DOWN, "; ".join(problems))
     if traffic_error:
         if live:
             return Verdict(
@@ -88,16 +90,27 @@ def judge(
         if live:
             return Verdict(HealthVerdict.DEGRADED, f"no revision has a traffic weight{idle}: a backup answers")
         return Verdict(HealthVerdict.DOWN, f"no revision has traffic{idle}")
+    dead = [r for r in serving if r in health and health[r].healthy == 0]
+    if len(dead) == len(serving) and not live:
+        return Verdict(HealthVerdict.DOWN, "; ".join(problems))
+    if problems:
+        return Verdict(HealthVerdict.DEGRADED, "; ".join(problems))
+    parts = []
+    for rev in sorted(serving):
+        h = health[rev]
+        parts.append(f"{rev} {serving[rev]}%: {h.healthy}/{h.total} up, 5xx {h.errors_5xx}/{h.requests}")
+    return Verdict(HealthVerdict.HEALTHY, "; ".join(parts))
+
+
+def _problems(serving: Mapping[str, int], health: Mapping[str, TargetHealth], th: Thresholds) -> list[str]:
+    """What is wrong with the revisions that have traffic, one phrase each."""
     problems: list[str] = []
-    dead = 0
     for rev in sorted(serving):
         h = health.get(rev)
         if h is None:
             problems.append(f"{rev}: no health reported")
             continue
         not_up = sorted({s for s in h.states.values() if s != "UP" and not s.startswith("UP ")})
-        if h.total == 0 or h.healthy == 0:
-            dead += 1
         if h.total == 0:
             problems.append(f"{rev}: no targets")
         elif h.healthy < h.total:
@@ -107,15 +120,7 @@ def judge(
             problems.append(
                 f"{rev}: 5xx {_rate(h):.1%} of {h.requests} responses ({h.errors_5xx}{retried}) > {th.max_5xx_rate:.1%}"
             )
-    if dead == len(serving) and not live:
-        return Verdict(HealthVerdict.DOWN, "; ".join(problems))
-    if problems:
-        return Verdict(HealthVerdict.DEGRADED, "; ".join(problems))
-    parts = []
-    for rev in sorted(serving):
-        h = health[rev]
-        parts.append(f"{rev} {serving[rev]}%: {h.healthy}/{h.total} up, 5xx {h.errors_5xx}/{h.requests}")
-    return Verdict(HealthVerdict.HEALTHY, "; ".join(parts))
+    return problems
 
 
 _HEALTH_FIELDS = {f.name for f in fields(TargetHealth)} - {"revision"}
