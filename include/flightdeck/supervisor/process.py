@@ -21,6 +21,8 @@ from pathlib import Path
 from flightdeck.errors import FlightdeckError
 
 KILL_WAIT_S = 5.0  # seconds `stop` waits for a SIGKILLed group to disappear
+EXEC_WAIT_S = 5.0  # seconds `start` waits for a new process's command line to show in /proc
+SETTLE_S = 2.0  # seconds the rest of a group gets to exit on SIGTERM once its leader has exited
 
 
 class SupervisorError(FlightdeckError):
@@ -162,6 +164,11 @@ def start(service: Service, environ: Mapping[str, str] | None = None) -> int:
         except OSError as e:
             raise SupervisorError(f"{service.title}: could not start {service.command[0]}: {e}") from e
     write_pid(service.pid_file, proc.pid)
+    # Popen returns once exec began; /proc/PID/cmdline is empty until the kernel has set up the new program,
+    # and a check in that window would take the service for gone.
+    deadline = time.monotonic() + EXEC_WAIT_S
+    while proc.poll() is None and not pid_is(proc.pid, service.cmdline_token) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return proc.pid
 
 
@@ -169,6 +176,18 @@ def group_alive(pgid: int) -> bool:
     """True while any process of the process group `pgid` exists (zombies of ours included)."""
     try:
         os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (collected first if it is our own exited child)."""
+    _reap(pid)
+    try:
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -185,8 +204,13 @@ def _reap(pid: int) -> None:
 
 
 def stop(service: Service, poll_s: float = 0.5) -> str:
-    """SIGTERM the service's process group, SIGKILL what is left after `service.grace_s` seconds, remove the
-    pid file. Returns the line to print: "NAME: stopped", "NAME: not running" or "... (stale pid file)"."""
+    """SIGTERM the service's process group; once its leader has exited (or `service.grace_s` seconds have
+    passed) the rest of the group gets up to SETTLE_S seconds more, then SIGKILL; remove the pid file.
+
+    Waiting on the leader is what scripts/platform.sh did: Airflow standalone's leader dies on SIGTERM at once
+    while a component of its group may take the whole grace, so waiting on every member would make each
+    `down` 30 s longer. Returns the line to print: "NAME: stopped", "NAME: not running" or
+    "NAME: not running (stale pid file)"."""
     pid = read_pid(service.pid_file)
     if pid is None and not service.pid_file.exists():
         return f"{service.name}: not running"
@@ -198,11 +222,12 @@ def stop(service: Service, poll_s: float = 0.5) -> str:
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + service.grace_s
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not group_alive(pid):
-            break
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(poll_s)
+    settle = min(deadline, time.monotonic() + SETTLE_S)
+    while time.monotonic() < settle and group_alive(pid):
+        _reap(pid)
+        time.sleep(0.1)
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
