@@ -23,16 +23,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 install: $(VENV)/.installed ## system packages (Debian), the venv from the lock, the flightdeck package
 
 up: install ## start the platform (S3, MLflow, Airflow, Docker engine + registry, load balancer); safe to repeat
-	@bash scripts/platform.sh up
+	@$(ENV) $(PY) -m flightdeck.supervisor up
 
 down: ## stop everything the platform started (data stays in .flightdeck/)
-	@bash scripts/platform.sh down
+	@$(ENV) $(PY) -m flightdeck.supervisor down
 
 status: ## list the platform's services and whether they answer
-	@bash scripts/platform.sh status
+	@$(ENV) $(PY) -m flightdeck.supervisor status
 
 urls: ## print the UI links and credentials
-	@bash scripts/platform.sh urls
+	@$(ENV) $(PY) -m flightdeck.supervisor urls
 
 demo: up ## the main job: platform up -> retrain -> deploy -> a live prediction through the load balancer
 	@$(ENV) $(PY) scripts/demo.py
