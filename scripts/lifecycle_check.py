@@ -25,23 +25,8 @@ PORTS = {
 
 def platform(cmd: str, env: dict[str, str]) -> float:
     start = time.monotonic()
-    subprocess.run(["bash", str(ROOT / "scripts/platform.sh"), cmd], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "flightdeck.supervisor", cmd], env=env, check=True)
     return time.monotonic() - start
-
-
-def processes_of(state: str) -> list[str]:
-    """Processes whose environment names this instance's state folder (ours, whatever their command line)."""
-    found = []
-    for env_file in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if f"FLIGHTDECK_STATE_DIR={state}".encode() in env_file.read_bytes().split(b"\0"):
-                pid = env_file.parent.name
-                if int(pid) != os.getpid():
-                    cmdline = (env_file.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    found.append(f"{pid} {cmdline}")
-        except OSError:
-            continue
-    return found
 
 
 def main() -> int:
@@ -65,6 +50,7 @@ def main() -> int:
     from flightdeck.airflow_client import AirflowClient
     from flightdeck.platform_check import PROBE_EXPERIMENT
     from flightdeck.provisioning import airflow_password
+    from flightdeck.supervisor.embedded import processes_of
 
     print(f"first up: {platform('up', env):.0f} s")
     s = settings.load()

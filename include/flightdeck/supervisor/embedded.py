@@ -43,7 +43,7 @@ LB_MODULE = "flightdeck.deploy.lb_service"
 BASE_IMAGE_DEFAULT = "python:3.11-slim"  # the Dockerfile's FROM, built offline under that name
 MANAGED_LABEL = "flightdeck.managed=true"  # the deploy code's containers
 
-# Timeouts and graces, in seconds (the values scripts/platform.sh used).
+# Timeouts and graces, in seconds (the values of the former scripts/platform.sh).
 S3_START_TIMEOUT_S = 60
 ENGINE_START_TIMEOUT_S = 30
 REGISTRY_START_TIMEOUT_S = 20
@@ -231,6 +231,21 @@ def services(env: Mapping[str, str]) -> dict[str, Service]:
     }
 
 
+def processes_of(state_dir: str | Path) -> dict[int, str]:
+    """Processes (pid -> command line) whose environment has FLIGHTDECK_STATE_DIR=`state_dir`: whatever one
+    platform instance started, by any command line (this process excluded; others' processes unreadable)."""
+    marker = f"FLIGHTDECK_STATE_DIR={state_dir}".encode()
+    found: dict[int, str] = {}
+    for env_file in Path("/proc").glob("[0-9]*/environ"):
+        pid = int(env_file.parent.name)
+        try:
+            if pid != os.getpid() and marker in env_file.read_bytes().split(b"\0"):
+                found[pid] = (env_file.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+    return found
+
+
 def _docker_client():  # docker.DockerClient, or None when no engine answers
     import docker
 
@@ -331,7 +346,8 @@ class EmbeddedPlatform:
         self._start("mlflow")
 
     def engine_up(self) -> None:
-        """Use a Docker engine that answers; else start Debian's dockerd (installed by install-system.sh)."""
+        """Use a Docker engine that answers; else start Debian's dockerd (installed by install-system.sh).
+        Raises SupervisorError when dockerd does not answer within ENGINE_START_TIMEOUT_S."""
         if _docker_client() is not None:
             say("docker engine: using the running engine")
             return
@@ -344,7 +360,9 @@ class EmbeddedPlatform:
             raise SupervisorError(f"dockerd did not start; see {service.log_file}\n{log_tail(service.log_file)}")
 
     def registry_up(self) -> None:
-        """Use a registry that answers on FLIGHTDECK_REGISTRY; else start docker-registry with our config."""
+        """Use a registry that answers on FLIGHTDECK_REGISTRY; else start docker-registry with our config.
+        Raises PortTaken (a SupervisorError) when another program holds the port, SupervisorError when the
+        registry does not answer within REGISTRY_START_TIMEOUT_S."""
         registry = self.env["FLIGHTDECK_REGISTRY"]
         if _registry_answers(registry):
             say(f"registry: answering on {registry}")
@@ -360,7 +378,8 @@ class EmbeddedPlatform:
         say(f"image registry: healthy at {url}")
 
     def base_image_up(self) -> None:
-        """The Dockerfile's base image, built offline by scripts/build-base-image.sh when the engine lacks it."""
+        """The Dockerfile's base image, built offline by scripts/build-base-image.sh when the engine lacks it.
+        Raises SupervisorError when the build fails (its log: $FLIGHTDECK_STATE_DIR/logs/debootstrap.log)."""
         if self._image_present():
             say(f"base image: {self.base_image} present")
             return

@@ -3,7 +3,7 @@
 Generic (no Flightdeck service is named here): `embedded.py` declares the platform's services with it.
 A service starts in a new session (`start_new_session`, as `setsid`), so its pid is its process group id
 and `stop` reaches every process it forked (Airflow standalone forks a dozen). The pid file holds the pid
-only (the format scripts/platform.sh wrote, so a platform started by either stops with either).
+only (the format of the former scripts/platform.sh, so a platform it started still stops).
 """
 
 from __future__ import annotations
@@ -73,10 +73,12 @@ class Service:
 
     @property
     def title(self) -> str:
+        """The name in messages: `label`, else `name`."""
         return self.label or self.name
 
     @property
     def cmdline_token(self) -> str:
+        """What /proc/PID/cmdline must contain for a pid to be this service: `match`, else the program's name."""
         return self.match or Path(self.command[0]).name
 
 
@@ -207,7 +209,7 @@ def stop(service: Service, poll_s: float = 0.5) -> str:
     """SIGTERM the service's process group; once its leader has exited (or `service.grace_s` seconds have
     passed) the rest of the group gets up to SETTLE_S seconds more, then SIGKILL; remove the pid file.
 
-    Waiting on the leader is what scripts/platform.sh did: Airflow standalone's leader dies on SIGTERM at once
+    Waiting on the leader is what the former platform.sh did: Airflow standalone's leader dies on SIGTERM at once
     while a component of its group may take the whole grace, so waiting on every member would make each
     `down` 30 s longer. Returns the line to print: "NAME: stopped", "NAME: not running" or
     "NAME: not running (stale pid file)"."""
