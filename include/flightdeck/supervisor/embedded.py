@@ -298,7 +298,8 @@ class EmbeddedPlatform:
         self.registry_up()
         self.base_image_up()
         self.airflow_up()
-        self.lb("start")
+        if self.lb("start") != 0:
+            raise SupervisorError(f"the load balancer did not start (python -m {LB_MODULE} start, see above)")
         mlflow = self.services["mlflow"]
         url = f"http://127.0.0.1:{self.env['FLIGHTDECK_MLFLOW_PORT']}/health"
         if not wait_until(mlflow.health or (lambda: True), MLFLOW_HEALTH_TIMEOUT_S):
@@ -347,12 +348,15 @@ class EmbeddedPlatform:
 
     def engine_up(self) -> None:
         """Use a Docker engine that answers; else start Debian's dockerd (installed by install-system.sh).
-        Raises SupervisorError when dockerd does not answer within ENGINE_START_TIMEOUT_S."""
+        Raises SupervisorError when dockerd cannot be installed or does not answer within
+        ENGINE_START_TIMEOUT_S."""
         if _docker_client() is not None:
             say("docker engine: using the running engine")
             return
         if shutil.which("dockerd") is None:
-            subprocess.run(["bash", str(ROOT / "scripts" / "install-system.sh")], check=True)
+            install = ROOT / "scripts" / "install-system.sh"
+            if subprocess.run(["bash", str(install)]).returncode != 0:
+                raise SupervisorError(f"no dockerd, and {install} could not install it (see above)")
         say("docker engine: none running; starting dockerd (Debian docker.io) in the background")
         service = self.services["dockerd"]
         start(service, self.env)
