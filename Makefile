@@ -11,13 +11,16 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
+# --compile-bytecode: every task, DVC stage and test process imports pandas, scikit-learn and MLflow;
+# without .pyc files (uv writes none by default, and PYTHONDONTWRITEBYTECODE keeps Python from caching
+# them) each of those processes compiles the same sources again, seconds of CPU each.
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@bash scripts/install-system.sh
 	@command -v uv >/dev/null || python3 -m pip install -q uv
 	@test -x $(PY) || uv venv -q --python 3.11 $(VENV)
 	@echo "installing Python packages from requirements.txt (pinned lock) ..."
-	@uv pip install -q --python $(PY) -r requirements.txt
-	@uv pip install -q --python $(PY) --no-deps -e .
+	@uv pip install -q --compile-bytecode --python $(PY) -r requirements.txt
+	@uv pip install -q --compile-bytecode --python $(PY) --no-deps -e .
 	@touch $@
 
 install: $(VENV)/.installed ## system packages (Debian), the venv from the lock, the flightdeck package
