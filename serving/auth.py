@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from serving.errors import ServingError
 from serving.scoring import ENV_REQUEST_ID, error_payload, json_bytes
 
 log = logging.getLogger("serving.auth")
@@ -43,7 +44,7 @@ RELOAD_SECONDS = 5.0
 _SEPARATORS = re.compile(r"[\s,]+")
 
 
-class AuthConfigError(ValueError):
+class AuthConfigError(ServingError, ValueError):
     """Authentication is asked for but no usable key is configured (the server must not start open)."""
 
 
@@ -75,6 +76,8 @@ class KeySource:
             raise AuthConfigError(f"API key authentication is configured but {where} holds no key")
 
     def keys(self) -> tuple[bytes, ...]:
+        """The keys in force: the file's (re-read when `reload_seconds` have passed and it changed) plus
+        the static ones."""
         if self.path is not None and time.monotonic() - self._checked >= self.reload_seconds:
             self._reload()
         return self._from_file + self._static
@@ -107,6 +110,8 @@ class KeySource:
             self._stamp, self._from_file = stamp, keys
 
     def accepts(self, presented: bytes) -> bool:
+        """True when `presented` equals one of the keys; compared with hmac.compare_digest against every
+        key, so the time taken does not say which one matched."""
         ok = False
         for key in self.keys():  # every key compared: no early exit that times which one matched
             ok |= hmac.compare_digest(key, presented)

@@ -30,13 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from serving.errors import ServingError
 from serving.schema import NUMERIC_TYPES, Batch, Column, RequestError
 
 _UNSEEN = "\x00flightdeck-unseen-category\x00"
 _NULL = object()  # the JSON null candidate; sent to sklearn as the column's null marker
 
 
-class NotCompilable(ValueError):
+class NotCompilable(ServingError, ValueError):
     """The transformer has a part this module does not reproduce; the message says which."""
 
 
@@ -130,6 +131,7 @@ class CompiledTransformer:
             self.null_markers.update(getattr(branch, "markers", {}))
 
     def transform(self, batch: Batch) -> np.ndarray:
+        """The transformer's output for `batch`: float64 array, shape (rows, n_outputs), as sklearn's would be."""
         out = np.empty((batch.n_rows, self.n_outputs), dtype=np.float64)
         for branch in self.branches:
             branch.apply(batch, out)

@@ -170,6 +170,8 @@ class HGBEvaluator:
         return np.cumsum(stacked, axis=1)[:, -1, :]  # baseline, then each iteration, in order
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """Labels (classifier) or values (regressor), shape (rows,), for X of shape (rows, features):
+        the raw scores through the loss's inverse link, as HistGradientBoosting*.predict does."""
         raw = self.raw_predict(X)
         if not self.is_classifier:
             return self.est._loss.link.inverse(raw.ravel())
@@ -177,6 +179,7 @@ class HGBEvaluator:
         return self.est.classes_[encoded]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (rows, classes), through the estimator's own loss (sklearn's _loss)."""
         return self.est._loss.predict_proba(self.raw_predict(X))
 
 

@@ -38,6 +38,8 @@ class LinearEvaluator:
         self.n_features = int(classifier.coef_.shape[1])
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Scores X (rows, features) after the scalers: shape (rows,) for two classes, (rows, classes)
+        otherwise, as LogisticRegression.decision_function returns them."""
         x = X
         for mean, scale in self.steps:
             x = x.copy()
@@ -49,6 +51,7 @@ class LinearEvaluator:
         return scores.reshape(-1) if scores.ndim > 1 and scores.shape[1] == 1 else scores
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """Class labels, shape (rows,): score > 0 (two classes) or the highest score."""
         scores = self.decision_function(X)
         indices = (scores > 0).astype(np.intp) if scores.ndim == 1 else np.argmax(scores, axis=1)
         return self.classes.take(indices, axis=0)

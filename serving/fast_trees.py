@@ -68,6 +68,8 @@ class ForestEvaluator:
         self.values = values
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (rows, classes): the trees' leaf values averaged, every row walked
+        through every tree at once, features cast to float32 as sklearn's trees compare them."""
         with np.errstate(over="ignore"):  # beyond float32's range becomes +-inf, as in sklearn
             x = np.asarray(X, dtype=np.float32).astype(np.float64).ravel()
         n_rows = len(X)
@@ -85,6 +87,7 @@ class ForestEvaluator:
         return proba
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """Class labels, shape (rows,): the most probable class of each row."""
         return self.classes.take(np.argmax(self.predict_proba(X), axis=1), axis=0)
 
 

@@ -55,6 +55,8 @@ def post_worker_init(worker) -> None:  # gunicorn's hook signature
 
 
 def child_exit(server, worker) -> None:  # gunicorn's hook signature
+    """gunicorn hook: drop the dead worker's live gauges from prometheus_client's multiprocess directory
+    (prometheus_client docs, "Multiprocess Mode (E.g. Gunicorn)")."""
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)

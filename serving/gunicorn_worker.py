@@ -40,16 +40,22 @@ def _no_access_log(*args: Any, **kwargs: Any) -> None:
 
 
 class InlineThreadWorker(ThreadWorker):
+    """gthread's worker with the request handler run in the event loop's thread (see the module docstring)."""
+
     _last_notify = 0.0
 
     def init_process(self) -> None:
-        # The app writes its own JSON access log (gunicorn's is off, accesslog = None), but gunicorn
-        # still asks five settings per request whether to write one; ask once per worker instead.
+        """gthread's start-up, with the access-log hook made a no-op when the log is off.
+
+        The app writes its own JSON access log (gunicorn's is off, accesslog = None), but gunicorn still
+        asks five settings per request whether to write one; ask once per worker instead."""
         if not self.log.access_log_enabled:
             self.log.access = _no_access_log
         super().init_process()
 
     def enqueue_req(self, conn: Any) -> None:
+        """Handle `conn` now, in this thread, instead of in a pool; one that has sent nothing yet goes
+        back to the poller, so a silent client never holds the worker's only thread."""
         done: Future = Future()
         try:
             if not conn.initialized and not conn.data_ready and not conn.wait_for_data(0):
@@ -62,13 +68,15 @@ class InlineThreadWorker(ThreadWorker):
         self.finish_request(conn, done)
 
     def handle_request(self, req: Any, conn: Any) -> bool:
+        """gthread's handler; True to keep the connection alive, False after a stalled read.
+
+        After a stalled read (the app answered 408) the rest of the body may still trickle in;
+        gunicorn's keep-alive drain would wait on it byte by byte. Close instead."""
         keepalive = super().handle_request(req, conn)
-        # After a stalled read (the app answered 408) the rest of the body may still trickle in;
-        # gunicorn's keep-alive drain would wait on it byte by byte. Close instead.
         return keepalive and not conn.sock.timed_out
 
     def accept(self, listener: Any) -> None:
-        # gthread's accept, with the client socket made a _ReadTimeoutSocket
+        """gthread's accept, with the client socket made a _ReadTimeoutSocket (SERVING_READ_TIMEOUT seconds)."""
         try:
             sock, addr = listener.accept()
             sock = _ReadTimeoutSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())

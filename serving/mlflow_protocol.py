@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from serving.errors import ServingError
 from serving.schema import Batch, RequestError, Validator, json_type, parse_json, wrong_type
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -79,7 +80,7 @@ class Parsed:
     ignored: list[str]
 
 
-class _Bad(ValueError):
+class _Bad(ServingError, ValueError):
     """A value that cannot become the column's type (the message says why)."""
 
 
@@ -364,6 +365,9 @@ def csv_columns(data: bytes) -> dict[str, list[str | None]]:
 
 
 def parquet_columns(data: bytes) -> dict[str, list[Any]]:
+    """A Parquet body as {column: values}, pandas' index columns (`__index_level_N__`) dropped.
+
+    Raises RequestError 415 when pyarrow is not installed, 400 bad_parquet when the body is not Parquet."""
     try:
         import pyarrow.parquet as pq
     except ImportError:

@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from serving import sklearn_native
+from serving.errors import ServingError
 from serving.frames import pyfunc_frame
 from serving.schema import Batch, Column, RequestError, Validator
 
@@ -49,7 +50,7 @@ LINEAGE_ENV = {
 warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ServingError, RuntimeError):
     """The model directory cannot be served (no signature, unreadable file, failed smoke test)."""
 
 
@@ -73,6 +74,7 @@ class LoadedModel:
     classes: list[Any] | None = None  # the class labels, in the order of predict_proba's columns
 
     def predict(self, batch: Batch) -> list[Any]:
+        """One prediction per row of `batch` (label or value, JSON-ready); a one-column output is flattened."""
         out = self.predict_batch(batch)
         if hasattr(out, "to_numpy"):  # pyfunc may return a DataFrame/Series
             out = out.to_numpy()
@@ -95,6 +97,9 @@ class LoadedModel:
         return np.asarray(self.predict_proba_batch(batch), dtype=np.float64).tolist()
 
     def smoke_test(self) -> list[Any]:
+        """Predict the signature's example batch once at load; the predictions.
+
+        Raises ModelLoadError when the model answers with another number of rows than it was given."""
         preds = self.predict(self.smoke)
         if len(preds) != self.smoke.n_rows:
             raise ModelLoadError(f"smoke prediction returned {len(preds)} rows for {self.smoke.n_rows}")
@@ -234,7 +239,11 @@ def load_model_dir(
     lineage: dict | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
-    """Load a local MLflow model directory (as `download_artifacts("models:/...")` produces)."""
+    """Load a local MLflow model directory (as `download_artifacts("models:/...")` produces), validate
+    batches of at most `max_rows` rows against its signature, and smoke-test it on the signature's example.
+
+    Raises ModelLoadError when there is no MLmodel or no column signature, the format is unknown, the model
+    needs pandas/MLflow the image lacks, or the smoke prediction fails."""
     started = time.perf_counter()
     model_dir = Path(model_dir)
     mlmodel = _read_mlmodel(model_dir)
@@ -297,7 +306,9 @@ def load_model_dir(
 
 
 def fetch_model(model_uri: str, tracking_uri: str | None = None, dst: str | None = None) -> tuple[Path, dict]:
-    """Download `models:/NAME@alias` (or /VERSION, runs:/...) with MLflow's client; return dir + lineage."""
+    """Download `models:/NAME@alias` (or /VERSION, runs:/...) with MLflow's client; return dir + lineage.
+
+    Raises ModelLoadError when the MLflow client is not installed (the lean image)."""
     try:
         import mlflow
         from mlflow import MlflowClient

@@ -31,6 +31,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line; fields passed with `extra={"fields": {...}}` are merged in."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line: ts (ISO-8601 UTC), level, logger, msg, the `fields`, any exception."""
         entry: dict[str, Any] = {
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
@@ -78,6 +79,8 @@ class AccessLog:
         self.logger = logging.getLogger(ACCESS_LOGGER)
 
     def write(self, msg: str, fields: dict[str, Any]) -> None:
+        """One access-log line (`msg` plus `fields`), written straight to the stream when the logger has a
+        single handler (skipping logging's record machinery), else through logging."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
         handler = self._only_handler()
@@ -136,6 +139,7 @@ class Metrics:
         self.rows_child = self.rows.labels(model_version)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request and record its latency (`seconds`, wall clock) by route, method and status."""
         key = (route, method, str(status))
         children = self._children.get(key)
         if children is None:  # label lookups are cached: they cost more than the increment
@@ -148,6 +152,8 @@ class Metrics:
         children[1].observe(seconds)
 
     def render(self) -> bytes:
+        """The Prometheus text exposition (format 0.0.4), summed over gunicorn's workers when
+        PROMETHEUS_MULTIPROC_DIR is set (prometheus_client's multiprocess mode)."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from serving.errors import ServingError
+
 # MLflow ColSpec type -> Python types accepted from JSON. Ints are valid doubles (a safe cast, as in
 # MLflow); bools are not numbers here even though Python says so.
 _ACCEPTED: dict[str, frozenset[type]] = {
@@ -46,7 +48,7 @@ _JSON_TYPE_NAMES = {
 }
 
 
-class RequestError(Exception):
+class RequestError(ServingError):
     """A client error: rendered as a JSON body with `code`, `message` and `details`."""
 
     def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
@@ -80,6 +82,8 @@ class Batch:
 
 
 def json_type(value: object) -> str:
+    """The JSON type name of a parsed value (number, integer, boolean, string, null, array, object; else the
+    Python type's name), for error messages."""
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
@@ -100,8 +104,8 @@ def wrong_type(where: str, row: int, spec: Column, value: Any, detail: str | Non
     )
 
 
-class _NonFiniteConstant(ValueError):
-    pass
+class _NonFiniteConstant(ServingError, ValueError):
+    """A NaN or Infinity literal in a JSON body (JSON has none); parse_json turns it into a RequestError."""
 
 
 def _reject_constant(name: str) -> float:

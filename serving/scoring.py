@@ -57,6 +57,7 @@ _HEADER_NAMES_MAX = 100  # names listed in an X-Ignored-* header; the count head
 
 
 def json_bytes(payload: Any) -> bytes:
+    """`payload` as compact UTF-8 JSON; numpy arrays and scalars serialize natively (orjson OPT_SERIALIZE_NUMPY)."""
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 

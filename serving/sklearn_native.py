@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from serving import fast_columns, fast_hgb, fast_linear, fast_pipeline, fast_trees
+from serving.errors import ServingError
 from serving.schema import Batch, Column, Validator
 
 log = logging.getLogger(__name__)
 
 
-class NeedsPandas(RuntimeError):
+class NeedsPandas(ServingError, RuntimeError):
     """The estimator can only be called on a DataFrame and pandas is not installed."""
 
 

@@ -15,16 +15,23 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from flightdeck.errors import FlightdeckError
+
 log = logging.getLogger(__name__)
 
 FINAL_RUN_STATES = frozenset({"success", "failed"})
 
 
-class AirflowError(RuntimeError):
+class AirflowError(FlightdeckError, RuntimeError):
     """The API answered with an error, or a run did not finish in time."""
 
 
 class AirflowClient:
+    """Airflow 3's REST API (/api/v2) with a JWT from /auth/token; every call retried 5 times with backoff.
+
+    Raises AirflowError at construction when the login is refused, and from every call that answers 4xx/5xx.
+    """
+
     def __init__(self, base_url: str, username: str, password: str, timeout: float = 30) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -47,6 +54,7 @@ class AirflowClient:
         self.session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
 
     def close(self) -> None:
+        """Close the HTTP session (its pooled connections)."""
         self.session.close()
 
     # ---- raw REST --------------------------------------------------------------------------------------
@@ -57,17 +65,23 @@ class AirflowClient:
         return resp.json() if resp.content else None
 
     def get(self, path: str, **params: Any) -> Any:
+        """GET /api/v2`path` with query `params`; the decoded JSON (None for an empty body).
+
+        Raises AirflowError on a 4xx/5xx answer."""
         return self._call("GET", path, params=params or None)
 
     def post(self, path: str, json: Any) -> Any:  # mirrors requests' keyword
+        """POST `json` to /api/v2`path`; the decoded JSON answer. Raises AirflowError on a 4xx/5xx answer."""
         return self._call("POST", path, json=json)
 
     def patch(self, path: str, json: Any) -> Any:
+        """PATCH /api/v2`path` with `json`; the decoded JSON answer. Raises AirflowError on a 4xx/5xx answer."""
         return self._call("PATCH", path, json=json)
 
     # ---- what users do ---------------------------------------------------------------------------------
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
-        """Wait until the dag processor has parsed the DAG (new files take one refresh interval)."""
+        """Wait until the dag processor has parsed the DAG (new files take one refresh interval); the DAG's
+        JSON. Polls every 2 s; raises AirflowError, with the import errors, after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -88,10 +102,13 @@ class AirflowClient:
         return run["dag_run_id"]
 
     def run_state(self, dag_id: str, run_id: str) -> str:
+        """The run's state ("queued", "running", "success", "failed"). Raises AirflowError if it is unknown."""
         return self.get(f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
 
     def wait(self, dag_id: str, run_id: str, timeout: float = 600, poll: float = 2) -> str:
-        """Wait for the run to end, logging each task's state changes; return the final run state."""
+        """Wait for the run to end, logging each task's state changes; return the final run state.
+
+        Polls every `poll` seconds; raises AirflowError, with the task states, after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         seen: dict[str, str | None] = {}
         while True:
@@ -118,7 +135,9 @@ class AirflowClient:
         }
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
-        """The task's log as text (served from S3 remote logging once the local copy is gone)."""
+        """The task's log as text (served from S3 remote logging once the local copy is gone).
+
+        Raises AirflowError when the API answers 4xx/5xx (no such try, task or run)."""
         resp = self.session.get(
             f"{self.base_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
             params={"map_index": map_index, "full_content": True},

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flightdeck.data.schema import DatasetSchema, Task
+from flightdeck.errors import FlightdeckError
 from flightdeck.metric_direction import LOWER_IS_BETTER, is_better
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class GateResult:
 
     @property
     def status(self) -> str:
+        """ "passed" or "failed", as tagged on the model version."""
         return "passed" if self.passed else "failed"
 
 
@@ -129,7 +131,7 @@ def check_thresholds(metrics: dict[str, float], thresholds: dict[str, float]) ->
     )
 
 
-class ChampionUnknown(RuntimeError):
+class ChampionUnknown(FlightdeckError, RuntimeError):
     """A model is live but cannot be compared against (its version is gone from the registry): the
     champion gate refuses rather than promote on thresholds alone."""
 

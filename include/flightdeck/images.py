@@ -23,6 +23,7 @@ from typing import Any
 import docker
 
 from flightdeck import settings as settings_mod
+from flightdeck.errors import FlightdeckError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class BuiltImage:
 
     @property
     def repository(self) -> str:
+        """The tag without its `:tag` part (registry host and repository path)."""
         return self.tag.rsplit(":", 1)[0]
 
     @property
@@ -63,10 +65,12 @@ class BuiltImage:
         return f"{self.repository}@{self.digest}" if self.digest else self.image_id
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields plus `repository` and `pinned`, JSON-ready (the XCom and deployment-record shape)."""
         return {**asdict(self), "repository": self.repository, "pinned": self.pinned}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BuiltImage:
+        """The inverse of to_dict (derived and unknown keys are ignored)."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -89,8 +93,12 @@ def resolve_model(name: str, version_or_alias: str, tracking_uri: str | None = N
     return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id or "", data_version=data_version, alias=alias)
 
 
-class ModelFilesMissing(FileNotFoundError):
+class ModelFilesMissing(FlightdeckError, FileNotFoundError):
     """A registered version whose artifacts hold no MLmodel: no image can serve it (not worth a retry)."""
+
+
+class PushFailed(FlightdeckError, RuntimeError):
+    """The registry refused an image push, or the push stream ended without a manifest digest."""
 
 
 def check_model_dir(model_dir: Path, model: ModelRef | None = None) -> Path:
@@ -188,6 +196,8 @@ def copied_paths(dockerfile: Path, target: str | None = None) -> list[str]:
 
 
 def hash_tree(paths: Sequence[Path], root: Path, extra: Mapping[str, str]) -> str:
+    """SHA-256 (hex) over the build args `extra` and every file under `paths` (its path relative to `root`
+    and its content's SHA-256), in sorted order: equal inputs give an equal hash, so an image is reused."""
     h = hashlib.sha256()
     for key in sorted(extra):
         h.update(f"arg:{key}={extra[key]}\n".encode())
@@ -229,6 +239,8 @@ def assemble_context(
 
 
 def image_labels(model: ModelRef, sha: str, inputs_hash: str, tag: str) -> dict[str, str]:
+    """The image's labels: the OCI annotation keys (opencontainers image-spec, annotations.md) and the
+    model's lineage (name, version, run, data version) under org.flightdeck.*; `sha` is the git commit."""
     return {
         "org.opencontainers.image.title": f"{model.name} serving",
         "org.opencontainers.image.version": f"{model.name}/{model.version}",
@@ -330,7 +342,10 @@ def _build(
 def push_image(
     built: BuiltImage, *, auth_config: Mapping[str, str] | None = None, client: docker.DockerClient | None = None
 ) -> BuiltImage:
-    """Push the tag and record its manifest digest; skip when the registry already has this image."""
+    """Push the tag and record its manifest digest; skip when the registry already has this image.
+
+    Returns `built` with `digest` and `pushed` set. Raises PushFailed when the registry reports an error
+    in the push stream or no digest."""
     client = client or docker.from_env()
     repo, tag = built.tag.rsplit(":", 1)
     image = client.images.get(built.image_id)
@@ -349,10 +364,10 @@ def push_image(
         repo, tag=tag, stream=True, decode=True, auth_config=dict(auth_config) if auth_config else None
     ):
         if "error" in chunk:  # push errors arrive in the stream, they are not raised
-            raise RuntimeError(f"push of {built.tag} failed: {chunk['error']}")
+            raise PushFailed(f"push of {built.tag} failed: {chunk['error']}")
         digest = chunk.get("aux", {}).get("Digest", digest)
     if not digest:
-        raise RuntimeError(f"push of {built.tag} reported no digest")
+        raise PushFailed(f"push of {built.tag} reported no digest")
     log.info("pushed %s -> %s", built.tag, digest)
     built.digest, built.pushed = digest, True
     return built

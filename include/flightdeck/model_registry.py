@@ -26,6 +26,9 @@ def gate_tags(result: GateResult) -> dict[str, str]:
 
 
 def alias_version(name: str, alias: str) -> str | None:
+    """The version `alias` points at, or None when the model or the alias does not exist.
+
+    Raises ServiceUnavailable when MLflow does not answer (5xx, no connection)."""
     from mlflow.exceptions import MlflowException
 
     cl = tracking.client()
@@ -71,6 +74,7 @@ def register(name: str, mlflow_run_id: str, model_uri: str, tags: dict[str, str]
 
 
 def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
+    """Set each of `tags` on `name` v`version`. Raises ServiceUnavailable when MLflow does not answer."""
     cl = tracking.client()
     with tracking.mlflow_call("tag the model version"):
         for key, value in tags.items():
@@ -78,6 +82,8 @@ def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
 
 
 def version_tags(name: str, version: str) -> dict[str, str]:
+    """The tags of `name` v`version`. Raises ServiceUnavailable when MLflow does not answer, MLflow's
+    error when the version does not exist."""
     cl = tracking.client()
     with tracking.mlflow_call("read the model version"):
         return dict(cl.get_model_version(name, version).tags)

@@ -38,6 +38,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from flightdeck.data.schema import ColumnType, DatasetSchema, Task
+from flightdeck.errors import FlightdeckError
 
 # Short names kept from the first releases, per task; anything else is an import path.
 FAMILIES: dict[str, dict[Task, str]] = {
@@ -60,12 +61,14 @@ _DEFAULTS = {"max_iter": 2000}
 MISSING_CATEGORY = "__missing__"
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(FlightdeckError, ValueError):
     """The configured estimator or entrypoint cannot be imported or called; the message says which key."""
 
 
 def estimator_path(train: dict[str, Any], task: Task) -> str:
-    """The import path of the estimator `train` (the rendered train params) asks for."""
+    """The import path of the estimator `train` (the rendered train params) asks for.
+
+    Raises ModelConfigError when `train.family` is unknown or has no estimator for `task`."""
     if train.get("estimator"):
         return str(train["estimator"])
     family = train.get("family")
@@ -87,7 +90,9 @@ def search_space(train: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def import_object(path: str, *, key: str) -> Any:
-    """`package.module.Name` or `package.module:name` -> the object; errors name the params key."""
+    """`package.module.Name` or `package.module:name` -> the object.
+
+    Raises ModelConfigError, naming the params `key`, when the module or the name cannot be imported."""
     module_name, sep, attr = path.partition(":")
     if not sep:
         module_name, _, attr = path.rpartition(".")
@@ -102,7 +107,10 @@ def import_object(path: str, *, key: str) -> Any:
 
 
 def make_estimator(path: str, seed: int, **hyper: Any) -> BaseEstimator:
-    """Instantiate the estimator at `path` with `hyper`, plus our defaults where it takes them."""
+    """Instantiate the estimator at `path` with `hyper`, plus our defaults where it takes them.
+
+    Raises ModelConfigError when `path` cannot be imported or is not an estimator class (fit and predict);
+    the estimator's own TypeError when it rejects a key of `hyper`."""
     cls = import_object(path, key="train.estimator")
     if not (inspect.isclass(cls) and hasattr(cls, "fit") and hasattr(cls, "predict")):
         raise ModelConfigError(f"train.estimator {path!r} is not a scikit-learn-API estimator class")

@@ -23,9 +23,15 @@ from typing import Any, Protocol
 
 import requests
 
+from flightdeck.errors import FlightdeckError
+
 log = logging.getLogger(__name__)
 
 CHANNELS = ("log", "slack", "sns")
+
+
+class NotifyFailed(FlightdeckError, RuntimeError):
+    """A notification channel refused the message (the answer's status and the start of its body)."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,11 @@ class FailureEvent:
 
     @property
     def subject(self) -> str:
+        """One line: `[flightdeck] <dag>.<task> failed` (SNS cuts subjects at 100 characters)."""
         return f"[flightdeck] {self.dag_id}.{self.task_id} failed"
 
     def text(self) -> str:
+        """The message body: what failed on which try in which run, the error (first 1500 characters), the log."""
         task = self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
         tries = f" (try {self.try_number} of {(self.max_tries or 0) + 1})" if self.try_number else ""
         lines = [f"{self.dag_id}.{task} failed{tries} in run {self.run_id}"]
@@ -76,15 +84,22 @@ def event_from_context(context: Mapping[str, Any]) -> FailureEvent:
 
 
 class Sender(Protocol):
+    """One notification channel; `name` is its FLIGHTDECK_NOTIFY word."""
+
     name: str
 
-    def send(self, event: FailureEvent) -> None: ...
+    def send(self, event: FailureEvent) -> None:
+        """Deliver `event`; raise on failure (notify.send logs it and goes on to the next channel)."""
+        ...
 
 
 class LogSender:
+    """The task log itself: one ERROR line starting with NOTIFY (always on)."""
+
     name = "log"
 
     def send(self, event: FailureEvent) -> None:
+        """Log the event's text as one line (newlines become " | ")."""
         log.error("NOTIFY %s", event.text().replace("\n", " | "))
 
 
@@ -100,11 +115,12 @@ class SlackWebhookSender:
         self.timeout = timeout
 
     def send(self, event: FailureEvent) -> None:
+        """POST the event's subject and text; raises NotifyFailed when Slack answers 3xx or above."""
         resp = requests.post(
             self.webhook_url, json={"text": f"*{event.subject}*\n{event.text()}"}, timeout=self.timeout
         )
         if resp.status_code >= 300:
-            raise RuntimeError(f"slack webhook answered {resp.status_code}: {resp.text[:200]}")
+            raise NotifyFailed(f"slack webhook answered {resp.status_code}: {resp.text[:200]}")
 
 
 class SnsSender:
@@ -119,6 +135,9 @@ class SnsSender:
         self.client_factory = client_factory
 
     def send(self, event: FailureEvent) -> None:
+        """SNS Publish to the topic, with dag_id and task_id as message attributes for subscription filters.
+
+        Raises botocore's ClientError when SNS refuses."""
         self.client_factory().publish(
             TopicArn=self.topic_arn,
             Subject=event.subject[:100],
@@ -131,6 +150,9 @@ class SnsSender:
 
 
 def channels(env: Mapping[str, str] | None = None) -> list[str]:
+    """The channels FLIGHTDECK_NOTIFY (comma-separated, default "log") asks for, "log" always first.
+
+    Raises ValueError naming any word that is not one of CHANNELS."""
     env = os.environ if env is None else env
     wanted = [c.strip().lower() for c in env.get("FLIGHTDECK_NOTIFY", "log").split(",") if c.strip()]
     unknown = [c for c in wanted if c not in CHANNELS]

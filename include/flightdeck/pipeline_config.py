@@ -19,13 +19,14 @@ import yaml
 
 from flightdeck import settings as settings_mod
 from flightdeck.data.schema import DatasetSchema, SchemaError, Task
+from flightdeck.errors import FlightdeckError
 
 PARAMS_PATH = settings_mod.REPO_ROOT / "params.yaml"
 DVC_YAML_PATH = settings_mod.REPO_ROOT / "dvc.yaml"
 STAGE_SECTIONS = ("prepare", "train", "evaluate", "gates")
 
 
-class ConfigError(ValueError):
+class ConfigError(FlightdeckError, ValueError):
     """The configuration names something that does not exist or is malformed."""
 
 
@@ -82,10 +83,12 @@ class DatasetConfig:
 
     @property
     def experiment_name(self) -> str:
+        """The MLflow experiment of this dataset's retrains: flightdeck-retrain-<key, "/" as "-">."""
         return "flightdeck-retrain-" + self.key.replace("/", "-")
 
     @property
     def params_hash(self) -> str:
+        """params_hash(self.params): with the data version, what decides whether a retrain is a no-op."""
         return params_hash(self.params)
 
     @property
@@ -94,7 +97,10 @@ class DatasetConfig:
         return self.source.startswith("sklearn:")
 
     def with_schema(self, schema: DatasetSchema) -> DatasetConfig:
-        """This config with `schema` resolved (it becomes part of the rendered params and their hash)."""
+        """This config with `schema` resolved (it becomes part of the rendered params and their hash).
+
+        Raises ConfigError when the schema's target or task differs from the config's, or when `features`
+        names columns the schema lacks."""
         if schema.target != self.target or schema.task is not self.task:
             raise ConfigError(
                 f"datasets.{self.name}: the stored schema is for target {schema.target!r} ({schema.task.value}) "
@@ -114,11 +120,13 @@ class DatasetConfig:
 
 
 def params_hash(params: dict[str, Any]) -> str:
-    """A stable digest of the rendered params (key order does not matter)."""
+    """A stable digest of the rendered params (key order does not matter): MD5 hex of their sorted JSON."""
     return hashlib.md5(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
 def read_params(path: Path | None = None) -> dict[str, Any]:
+    """params.yaml (or `path`) as a dict. Raises ConfigError when its top level is not a mapping, and
+    FileNotFoundError / yaml.YAMLError when it is missing or not YAML."""
     path = path or PARAMS_PATH
     with open(path) as fh:
         data = yaml.safe_load(fh) or {}

@@ -4,7 +4,9 @@
     python -m flightdeck.provisioning airflow-password    the generated admin password
     python -m flightdeck.provisioning wait-airflow        wait until scheduler and dag processor report healthy
 
-Runs outside Airflow (before it exists), so it talks to S3 with boto3 directly.
+Runs outside Airflow (before it exists): S3 is reached through flightdeck.s3 on the aws_default connection
+that `use_local_aws_default()` puts in the environment. The functions raise ProvisioningError; only
+`main()` turns it into a message on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -16,31 +18,35 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-from flightdeck import settings
+from flightdeck import s3, settings
+from flightdeck.errors import FlightdeckError
 
 
-def s3_client():  # boto3 clients are untyped
-    import boto3
-    from botocore.config import Config
+class ProvisioningError(FlightdeckError):
+    """The platform is not (yet) in the state asked for: buckets missing, Airflow not healthy in time."""
 
-    s = settings.load()
-    return boto3.client(
-        "s3",
-        endpoint_url=s.s3_endpoint,
-        region_name=s.aws_region,
-        config=Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=10),
-    )
+
+def s3_client() -> Any:
+    """Transitional: the CLI's record store still calls this; it is flightdeck.s3.client() on aws_default."""
+    use_local_aws_default()
+    return s3.client()
 
 
 def ensure_buckets(check_only: bool = False) -> list[str]:
-    """Create the platform's buckets if missing; return the ones that were created."""
-    client = s3_client()
+    """Create the platform's buckets (settings.Settings.buckets) if missing; return the names created.
+
+    One quick attempt (s3.QUICK_POLL: connect 3 s, read 10 s, no retry), so scripts/platform.sh can poll
+    it while S3 starts. Raises ProvisioningError naming the missing buckets when `check_only`, and
+    botocore's errors (EndpointConnectionError, ClientError) when S3 does not answer.
+    """
+    client = s3.client(config=s3.QUICK_POLL)
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     missing = [b for b in settings.load().buckets if b not in existing]
     if check_only:
         if missing:
-            raise SystemExit(f"missing buckets: {', '.join(missing)}")
+            raise ProvisioningError(f"missing buckets: {', '.join(missing)}")
         return []
     for bucket in missing:
         client.create_bucket(Bucket=bucket)
@@ -65,13 +71,20 @@ def use_local_aws_default() -> None:
 
 
 def airflow_password(airflow_home: Path | None = None) -> str:
+    """The generated admin password of Airflow's simple auth manager, read from
+    `<airflow_home>/simple_auth_manager_passwords.json.generated` (default: the state dir's airflow/).
+
+    Raises FileNotFoundError before Airflow's first start, KeyError when the file has no admin."""
     home = airflow_home or settings.load().state_dir / "airflow"
     data = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
     return data["admin"]
 
 
 def wait_airflow(timeout: float) -> None:
-    """Block until every Airflow component reports healthy (the API answers before the scheduler is ready)."""
+    """Block until every Airflow component reports healthy (the API answers before the scheduler is ready).
+
+    Polls /api/v2/monitor/health every 2 s for up to `timeout` seconds; raises ProvisioningError with
+    the last answer when metadatabase, scheduler and dag processor are not all healthy by then."""
     url = settings.load().airflow_url + "/api/v2/monitor/health"
     deadline = time.monotonic() + timeout
     last: dict = {}
@@ -86,10 +99,11 @@ def wait_airflow(timeout: float) -> None:
         except OSError:
             pass
         time.sleep(2)
-    raise SystemExit(f"airflow components not healthy after {timeout:.0f} s: {last}")
+    raise ProvisioningError(f"airflow components not healthy after {timeout:.0f} s: {last}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring): 0 on success, 1 with the error on stderr."""
     parser = argparse.ArgumentParser(prog="python -m flightdeck.provisioning")
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("buckets")
@@ -98,13 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("wait-airflow")
     w.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args(argv)
-    if args.cmd == "buckets":
-        created = ensure_buckets(check_only=args.check)
-        print("buckets created: " + (", ".join(created) if created else "none (all present)"))
-    elif args.cmd == "airflow-password":
-        print(airflow_password())
-    elif args.cmd == "wait-airflow":
-        wait_airflow(args.timeout)
+    use_local_aws_default()  # started by platform.sh with or without env.sh: aws_default goes to the local S3
+    try:
+        if args.cmd == "buckets":
+            created = ensure_buckets(check_only=args.check)
+            print("buckets created: " + (", ".join(created) if created else "none (all present)"))
+        elif args.cmd == "airflow-password":
+            print(airflow_password())
+        elif args.cmd == "wait-airflow":
+            wait_airflow(args.timeout)
+    except ProvisioningError as exc:
+        print(f"{parser.prog} {args.cmd}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

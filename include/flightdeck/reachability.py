@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import requests
 
+from flightdeck.errors import FlightdeckError
 
-class ServiceUnavailable(RuntimeError):
+
+class ServiceUnavailable(FlightdeckError, RuntimeError):
     """A platform service could not be reached; the message names it and its address."""
 
     def __init__(self, service: str, address: str, detail: str) -> None:

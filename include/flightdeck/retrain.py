@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
-import sys
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flightdeck import pipeline_config, settings
+from flightdeck.errors import FlightdeckError
 
 if TYPE_CHECKING:
     from flightdeck.gates import ChampionRef
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 # DAG file imports this module, and DAG parsing must stay fast and do no work.
 
 log = logging.getLogger(__name__)
+
+
+class DvcReproFailed(FlightdeckError, RuntimeError):
+    """`dvc repro` failed; the message carries DVC's error (the failing stage and its exit code)."""
+
+
+class ModelNotScorable(FlightdeckError, RuntimeError):
+    """The champion or the challenger cannot be scored on the run's holdout (the schema changed)."""
 
 
 def run_config(synced: dict[str, Any]) -> pipeline_config.DatasetConfig:
@@ -139,23 +148,32 @@ def check_data(synced: dict[str, Any], *, aws_conn_id: str | None = "aws_default
 
 
 def run_dvc_repro(root: Any) -> None:
-    """`dvc repro` in the workspace, its output (stage by stage) streamed into this task's log."""
+    """`dvc repro` in the workspace, through DVC's Python API in this process (the stage commands still
+    run as DVC's subprocesses): DVC logs each stage ("Running stage 'prepare':", its command) and the
+    stages' own output goes to this process's stdout, so both land in the task's log. In-process saves
+    the start of a second interpreter that imports DVC again (the executor preloads it).
+
+    Raises DvcReproFailed, naming DVC's error (the failing stage and its exit code), when a stage fails.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
     from flightdeck.data import sync as data_sync
 
-    cmd = [sys.executable, "-m", "dvc", "repro"]
-    log.info("running %s in %s", " ".join(cmd[1:]), root)
-    proc = subprocess.Popen(
-        cmd, cwd=root, env=data_sync.stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if line:
-            log.info("[dvc] %s", line)
-            tail = (tail + [line])[-20:]
-    if proc.wait() != 0:
-        raise RuntimeError(f"dvc repro failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    log.info("running dvc repro in %s", root)
+    saved_path = os.environ.get("PATH", "")
+    # Stage commands call `python`: it must be this interpreter (the venv's), as stage_env() says.
+    os.environ["PATH"] = data_sync.stage_env()["PATH"]
+    try:
+        with Repo(str(root)) as repo:
+            # `dvc repro` with no target means dvc.yaml in the current directory: name the workspace's
+            stages = repo.reproduce(targets=[str(Path(root) / "dvc.yaml")])
+    except DvcException as exc:
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise DvcReproFailed(f"dvc repro failed in {root}: {exc}{cause}") from exc
+    finally:
+        os.environ["PATH"] = saved_path
+    log.info("dvc repro ran %d stage(s): %s", len(stages), ", ".join(s.addressing for s in stages) or "none")
 
 
 def train(
@@ -284,6 +302,9 @@ def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_
     fails the gate with that reason (gates.ChampionUnknown) instead of promoting on thresholds alone.
     When the champion was judged on another holdout (a new one was cut since), the comparison starts
     over: the challenger is gated on the thresholds alone, and the log says so.
+
+    Raises gates.ChampionUnknown as above, ModelNotScorable when either version cannot be scored on the
+    holdout (the schema changed), and ServiceUnavailable when MLflow or S3 does not answer.
     """
     from flightdeck import gates, model_registry, modeling, tracking
     from flightdeck.data import sync as data_sync
@@ -338,7 +359,7 @@ def champion_gate(registered: dict[str, Any], *, aws_conn_id: str | None = "aws_
                 try:
                     scores[label] = modeling.metrics(model, X, y, cfg.task)[metric]
                 except (KeyError, ValueError) as exc:
-                    raise RuntimeError(
+                    raise ModelNotScorable(
                         f"v{v} cannot be scored on this holdout ({exc}); the schema changed? "
                         "train under a new model name or promote by hand"
                     ) from exc

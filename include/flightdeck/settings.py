@@ -144,6 +144,7 @@ class Settings:
 
     @property
     def buckets(self) -> tuple[str, ...]:
+        """Every bucket the platform uses: data, MLflow artifacts, logs, deployment records."""
         return (self.data_bucket, self.mlflow_bucket, self.logs_bucket, self.deploy_bucket)
 
 

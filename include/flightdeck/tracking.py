@@ -43,11 +43,14 @@ SERVING_PACKAGES = ("mlflow-skinny", "scikit-learn", "numpy", "scipy", "pandas",
 
 
 def pip_requirements() -> list[str]:
+    """`name==version` for each of SERVING_PACKAGES, pinned to what is installed here (the training env)."""
     return [f"{name}=={pkg_version('mlflow' if name == 'mlflow-skinny' else name)}" for name in SERVING_PACKAGES]
 
 
 @dataclass(frozen=True)
 class RunContext:
+    """Who trained a run on what: the Airflow DAG and run, the DVC md5s of dataset and holdout, the params hash."""
+
     dag_id: str
     run_id: str
     data_version: str
@@ -55,6 +58,7 @@ class RunContext:
     params_hash: str
 
     def tags(self, cfg: DatasetConfig) -> dict[str, str]:
+        """The MLflow run tags that make a run findable by data and params (find_runs, already_trained)."""
         return {
             TAG_DATASET: cfg.name,
             TAG_DATA_VERSION: self.data_version,
@@ -104,6 +108,8 @@ def _quote(value: str) -> str:
 
 
 def find_runs(cl, cfg: DatasetConfig, tags: dict[str, str], *, only_complete: bool = False) -> list[Any]:
+    """Training runs of `cfg`'s experiment carrying every one of `tags` (newest first, at most 50); with
+    `only_complete`, only runs that went through the gates. `cl`: an MlflowClient (call inside mlflow_call)."""
     exp = cl.get_experiment_by_name(cfg.experiment_name)
     if exp is None:
         return []
@@ -297,6 +303,7 @@ def _delete_with_children(cl, run) -> None:
 
 
 def set_outcome(mlflow_run_id: str, outcome: str) -> None:
+    """Tag the run with how the retrain ended (`outcome`). Raises ServiceUnavailable when MLflow does not answer."""
     cl = client()
     with mlflow_call("tag the run outcome"):
         cl.set_tag(mlflow_run_id, TAG_OUTCOME, outcome)

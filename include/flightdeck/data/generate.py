@@ -26,7 +26,10 @@ def _column_name(raw: str) -> str:
 
 
 def load_source(cfg: DatasetConfig) -> pd.DataFrame:
-    """The full bundled table with clean column names, features then the target column."""
+    """The full bundled table with clean column names, features then the target column: a DataFrame, one
+    row per sample of the scikit-learn dataset (sklearn.datasets.load_*).
+
+    Raises ConfigError when the source is not a bundled `sklearn:load_*` table or lacks a configured feature."""
     module_name, _, func_name = cfg.source.partition(":")
     if module_name != "sklearn" or not func_name.startswith("load_"):
         raise ConfigError(f"source {cfg.source!r} is not a bundled 'sklearn:load_*' table; its batches come from files")

@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from flightdeck.errors import FlightdeckError
+
 # Object store keys and file names ending so are read as Parquet; anything else as CSV.
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TRUE_WORDS = {"true", "1", "yes", "y", "t"}
@@ -29,7 +31,7 @@ FALSE_WORDS = {"false", "0", "no", "n", "f"}
 MAX_EXAMPLES = 3
 
 
-class SchemaError(ValueError):
+class SchemaError(FlightdeckError, ValueError):
     """A schema or a file cannot be used as asked; the message names the column and the fix."""
 
 
@@ -50,10 +52,12 @@ class ColumnType(StrEnum):
 
     @property
     def mlflow_type(self) -> str:
+        """The MLflow ColSpec type name this column is logged with (double, long, boolean, string)."""
         return {"number": "double", "integer": "long", "boolean": "boolean", "categorical": "string"}[self.value]
 
     @property
     def is_numeric(self) -> bool:
+        """True for number and integer columns."""
         return self in (ColumnType.NUMBER, ColumnType.INTEGER)
 
 
@@ -77,6 +81,7 @@ class ColumnSpec:
     categories: tuple[str, ...] | None = None
 
     def to_params(self) -> dict[str, Any]:
+        """The column as it is written in params.yaml: `{type, nullable?, categories?}` (defaults left out)."""
         out: dict[str, Any] = {"type": self.type.value}
         if self.nullable:
             out["nullable"] = True
@@ -109,14 +114,17 @@ class DatasetSchema:
 
     @property
     def features(self) -> list[ColumnSpec]:
+        """Every column but the target, in file order."""
         return [c for c in self.columns if c.name != self.target]
 
     @property
     def feature_names(self) -> list[str]:
+        """The feature columns' names, in file order."""
         return [c.name for c in self.features]
 
     @property
     def names(self) -> list[str]:
+        """Every column's name, the target included, in file order."""
         return [c.name for c in self.columns]
 
     @property
@@ -152,7 +160,10 @@ class DatasetSchema:
 
     @classmethod
     def from_params(cls, block: Mapping[str, Any], *, target: str, task: Task | str, where: str) -> DatasetSchema:
-        """Parse `schema: {columns: {name: {type, nullable, categories}}}`; `where` names the key in errors."""
+        """Parse `schema: {columns: {name: {type, nullable, categories}}}`; `where` names the key in errors.
+
+        Raises SchemaError for a missing or malformed `columns` map, an unknown type, or a target the
+        columns do not hold."""
         columns_raw = (block or {}).get("columns")
         if not isinstance(columns_raw, Mapping) or not columns_raw:
             raise SchemaError(f"{where}.columns must map each column name to {{type: ..., nullable: ...}}")
@@ -241,6 +252,8 @@ def _looks_boolean(series: pd.Series) -> bool:
 
 
 def is_parquet(name: str, payload: bytes = b"") -> bool:
+    """True when `name` ends in .parquet/.pq or `payload` starts with Parquet's magic bytes `PAR1`
+    (Apache Parquet file format spec)."""
     return name.lower().endswith(PARQUET_SUFFIXES) or payload[:4] == b"PAR1"
 
 

@@ -41,6 +41,7 @@ from flightdeck.data.schema import DatasetSchema, SchemaError, Task, read_raw, r
 from flightdeck.data.schema import infer as infer_schema
 from flightdeck.data.store import ObjectStore
 from flightdeck.data.validate import validate_batch
+from flightdeck.errors import FlightdeckError
 from flightdeck.pipeline_config import DVC_YAML_PATH, DatasetConfig
 from flightdeck.reachability import ServiceUnavailable
 
@@ -51,7 +52,12 @@ DATASET_FILE = "data/dataset.csv"
 HOLDOUT_FILE = "data/holdout.csv"
 
 
+class RestoreMismatch(FlightdeckError, RuntimeError):
+    """A file pulled from the DVC remote does not hash to the md5 it was asked for."""
+
+
 def md5_file(path: Path) -> str:
+    """The file's MD5 as 32 hex digits, read in 1 MiB blocks: the hash DVC names its outputs by."""
     digest = hashlib.md5()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -60,6 +66,8 @@ def md5_file(path: Path) -> str:
 
 
 def prefixes(name: str) -> dict[str, str]:
+    """Where dataset `name` lives in the data bucket: landing, processed and quarantine prefixes, the
+    manifest and schema keys, and the prefix of the per-version manifests."""
     return {
         "landing": f"landing/{name}/",
         "processed": f"processed/{name}/",
@@ -71,6 +79,7 @@ def prefixes(name: str) -> dict[str, str]:
 
 
 def remote_url(bucket: str | None = None) -> str:
+    """The DVC remote: `s3://<bucket>/dvcstore` (default: the data bucket)."""
     return f"s3://{bucket or settings_mod.load().data_bucket}/dvcstore"
 
 
@@ -157,6 +166,8 @@ def restore(
 
     Works from the hash alone (e.g. a model version's `data_version` tag): a `--no-scm` DVC repo is
     created in `dest`, a .dvc file naming the hash is written and `dvc pull` fetches the content.
+    Returns the restored file's path. Raises RestoreMismatch when the pulled file's md5 differs, and
+    ServiceUnavailable when the remote cannot be reached.
     """
     from dvc.repo import Repo
 
@@ -170,7 +181,7 @@ def restore(
     restored = dest / filename
     actual = md5_file(restored)
     if actual != data_version:
-        raise RuntimeError(f"restored {restored} has md5 {actual}, expected {data_version}")
+        raise RestoreMismatch(f"restored {restored} has md5 {actual}, expected {data_version}")
     return restored
 
 
@@ -197,6 +208,8 @@ class Manifest:
 
     @classmethod
     def read(cls, store: ObjectStore, name: str) -> Manifest | None:
+        """The dataset's current manifest, or None before its first commit. Raises ServiceUnavailable when
+        S3 cannot be read."""
         key = prefixes(name)["manifest"]
         if not store.exists(key):
             return None
@@ -210,9 +223,11 @@ class Manifest:
 
     @property
     def merged_hashes(self) -> dict[str, BatchRecord]:
+        """Merged batches by content SHA-256 (batches from before content hashing are left out)."""
         return {b["sha256"]: b for b in self.batches if b["sha256"]}
 
     def write(self, store: ObjectStore) -> None:
+        """Write the manifest, and a copy under versions/<data_version>.json. Raises ServiceUnavailable."""
         body = json.dumps(asdict(self), indent=2, sort_keys=True).encode()
         store.write(prefixes(self.dataset)["manifest"], body)
         if self.data_version:
@@ -229,10 +244,12 @@ class Workspace:
 
     @property
     def dataset_path(self) -> Path:
+        """The workspace's DVC-tracked dataset CSV (data/dataset.csv)."""
         return self.root / DATASET_FILE
 
     @property
     def holdout_path(self) -> Path:
+        """The workspace's DVC-tracked holdout CSV (data/holdout.csv)."""
         return self.root / HOLDOUT_FILE
 
     def ensure(self) -> None:
@@ -263,6 +280,8 @@ class Workspace:
         _write_if_changed(self.root / "params.yaml", yaml.safe_dump(self.cfg.params, sort_keys=True))
 
     def checkout_file(self, target: str, md5: str, size: int | None) -> None:
+        """Make `target` (relative to the workspace) the file with DVC md5 `md5` (`size` in bytes), pulling
+        it from the remote unless it is already there. Raises ServiceUnavailable when the pull fails."""
         path = self.root / target
         dvc_file = self.root / f"{target}.dvc"
         if path.exists() and md5_file(path) == md5:

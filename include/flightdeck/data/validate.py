@@ -44,6 +44,7 @@ class BatchCheck:
 
     @property
     def reason(self) -> str:
+        """Every failed check's message, joined with "; " ("" when the batch passed)."""
         return "; ".join(self.reasons)
 
 

@@ -16,6 +16,7 @@ from flightdeck.data.schema import DatasetSchema, Task
 
 
 def read_params(root: Path | None = None) -> dict[str, Any]:
+    """The workspace's params.yaml (`root`, default cwd), as rendered by the sync step."""
     with open((root or Path.cwd()) / "params.yaml") as fh:
         return yaml.safe_load(fh)
 

@@ -19,6 +19,8 @@ log = logging.getLogger("flightdeck.stages.evaluate")
 
 
 def run(root: Path | None = None) -> dict[str, float]:
+    """Score model/model.joblib on prepared/holdout.parquet with the task's metrics (modeling.metrics),
+    write them and `holdout_rows` to metrics.json, and return them. `root`: the workspace (default cwd)."""
     root = root or Path.cwd()
     params = read_params(root)
     schema = dataset_schema(params)

@@ -13,6 +13,9 @@ log = logging.getLogger("flightdeck.stages.prepare")
 
 
 def run(root: Path | None = None) -> dict[str, object]:
+    """Type data/dataset.csv and data/holdout.csv by the schema, drop duplicate training rows (unless
+    `prepare.drop_duplicates: false`), write prepared/{train,holdout}.parquet and prepared/schema.json
+    (the schema plus row counts), and return that summary. Raises SchemaError when a file breaks the schema."""
     root = root or Path.cwd()
     params = read_params(root)
     prepare = params.get("prepare") or {}

@@ -24,6 +24,10 @@ def code_path(train_params: dict) -> Path | None:
 
 
 def run(root: Path | None = None) -> dict[str, object]:
+    """Fit on prepared/train.parquet: the user's entrypoint, or a cross-validated search over the
+    estimator's grid (modeling.search); write model/model.joblib and model/search.json (candidates with
+    mean and std CV scores, best params) and return that summary. Raises ModelConfigError when the
+    estimator or entrypoint cannot be imported or called."""
     root = root or Path.cwd()
     params = read_params(root)
     train_params = params["train"]
