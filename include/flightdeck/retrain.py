@@ -8,12 +8,12 @@ workspace from S3 when needed, so any worker can run any step and a retried step
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flightdeck import pipeline_config, settings
@@ -165,9 +165,9 @@ def run_dvc_repro(root: Any) -> None:
     # Stage commands call `python`: it must be this interpreter (the venv's), as stage_env() says.
     os.environ["PATH"] = data_sync.stage_env()["PATH"]
     try:
-        with Repo(str(root)) as repo:
-            # `dvc repro` with no target means dvc.yaml in the current directory: name the workspace's
-            stages = repo.reproduce(targets=[str(Path(root) / "dvc.yaml")])
+        # as the CLI does it, from the workspace: stages are named as in dvc.yaml ('prepare'), not by path
+        with contextlib.chdir(root), Repo(".") as repo:
+            stages = repo.reproduce()
     except DvcException as exc:
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise DvcReproFailed(f"dvc repro failed in {root}: {exc}{cause}") from exc
