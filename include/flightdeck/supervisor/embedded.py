@@ -105,7 +105,12 @@ def airflow_env(env: Mapping[str, str]) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor that imports the tasks' heavy modules once, before it forks its workers
+        "AIRFLOW__CORE__EXECUTOR": "flightdeck.preloading_executor.PreloadingLocalExecutor",
+        # A finished task's successor waits for the scheduler's next loop; an idle loop sleeps this long
+        # (default 1 s), once or twice per task hand-off.
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": env.get("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME")
+        or "0.25",
         # 2 cores: the default parallelism of 32 forks 32 workers.
         "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM") or "4",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
