@@ -28,6 +28,10 @@ PRELOAD_MODULES: tuple[str, ...] = (
     "sklearn.metrics",
     "sklearn.model_selection",
     "sklearn.pipeline",
+    "sklearn.linear_model",
+    "sklearn.ensemble",
+    "sklearn.datasets",
+    "skops.io",
     "pandas",
     "pyarrow.parquet",
     "mlflow",
@@ -43,6 +47,9 @@ PRELOAD_MODULES: tuple[str, ...] = (
     "flightdeck.modeling",
     "flightdeck.data.sync",
     "flightdeck.data.store",
+    "docker",
+    "flightdeck.images",
+    "flightdeck.deploy.steps",
 )
 
 
