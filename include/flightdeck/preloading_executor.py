@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+import warnings
 
 from airflow.executors.local_executor import LocalExecutor
 
@@ -59,7 +60,11 @@ def preload(modules: tuple[str, ...] = PRELOAD_MODULES) -> dict[str, float]:
     for name in modules:
         start = time.perf_counter()
         try:
-            importlib.import_module(name)
+            # skops.io looks scipy's ufuncs up in every loaded module at import: in a process that holds
+            # Airflow, that getattr()s each of Airflow's deprecation shims, a warning apiece (~1,000 lines).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importlib.import_module(name)
         except Exception as exc:  # a task that needs it will raise the real error itself
             log.warning("preload: could not import %s (%s: %s)", name, type(exc).__name__, exc)
             continue
