@@ -247,3 +247,18 @@ def test_a_port_variable_that_is_not_a_number_is_named():
 def test_status_rows_line_up_as_before():
     assert embedded._row("s3", True, "http://127.0.0.1:8333") == "  s3               up    http://127.0.0.1:8333"
     assert embedded._row("base image", False) == "  base image       DOWN"
+
+
+def test_an_exited_leader_left_a_zombie_is_not_running(tmp_path):
+    # the leader of a stopped service is re-parented to PID 1, which may reap it late: stop and status must
+    # not wait on (or report) a zombie; here the unreaped zombie is our own child
+    service = _sleeper(tmp_path, name="quick", code="import time; time.sleep(0.2)  # time.sleep(60)")
+    pid = start(service)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":
+        time.sleep(0.05)
+    assert Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z", "exited, not yet reaped"
+    assert not group_alive(pid) and running_pid(service) is None
+    t0 = time.monotonic()
+    assert stop(service) == "quick: not running (stale pid file)"
+    assert time.monotonic() - t0 < 1

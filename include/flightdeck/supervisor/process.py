@@ -174,27 +174,37 @@ def start(service: Service, environ: Mapping[str, str] | None = None) -> int:
     return proc.pid
 
 
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, process group) of `pid` from /proc/PID/stat, or None if there is no such process."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+    return fields[0], int(fields[2])
+
+
 def group_alive(pgid: int) -> bool:
-    """True while any process of the process group `pgid` exists (zombies of ours included)."""
+    """True while a process of the process group `pgid` runs. Zombies do not count: an exited service
+    re-parented to a PID 1 that reaps late (as on this machine) would otherwise look alive until then."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        stat = _stat(int(stat_file.parent.name))
+        if stat is not None and stat[1] == pgid and stat[0] != "Z":
+            return True
+    return False
 
 
 def _alive(pid: int) -> bool:
-    """True while `pid` runs (collected first if it is our own exited child)."""
+    """True while `pid` runs: not gone and not a zombie (collected first if it is our own exited child)."""
     _reap(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def _reap(pid: int) -> None:
