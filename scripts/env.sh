@@ -1,4 +1,4 @@
-# The embedded platform's environment (sourced by the platform scripts, the Makefile's test target and .ci/run).
+# The embedded platform's environment (sourced by the Makefile's targets, `make up` included, and .ci/run).
 # Every value can be overridden from the caller's environment or from a .env file at the repo root
 # (.env.example lists them). The defaults live in one place, include/flightdeck/settings.py (`environment()`),
 # which prints them here; the `flightdeck` CLI applies the same defaults itself, so it needs no env.sh.

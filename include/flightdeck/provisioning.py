@@ -1,4 +1,5 @@
-"""Provisioning helpers for the embedded platform, called by scripts/platform.sh.
+"""Provisioning helpers for the embedded platform: flightdeck.supervisor calls them in its own process;
+the command line serves docker-compose and shells.
 
     python -m flightdeck.provisioning buckets [--check]   create (or check) the platform's S3 buckets
     python -m flightdeck.provisioning airflow-password    the generated admin password
@@ -37,7 +38,7 @@ def s3_client() -> Any:
 def ensure_buckets(check_only: bool = False) -> list[str]:
     """Create the platform's buckets (settings.Settings.buckets) if missing; return the names created.
 
-    One quick attempt (s3.QUICK_POLL: connect 3 s, read 10 s, no retry), so scripts/platform.sh can poll
+    One quick attempt (s3.QUICK_POLL: connect 3 s, read 10 s, no retry), so flightdeck.supervisor can poll
     it while S3 starts. Raises ProvisioningError naming the missing buckets when `check_only`, and
     botocore's errors (EndpointConnectionError, ClientError) when S3 does not answer.
     """
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("wait-airflow")
     w.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args(argv)
-    use_local_aws_default()  # started by platform.sh with or without env.sh: aws_default goes to the local S3
+    use_local_aws_default()  # run with or without env.sh (compose, a shell): aws_default goes to the local S3
     try:
         if args.cmd == "buckets":
             created = ensure_buckets(check_only=args.check)
