@@ -473,7 +473,7 @@ class EmbeddedPlatform:
 
         try:
             ensure_buckets(check_only=True)
-        except (Exception, SystemExit):  # missing buckets (SystemExit until provisioning raises errors) or no S3
+        except Exception:  # ProvisioningError (missing buckets) or botocore's (S3 not answering)
             return False
         return True
 
