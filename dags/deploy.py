@@ -15,8 +15,10 @@ exactly that run's image digest. One deploy at a time (max_active_runs=1): a sec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -25,22 +27,24 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from flightdeck_deploy_operators import EcsServiceDeployOperator  # plugins/
 from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
+from flightdeck.deploy.controller import STRATEGIES
 from flightdeck.deploy.ecs_rollout import WATCH_ERROR_XCOM_KEY
-from flightdeck.deploy.steps import MAX_SHIFT_STEPS, Deploy, StepNotInPlan
+from flightdeck.deploy.params import DEFAULTS, MAX_SHIFT_STEPS
+from flightdeck.deploy.steps import Deploy, StepNotInPlan
+from flightdeck.deploy.targets import TARGETS
 from flightdeck.images import ModelFilesMissing
 
 # Steps that judge the new revision must hand over to rollback at once, not retry; the others are
 # idempotent (pinned by the run's record) and retry.
-FAIL_FAST = {
-    "wait_healthy": "Fail fast: a revision that is not healthy in time hands over to `rollback` at once.",
-    "bake": "Fail fast: bad health or 5xx rate at full traffic hands over to `rollback` at once.",
-    "shift": "Fail fast: a canary step that sees bad health or 5xx hands over to `rollback` at once.",
-}
+UNHEALTHY_FAST = "Fail fast: a revision that is not healthy in time hands over to `rollback` at once."
+BAKE_FAST = "Fail fast: bad health or 5xx rate at full traffic hands over to `rollback` at once."
+SHIFT_FAST = "Fail fast: a canary step that sees bad health or 5xx hands over to `rollback` at once."
 
 
-def _run(step: str, params: dict, run_id: str, *args: int) -> dict:
+def _run(step: Callable[..., Any], params: dict, run_id: str, *args: int) -> Any:
+    """Call one step of the run (`Deploy.resolve`, `Deploy.shift` with its index, ...)."""
     try:
-        return getattr(Deploy(run_id, params), step)(*args)
+        return step(Deploy(run_id, params), *args)
     except StepNotInPlan as e:
         raise AirflowSkipException(str(e)) from None
     except ModelFilesMissing as e:  # a retry downloads the same nothing: hand over to rollback at once
@@ -62,42 +66,57 @@ def _run(step: str, params: dict, run_id: str, *args: int) -> dict:
     },
     params={
         "model": Param(
-            "champion",
+            DEFAULTS.model,
             type="string",
             title="Model version or alias",
             description="A version number, an alias (champion, challenger, previous) or 'none' with an image below",
         ),
-        "model_name": Param("", type="string", title="Registered model (empty: the platform default)"),
-        "target": Param("local", enum=["local", "ecs"], title="Target"),
-        "strategy": Param("blue_green", enum=["blue_green", "canary", "rolling"], title="Strategy"),
-        "canary_percent": Param(10, type="integer", minimum=1, maximum=100, title="Canary: first step %"),
-        "canary_steps": Param(3, type="integer", minimum=1, maximum=MAX_SHIFT_STEPS, title="Canary: steps to 100%"),
-        "step_seconds": Param(10, type="integer", minimum=0, title="Watch time per canary step (s)"),
-        "bake_seconds": Param(20, type="integer", minimum=0, title="Bake time at 100% (s)"),
-        "replicas": Param(1, type="integer", minimum=1, maximum=4, title="Replicas"),
-        "healthy_timeout_seconds": Param(90, type="integer", minimum=5, title="Wait-healthy timeout (s)"),
-        "max_5xx_rate": Param(0.05, type="number", minimum=0, maximum=1, title="Max 5xx rate"),
-        "min_requests": Param(20, type="integer", minimum=1, title="Min responses to judge the 5xx rate"),
-        "unhealthy_polls": Param(2, type="integer", minimum=1, title="Consecutive unhealthy polls to fail"),
-        "require_approval": Param(False, type="boolean", title="Hold the canary for approval"),
-        "image": Param("", type="string", title="Advanced: deploy this image instead of building"),
-        "env": Param({}, type="object", title="Advanced: extra container environment"),
+        "model_name": Param(DEFAULTS.model_name, type="string", title="Registered model (empty: the platform default)"),
+        "target": Param(DEFAULTS.target, enum=list(TARGETS), title="Target"),
+        "strategy": Param(DEFAULTS.strategy, enum=sorted(STRATEGIES), title="Strategy"),
+        "canary_percent": Param(
+            DEFAULTS.canary_percent, type="integer", minimum=1, maximum=100, title="Canary: first step %"
+        ),
+        "canary_steps": Param(
+            DEFAULTS.canary_steps, type="integer", minimum=1, maximum=MAX_SHIFT_STEPS, title="Canary: steps to 100%"
+        ),
+        "step_seconds": Param(DEFAULTS.step_seconds, type="integer", minimum=0, title="Watch time per canary step (s)"),
+        "bake_seconds": Param(DEFAULTS.bake_seconds, type="integer", minimum=0, title="Bake time at 100% (s)"),
+        "replicas": Param(DEFAULTS.replicas, type="integer", minimum=1, maximum=4, title="Replicas"),
+        "healthy_timeout_seconds": Param(
+            DEFAULTS.healthy_timeout_seconds, type="integer", minimum=5, title="Wait-healthy timeout (s)"
+        ),
+        "max_5xx_rate": Param(DEFAULTS.max_5xx_rate, type="number", minimum=0, maximum=1, title="Max 5xx rate"),
+        "min_requests": Param(
+            DEFAULTS.min_requests, type="integer", minimum=1, title="Min responses to judge the 5xx rate"
+        ),
+        "unhealthy_polls": Param(
+            DEFAULTS.unhealthy_polls, type="integer", minimum=1, title="Consecutive unhealthy polls to fail"
+        ),
+        "require_approval": Param(DEFAULTS.require_approval, type="boolean", title="Hold the canary for approval"),
+        "image": Param(DEFAULTS.image, type="string", title="Advanced: deploy this image instead of building"),
+        "env": Param(dict(DEFAULTS.env), type="object", title="Advanced: extra container environment"),
     },
 )
 def deploy():
-    def step(name: str, *args: int, trigger_rule: str = "all_success"):
-        doc = FAIL_FAST.get(name.split("_")[0] if name.startswith("shift_") else name)
-        fast = {"retries": 0, "doc_md": doc} if doc else {}
+    def step(task_id: str, fn: Callable[..., Any], *args: int, trigger_rule: str = "all_success", fail_fast: str = ""):
+        """A task that runs `fn` (a Deploy step) for the run; `fail_fast`: no retries, this doc."""
+        fast = {"retries": 0, "doc_md": fail_fast} if fail_fast else {}
 
-        @task(task_id=name, trigger_rule=trigger_rule, **fast)
-        def run(params: dict | None = None, run_id: str | None = None) -> dict:
-            return _run(name.split("_")[0] if name.startswith("shift_") else name, params, run_id, *args)
+        @task(task_id=task_id, trigger_rule=trigger_rule, **fast)
+        def run(params: dict | None = None, run_id: str | None = None) -> Any:
+            return _run(fn, params, run_id, *args)
 
         return run()
 
-    resolve, build, push, register = (step(n) for n in ("resolve", "build", "push", "register"))
-    start_new, wait_healthy = step("start_new"), step("wait_healthy", trigger_rule="none_failed")
-    shifts = [step(f"shift_{i}", i, trigger_rule="none_failed") for i in range(1, MAX_SHIFT_STEPS + 1)]
+    resolve, build = step("resolve", Deploy.resolve), step("build", Deploy.build)
+    push, register = step("push", Deploy.push), step("register", Deploy.register)
+    start_new = step("start_new", Deploy.start_new)
+    wait_healthy = step("wait_healthy", Deploy.wait_healthy, trigger_rule="none_failed", fail_fast=UNHEALTHY_FAST)
+    shifts = [
+        step(f"shift_{i}", Deploy.shift, i, trigger_rule="none_failed", fail_fast=SHIFT_FAST)
+        for i in range(1, MAX_SHIFT_STEPS + 1)
+    ]
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def approval_wanted(params: dict | None = None) -> bool:
@@ -131,8 +150,8 @@ def deploy():
         retries=0,
         doc_md="Fail fast: a rejected or unanswered approval hands over to `rollback`.",
     )
-    bake = step("bake", trigger_rule="none_failed")
-    finalize = step("finalize")
+    bake = step("bake", Deploy.bake, trigger_rule="none_failed", fail_fast=BAKE_FAST)
+    finalize = step("finalize", Deploy.finalize)
 
     @task(task_id="rollback", trigger_rule="one_failed", retry_delay=timedelta(seconds=5))
     def rollback(params: dict | None = None, run_id: str | None = None, ti=None) -> dict:
@@ -165,7 +184,7 @@ def deploy():
         doc_md="Fail fast: prints the deployment record and fails the run unless the deploy succeeded.",
     )
     def outcome(params: dict | None = None, run_id: str | None = None) -> dict:
-        return _run("outcome", params, run_id)
+        return _run(Deploy.outcome, params, run_id)
 
     [finalize, undo] >> outcome()
 

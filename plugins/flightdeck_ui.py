@@ -25,11 +25,12 @@ from flightdeck import lineage
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import health as health_mod
 from flightdeck.deploy import records as rec
+from flightdeck.deploy.targets import backend_for
 
 log = logging.getLogger(__name__)
 
 AWS_CONN_ID = "aws_default"
-HISTORY_LIMIT = 30
+HISTORY_LIMIT = 50  # history events shown per target
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates") / "flightdeck"))
 
 
@@ -49,15 +50,15 @@ def _targets(store: rec.RecordStore) -> list[str]:
     return sorted(found | {"local"}, key=lambda t: (t != "local", t))
 
 
-def _run_links(rows: list[dict[str, Any]], s: settings_mod.Settings, records: list[dict[str, Any]]) -> None:
+def _run_links(rows: list[dict[str, Any]], s: settings_mod.Settings) -> None:
     """MLflow run links for history rows (one get_run per distinct run: the UI needs the experiment)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=s.mlflow_uri)
     experiments: dict[str, str | None] = {}
-    for row, record in zip(rows, records, strict=True):
-        run_id = (record.get("model") or {}).get("run_id") or ""
+    for row in rows:
+        run_id = row["model_run_id"]
         row["mlflow_run_id"] = run_id
         row["mlflow_url"] = ""
         if not run_id:
@@ -83,16 +84,15 @@ def collect(store: rec.RecordStore | None = None) -> dict[str, Any]:
     store = store or _store()
     targets = []
     for target in _targets(store):
-        backend = lineage.default_backend if target == "local" else None
+        backend = backend_for if target == "local" else None
         st = lineage.status(target, store, settings=s, backend_factory=backend)
         if target != "local" and st["deployment"]:  # no live probe for remote targets: the recorded split
             st["traffic"] = {"weights": st["deployment"]["weights"], "health": {}, "error": None, "recorded": True}
-        records = store.list(target)[:HISTORY_LIMIT]
-        rows = [lineage.summarize(r, s.airflow_url) for r in records]
-        _run_links(rows, s, records)
+        rows = lineage.history(store, target, s.airflow_url, HISTORY_LIMIT)  # events, newest first
+        _run_links(rows, s)
         for row in rows:
             row["airflow_url"] = _relative(row["airflow_url"])
-            row["age"] = lineage.age(row["started_at"])
+            row["age"] = lineage.age(row["at"])
             row["digest_short"] = re.sub(r"^sha256:", "", row["digest"])[:12]
         verdict = health_mod.of_status(st)  # the same verdict as `flightdeck status`
         st["verdict"] = verdict.to_dict()
@@ -105,7 +105,7 @@ def collect(store: rec.RecordStore | None = None) -> dict[str, Any]:
                 "health": verdict.state.value,
                 "health_reason": verdict.reason,
                 "history": rows,
-                "rollbacks": sum(1 for r in rows if r["outcome"] == "rolled_back"),
+                "rollbacks": sum(1 for r in rows if r["event"] == rec.EventKind.ROLLED_BACK),
             }
         )
     return {"targets": targets, "mlflow_url": s.mlflow_uri, "generated_at": rec.now_iso()}

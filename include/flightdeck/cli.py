@@ -2,7 +2,7 @@
 
     flightdeck status [--target local] [--json]     live version, traffic, deployment, model, data, image
     flightdeck diff RUN_A RUN_B [--target T] [--json]   model, data, code, params, metrics, image changes
-    flightdeck history [--target local] [--limit N] [--json]
+    flightdeck history [--target local] [--limit N] [--json]   events, newest first (a redeploy and who it replaced)
     flightdeck run DAG_ID [--conf JSON] [--wait] [--timeout S]   trigger a DAG through the REST API (CI/CD)
     flightdeck clear DAG_ID RUN_ID TASK_ID [--downstream] [--wait]   the UI's "Clear" (retry, redeploy, roll back)
     flightdeck logs [--target local] [--no-upload]   save serving container logs (state folder + S3)
@@ -42,6 +42,7 @@ from flightdeck import lineage
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import health as health_mod
 from flightdeck.deploy import records as rec
+from flightdeck.deploy.targets import backend_for
 
 
 class CliError(RuntimeError):
@@ -152,12 +153,13 @@ def render_diff(d: Mapping[str, Any]) -> str:
 
 
 def render_history(rows: Sequence[Mapping[str, Any]]) -> str:
+    """`lineage.history` rows (events, newest first) as one line each: when, what, which run, why."""
     out = []
     for r in rows:
-        rb = f"  rollback: {r['rollback']['reason']}" if r["rollback"] else ""
+        why = f"  by {r['by_run_id'] or r['by']}" if r["by"] else (f"  reason: {r['reason']}" if r["reason"] else "")
         out.append(
-            f"{r['started_at'][:19]}  {r['outcome']:<13} {r['model_name']} v{r['model_version']:<4} "
-            f"{r['strategy']:<10} {r['run_id']}{rb}"
+            f"{r['at'][:19]}  {r['event']:<15} {r['model_name']} v{r['model_version']:<4} "
+            f"{r['strategy']:<10} {r['run_id']}{why}"
         )
     return "\n".join(out) or "no deployments"
 
@@ -216,17 +218,19 @@ def clear_task(
     }
 
 
-def rollback_target(store: rec.RecordStore, target: str, to: str | None) -> dict[str, Any]:
-    """The deployment to go back to: `to`, else the newest succeeded one not serving now."""
+def rollback_target(store: rec.RecordStore, target: str, to: str | None) -> rec.DeploymentRecord:
+    """The deployment to go back to: `to`, else the newest succeeded one not serving now.
+
+    Raises LookupError when there is none."""
     if to:
         return lineage.find_record(store, to, target)
-    flow = lineage.traffic(lineage.default_backend(target))
+    flow = lineage.traffic(backend_for(target))
     live = {r for r, w in flow["weights"].items() if w > 0}
     if not live:
-        current = lineage.current_record(store, target) or {}
-        live = {current.get("revision")}
+        current = lineage.current_record(store, target)
+        live = {current.status.revision} if current else set()
     for r in store.list(target):
-        if r.get("outcome") == "succeeded" and r.get("revision") not in live and r.get("run_id"):
+        if r.outcome is rec.Outcome.SUCCEEDED and r.status.revision not in live and r.run_id:
             return r
     raise LookupError(f"no earlier succeeded deployment on target {target} to roll back to")
 
@@ -303,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_diff.add_argument("run_a")
     p_diff.add_argument("run_b")
     p_diff.add_argument("--target", default=None, choices=TARGETS)
-    p_hist = sub.add_parser("history", help="deployments on a target, newest first")
+    p_hist = sub.add_parser(
+        "history", help="what happened on a target, newest first: started, restarted, live, replaced, rolled back"
+    )
     p_hist.add_argument("--target", default="local", choices=TARGETS)
     p_hist.add_argument("--limit", type=_positive_int, default=20)
     p_run = sub.add_parser("run", help="trigger a DAG through Airflow's REST API (and wait)")
@@ -538,12 +544,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         except LookupError as e:
             print(f"flightdeck: {e}", file=sys.stderr)
             return 1
+        model, image = to.status.model, to.status.image or {}
         print(
-            f"rolling back {args.target} to {to['run_id']} ({(to.get('model') or {}).get('name')} "
-            f"v{(to.get('model') or {}).get('version')}, {(to.get('image') or {}).get('pinned')})",
+            f"rolling back {args.target} to {to.run_id} ({model['name'] if model else None} "
+            f"v{model['version'] if model else None}, {image.get('pinned')})",
             file=sys.stderr,
         )
-        args.cmd, args.dag_id, args.run_id = "clear", to.get("dag_id") or "deploy", to["run_id"]
+        args.cmd, args.dag_id, args.run_id = "clear", to.spec.dag_id, to.run_id
         args.task_id, args.downstream = "start_new", True
     if args.cmd in ("run", "clear"):
         if args.cmd == "run":

@@ -10,7 +10,6 @@ boto3 S3 client, the UI plugin one from S3Hook.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +19,7 @@ import requests
 
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import records as rec
+from flightdeck.deploy.targets import backend_for
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,17 @@ FINISHED = ("succeeded", "rolled_back", "rollback_failed", "failed")
 
 # ---- links ---------------------------------------------------------------------------------------------
 def airflow_run_url(airflow_url: str, dag_id: str, run_id: str) -> str:
+    """The Airflow UI page of one DAG run (ids URL-quoted)."""
     return f"{airflow_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
 def mlflow_run_url(mlflow_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of one run."""
     return f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def mlflow_model_url(mlflow_url: str, name: str, version: str) -> str:
+    """The MLflow UI page of one registered model version (name URL-quoted)."""
     return f"{mlflow_url.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{version}"
 
 
@@ -78,17 +81,6 @@ def traffic(backend: Any) -> dict[str, Any]:
         return {"weights": weights, "health": health, "error": None}
     except Exception as e:  # a down engine/LB is part of the answer, not a crash
         return {"weights": {}, "health": {}, "error": f"{type(e).__name__}: {e}"}
-
-
-def default_backend(target: str) -> Any:
-    """The deploy code's backend for a target (built lazily: the ECS one needs AWS connections)."""
-    if target == "local":
-        from flightdeck.deploy.local import platform_backend
-
-        return platform_backend()
-    from flightdeck.deploy.ecs import EcsBackend
-
-    return EcsBackend.from_settings()
 
 
 def _split_ref(ref: str) -> tuple[str, str, str]:
@@ -186,46 +178,51 @@ def model_lineage(name: str, version: str, tracking_uri: str, mlflow_url: str | 
 
 
 # ---- records --------------------------------------------------------------------------------------------
-def current_record(store: rec.RecordStore, target: str) -> dict[str, Any] | None:
-    """The record of the last finished deploy on the target (what the deploy code says serves)."""
-    try:
-        body = store.s3.get_object(Bucket=store.bucket, Key=f"current/{target}.json")["Body"].read()
-    except store.s3.exceptions.NoSuchKey:
-        return None
-    return json.loads(body)
+def current_record(store: rec.RecordStore, target: str) -> rec.DeploymentRecord | None:
+    """The record of the last finished deploy on the target (what the deploy code says serves), or None."""
+    return store.current(target)
 
 
-def find_record(store: rec.RecordStore, ref: str, target: str | None = None) -> dict[str, Any]:
-    """A record by deployment id or Airflow run id (on `target`, else on any target)."""
+def find_record(store: rec.RecordStore, ref: str, target: str | None = None) -> rec.DeploymentRecord:
+    """A record by deployment id or Airflow run id (on `target`, else on any target).
+
+    Raises LookupError when no record matches."""
     dep_id = rec.deployment_id(ref)
     if target:
         found = store.get(target, dep_id)
         if found:
             return found
     for r in store.list(target):
-        if r.get("deployment_id") == dep_id or r.get("run_id") == ref:
+        if r.deployment_id == dep_id or r.run_id == ref:
             return r
     raise LookupError(f"no deployment record {ref!r}" + (f" on target {target}" if target else ""))
 
 
-def summarize(record: Mapping[str, Any], airflow_url: str) -> dict[str, Any]:
-    """The fields of a record a person looks at first (history rows, status headers)."""
-    rollback = record.get("rollback") or None
+def summarize(record: rec.DeploymentRecord, airflow_url: str) -> dict[str, Any]:
+    """The fields of a record a person looks at first (history rows, status headers), JSON-ready:
+    deployment_id, run_id, dag_id, target, outcome, strategy, revision, started_at, finished_at,
+    model_name, model_version, model_run_id (MLflow), image (pinned ref), digest, weights {revision: percent}, rollback
+    ({reason, failed_step, restored} or None), airflow_url."""
+    st, spec = record.status, record.spec
+    model = st.model
+    image = st.image or {}
+    rollback = st.rollback
     return {
-        "deployment_id": record.get("deployment_id", ""),
-        "run_id": record.get("run_id", ""),
-        "dag_id": record.get("dag_id", "deploy"),
-        "target": record.get("target", ""),
-        "outcome": record.get("outcome", ""),
-        "strategy": record.get("strategy") or (record.get("params") or {}).get("strategy", ""),
-        "revision": record.get("revision", ""),
-        "started_at": record.get("started_at", ""),
-        "finished_at": record.get("finished_at") or "",
-        "model_name": (record.get("model") or {}).get("name", ""),
-        "model_version": str((record.get("model") or {}).get("version", "")),
-        "image": (record.get("image") or {}).get("pinned", ""),
-        "digest": (record.get("image") or {}).get("digest", ""),
-        "weights": record.get("weights") or {},
+        "deployment_id": spec.deployment_id,
+        "run_id": spec.run_id,
+        "dag_id": spec.dag_id,
+        "target": spec.target,
+        "outcome": st.outcome.value,
+        "strategy": spec.strategy,
+        "revision": st.revision,
+        "started_at": st.started_at,
+        "finished_at": st.finished_at or "",
+        "model_name": model["name"] if model else "",
+        "model_version": model["version"] if model else "",
+        "model_run_id": model["run_id"] if model else "",
+        "image": image.get("pinned", ""),
+        "digest": image.get("digest", ""),
+        "weights": dict(st.weights),
         "rollback": (
             {
                 "reason": rollback.get("reason", ""),
@@ -235,25 +232,43 @@ def summarize(record: Mapping[str, Any], airflow_url: str) -> dict[str, Any]:
             if rollback
             else None
         ),
-        "airflow_url": (
-            airflow_run_url(airflow_url, record.get("dag_id", "deploy"), record["run_id"])
-            if record.get("run_id")
-            else ""
-        ),
+        "airflow_url": airflow_run_url(airflow_url, spec.dag_id, spec.run_id) if spec.run_id else "",
     }
 
 
 def history(store: rec.RecordStore, target: str, airflow_url: str, limit: int = 50) -> list[dict[str, Any]]:
-    return [summarize(r, airflow_url) for r in store.list(target)[:limit]]
+    """The target's history as an event log, newest first, at most `limit` events.
+
+    One row per event (started, restarted, live, rolled_back, rollback_failed, failed, replaced): the
+    summary of its run (see `summarize`) plus at (ISO-8601 UTC), event, reason (rolled_back/failed: why)
+    and by / by_run_id (replaced: the deployment that went live instead). A run started again later
+    shows its `restarted` and `live` at their new times; the run it displaced shows `replaced` then."""
+    records = store.list(target)
+    rows = []
+    summaries: dict[str, dict[str, Any]] = {}
+    for event, record in rec.events(records)[:limit]:
+        if record.deployment_id not in summaries:
+            summaries[record.deployment_id] = summarize(record, airflow_url)
+        rows.append(
+            {
+                **summaries[record.deployment_id],
+                "at": event.at,
+                "event": event.kind.value,
+                "reason": event.reason,
+                "by": event.by,
+                "by_run_id": event.by_run_id,
+            }
+        )
+    return rows
 
 
 # ---- the two questions ------------------------------------------------------------------------------
-def _serving_record(store: rec.RecordStore, target: str, weights: Mapping[str, int]) -> dict[str, Any] | None:
+def _serving_record(store: rec.RecordStore, target: str, weights: Mapping[str, int]) -> rec.DeploymentRecord | None:
     """The record that started the revision carrying most traffic; else the target's current record."""
     top = max(weights.items(), key=lambda kv: kv[1])[0] if weights and max(weights.values()) > 0 else None
     if top:
         for r in store.list(target):
-            if r.get("revision") == top and r.get("outcome") == "succeeded":
+            if r.status.revision == top and r.outcome is rec.Outcome.SUCCEEDED:
                 return r
     return current_record(store, target)
 
@@ -263,7 +278,7 @@ def status(
     store: rec.RecordStore,
     *,
     settings: settings_mod.Settings | None = None,
-    backend_factory: Callable[[str], Any] | None = default_backend,
+    backend_factory: Callable[[str], Any] | None = backend_for,
 ) -> dict[str, Any]:
     """What is serving on `target` now, and where did it come from."""
     s = settings or settings_mod.load()
@@ -291,19 +306,19 @@ def status(
         "warnings": warnings,
         "notes": notes,
     }
-    if latest and (not record or latest.get("deployment_id") != record.get("deployment_id")):
+    if latest and (not record or latest.deployment_id != record.deployment_id):
         out["latest_attempt"] = summarize(latest, s.airflow_url)
-        if latest.get("outcome") == "in_progress":
-            notes.append(f"deploy {latest.get('run_id')} is in progress")
+        if latest.outcome is rec.Outcome.IN_PROGRESS:
+            notes.append(f"deploy {latest.run_id} is in progress")
     if record is None:
         warnings.append(f"no finished deployment on target {target}")
         return out
-    model = record.get("model") or {}
+    model: Mapping[str, str] = record.status.model or {}
     served = live.get("version") or {}
     name = served.get("model_name") or model.get("name", "")
     version = str(served.get("model_version") or model.get("version", ""))
     out["model"] = model_lineage(name, version, s.mlflow_uri)
-    image = dict(record.get("image") or {})
+    image: dict[str, Any] = dict(record.status.image or {})
     reg = (
         registry_image(image["pinned"])
         if image.get("digest")
@@ -367,12 +382,14 @@ def diff(
     s = settings or settings_mod.load()
     lineage = lineage or (lambda name, version: model_lineage(name, version, s.mlflow_uri))
     ra, rb = find_record(store, ref_a, target), find_record(store, ref_b, target)
-    ma, mb = ra.get("model") or {}, rb.get("model") or {}
+    ma: Mapping[str, str] = ra.status.model or {}
+    mb: Mapping[str, str] = rb.status.model or {}
     la, lb = (
         lineage(ma.get("name", ""), str(ma.get("version", ""))),
         lineage(mb.get("name", ""), str(mb.get("version", ""))),
     )
-    ia, ib = ra.get("image") or {}, rb.get("image") or {}
+    ia: Mapping[str, Any] = ra.status.image or {}
+    ib: Mapping[str, Any] = rb.status.image or {}
     metric_delta = {}
     for k, v in _dict_diff(la["metrics"], lb["metrics"]).items():
         both = isinstance(v["a"], int | float) and isinstance(v["b"], int | float)
@@ -398,8 +415,8 @@ def diff(
             {"digest": ia.get("digest", ""), "tag": ia.get("tag", "")},
             {"digest": ib.get("digest", ""), "tag": ib.get("tag", "")},
         ),
-        "deploy_params": _dict_diff(ra.get("params") or {}, rb.get("params") or {}),
-        "outcome": _dict_diff({"outcome": ra.get("outcome")}, {"outcome": rb.get("outcome")}),
+        "deploy_params": _dict_diff(ra.spec.params.to_dict(), rb.spec.params.to_dict()),
+        "outcome": _dict_diff({"outcome": ra.outcome.value}, {"outcome": rb.outcome.value}),
     }
     return {
         "a": summarize(ra, s.airflow_url),

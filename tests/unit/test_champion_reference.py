@@ -62,14 +62,19 @@ def test_the_gate_message_names_where_the_champion_came_from():
 
 
 def test_records_say_what_serves_after_a_success_and_after_a_rollback():
-    ok = {"outcome": "succeeded", "run_id": "r2", "model": {"name": "m", "version": "2"}}
+    """Schema-1 documents (what older buckets hold), read through the upgrade to typed records."""
+    ok = rec.DeploymentRecord.from_json(
+        {"target": "local", "outcome": "succeeded", "run_id": "r2", "model": {"name": "m", "version": "2"}}
+    )
     assert rec.served_models(ok) == [{"name": "m", "version": "2", "run_id": "r2"}]
     back = {
+        "target": "local",
         "outcome": "rolled_back",
         "run_id": "r3",
         "model": {"name": "m", "version": "3"},
         "rollback": {"restored": {"v2-rev": 100, "v3-rev": 0}},
         "previous": {"specs": {"v2-rev": {"model_name": "m", "model_version": "2", "run_id": "r2"}}},
     }
-    assert rec.served_models(back) == [{"name": "m", "version": "2", "run_id": "r2"}]
-    assert rec.served_models({"outcome": "in_progress", "model": {"name": "m", "version": "4"}}) == []
+    assert rec.served_models(rec.DeploymentRecord.from_json(back)) == [{"name": "m", "version": "2", "run_id": "r2"}]
+    running = {"target": "local", "run_id": "r4", "outcome": "in_progress", "model": {"name": "m", "version": "4"}}
+    assert rec.served_models(rec.DeploymentRecord.from_json(running)) == []

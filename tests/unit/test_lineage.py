@@ -16,6 +16,7 @@ from moto import mock_aws
 from flightdeck import cli, lineage
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import records as rec
+from flightdeck.deploy.params import DeployParams
 
 BUCKET = "deployments"
 LB_PORT = 8601  # ops' private range
@@ -60,45 +61,44 @@ def mlflow_models(tmp_path_factory) -> tuple[str, dict[str, dict]]:
 
 def _record(
     store: rec.RecordStore, run_id: str, version: str, models: dict, outcome: str, digest: str, started: str
-) -> dict:
+) -> rec.DeploymentRecord:
+    """A finished deploy as the steps leave it: spec, status, and the events `started` then live/rolled back
+    (4 s later)."""
     dep = rec.deployment_id(run_id)
-    r = store.update(
+    store.create(rec.DeploymentSpec(dep, "local", run_id, params=DeployParams(strategy="blue_green", bake_seconds=20)))
+    finished = started.replace(":01Z", ":05Z")
+    rolled_back = outcome == "rolled_back"
+    reason = "wait_healthy: 0/1 up" if rolled_back else ""
+    return store.update(
         "local",
         dep,
         step="resolve",
         detail={"status": "ok"},
-        dag_id="deploy",
-        run_id=run_id,
-        strategy="blue_green",
-        params={"strategy": "blue_green", "bake_seconds": 20},
-        model={
-            "name": "bc-model",
-            "version": version,
-            "alias": "champion",
-            "run_id": models[version]["run_id"],
-            "data_version": models[version]["data_version"],
-        },
-        image={
-            "tag": f"reg:5050/bc-model:v{version}-abc",
-            "digest": digest,
-            "pinned": f"reg:5050/bc-model@{digest}",
-            "labels": {"org.opencontainers.image.revision": f"sha{version}"},
-        },
+        model=rec.ModelInfo(
+            name="bc-model",
+            version=version,
+            alias="champion",
+            run_id=models[version]["run_id"],
+            data_version=models[version]["data_version"],
+        ),
+        image=rec.ImageInfo(
+            tag=f"reg:5050/bc-model:v{version}-abc",
+            digest=digest,
+            pinned=f"reg:5050/bc-model@{digest}",
+            labels={"org.opencontainers.image.revision": f"sha{version}"},
+        ),
         revision=f"v{version}-rev",
-    )
-    r["started_at"] = started
-    r = store.update(
-        "local",
-        dep,
-        outcome=outcome,
+        outcome=rec.Outcome(outcome),
         started_at=started,
+        finished_at=finished,
+        events=[rec.Event(rec.EventKind.STARTED, started)],
+        event=rec.Event(rec.EventKind.ROLLED_BACK if rolled_back else rec.EventKind.LIVE, finished, reason=reason),
         rollback=(
-            {"reason": "wait_healthy: 0/1 up", "failed_step": "wait_healthy", "restored": {"v1-rev": 100}}
-            if outcome == "rolled_back"
+            rec.RollbackInfo(reason=reason, failed_step="wait_healthy", at=finished, restored={"v1-rev": 100})
+            if rolled_back
             else None
         ),
     )
-    return r
 
 
 def _settings(mlflow_uri: str, lb_url: str = "http://127.0.0.1:9") -> settings_mod.Settings:
@@ -115,11 +115,17 @@ def test_records_are_found_by_run_id_or_deployment_id_and_listed_newest_first(st
     )
     by_run = lineage.find_record(store, "manual__2026-01-02T00:00:00+00:00")
     by_dep = lineage.find_record(store, "manual__2026-01-02T00_00_00_00_00", target="local")
-    assert by_run["deployment_id"] == by_dep["deployment_id"] == "manual__2026-01-02T00_00_00_00_00"
+    assert by_run.deployment_id == by_dep.deployment_id == "manual__2026-01-02T00_00_00_00_00"
     with pytest.raises(LookupError, match="no deployment record 'nope'"):
         lineage.find_record(store, "nope")
-    rows = lineage.history(store, "local", "http://af:8080")
-    assert [r["model_version"] for r in rows] == ["2", "1"]
+    rows = lineage.history(store, "local", "http://af:8080")  # events, newest first
+    assert [(r["event"], r["model_version"]) for r in rows] == [
+        ("rolled_back", "2"),
+        ("started", "2"),
+        ("live", "1"),
+        ("started", "1"),
+    ]
+    assert rows[0]["at"] == "2026-01-02T00:00:05Z" and rows[0]["reason"] == "wait_healthy: 0/1 up"
     assert rows[0]["rollback"] == {
         "reason": "wait_healthy: 0/1 up",
         "failed_step": "wait_healthy",
@@ -127,8 +133,10 @@ def test_records_are_found_by_run_id_or_deployment_id_and_listed_newest_first(st
     }
     assert rows[0]["airflow_url"] == "http://af:8080/dags/deploy/runs/manual__2026-01-02T00%3A00%3A00%2B00%3A00"
     # RecordStore.put keeps current/<target>.json at the last finished deploy
-    assert lineage.current_record(store, "local")["model"]["version"] == "2"
-    assert "2026-01-02T00:00:01  rolled_back   bc-model v2" in cli.render_history(rows)
+    assert lineage.current_record(store, "local").status.model["version"] == "2"
+    text = cli.render_history(rows)
+    assert "2026-01-02T00:00:05  rolled_back     bc-model v2" in text and "reason: wait_healthy: 0/1 up" in text
+    assert "2026-01-01T00:00:05  live            bc-model v1" in text
 
 
 def test_diff_names_every_changed_link(store, mlflow_models):
@@ -228,7 +236,8 @@ def test_cli_json_and_exit_codes(store, mlflow_models, monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["changes"]["model"]["version"] == {"a": "1", "b": "2"}
     assert cli.main(["history", "--json"]) == 0
-    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == ["run-b", "run-a"]
+    events = [(r["run_id"], r["event"]) for r in json.loads(capsys.readouterr().out)]
+    assert events == [("run-b", "live"), ("run-b", "started"), ("run-a", "live"), ("run-a", "started")]
     assert cli.main(["diff", "run-a", "missing"]) == 1
     assert "no deployment record 'missing'" in capsys.readouterr().err
 
@@ -242,7 +251,8 @@ def test_image_reference_parsing():
 def test_a_deploy_in_flight_is_a_note_not_a_warning(store, mlflow_models, lb_server):
     uri, models = mlflow_models
     _record(store, "run-a", "1", models, "succeeded", "sha256:111", "2026-01-01T00:00:01Z")
-    store.update("local", "run-b", run_id="run-b", dag_id="deploy", started_at="2026-01-02T00:00:01Z")
+    store.create(rec.DeploymentSpec("run-b", "local", "run-b"))
+    store.update("local", "run-b", started_at="2026-01-02T00:00:01Z")
     lb_server.body = {"model_name": "bc-model", "model_version": "1", "run_id": models["1"]["run_id"]}
     st = lineage.status(
         "local", store, settings=_settings(uri, lb_url=f"http://127.0.0.1:{LB_PORT}"), backend_factory=None

@@ -77,16 +77,14 @@ def lb() -> Iterator[str]:
 
 def test_status_warns_when_the_live_version_is_gone_from_the_registry(store, deleted_champion, lb):
     uri, run_id = deleted_champion
+    store.create(rec.DeploymentSpec("manual__live", "local", "manual__live"))
     store.update(
         "local",
         "manual__live",
-        dag_id="deploy",
-        run_id="manual__live",
-        strategy="blue_green",
-        model={"name": NAME, "version": "2", "alias": "champion", "run_id": run_id, "data_version": "md5-x"},
-        image={"tag": "reg/status-model:v2", "digest": "", "pinned": "sha256:abc"},
+        model=rec.ModelInfo(name=NAME, version="2", alias="champion", run_id=run_id, data_version="md5-x"),
+        image=rec.ImageInfo(tag="reg/status-model:v2", digest="", pinned="sha256:abc"),
         revision="v2-rev",
-        outcome="succeeded",
+        outcome=rec.Outcome.SUCCEEDED,
     )
     s = dataclasses.replace(settings_mod.load(), mlflow_uri=uri, lb_url=lb, airflow_url="http://af:8080")
 
@@ -112,14 +110,14 @@ def test_status_of_a_registered_live_version_has_no_registry_warning(store, dele
     from mlflow import MlflowClient
 
     v1 = MlflowClient(tracking_uri=uri).get_model_version(NAME, "1")
+    store.create(rec.DeploymentSpec("manual__v1", "local", "manual__v1"))
     store.update(
         "local",
         "manual__v1",
-        run_id="manual__v1",
-        model={"name": NAME, "version": "1", "run_id": v1.run_id},
-        image={"pinned": "sha256:def", "digest": ""},
+        model=rec.ModelInfo(name=NAME, version="1", alias="", run_id=v1.run_id, data_version=""),
+        image=rec.ImageInfo(pinned="sha256:def", digest=""),
         revision="v1-rev",
-        outcome="succeeded",
+        outcome=rec.Outcome.SUCCEEDED,
     )
     s = dataclasses.replace(settings_mod.load(), mlflow_uri=uri, lb_url="http://127.0.0.1:9", airflow_url="x")
     st = lineage.status("local", store, settings=s, backend_factory=None)

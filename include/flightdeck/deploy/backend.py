@@ -6,6 +6,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypedDict
 
+from flightdeck.errors import FlightdeckError
+
 
 class RollSpec(TypedDict):
     """An in-place roll of one live service (ECS rolling): what `prepare_roll` returns and `roll_back` takes."""
@@ -16,7 +18,7 @@ class RollSpec(TypedDict):
     task_definition: str  # ARN of the new task definition ECS rolls the service to
 
 
-class RollNotSupported(RuntimeError):
+class RollNotSupported(FlightdeckError, RuntimeError):
     """The target cannot update a live revision in place (the local target starts a new revision instead)."""
 
 

@@ -14,9 +14,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 from flightdeck.deploy.backend import Backend, RevisionSpec, TargetHealth
+from flightdeck.errors import FlightdeckError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ Strategy = Literal["rolling", "blue_green", "canary"]
 STRATEGIES: tuple[str, ...] = ("rolling", "blue_green", "canary")
 
 
-class DeployError(RuntimeError):
+class DeployError(FlightdeckError, RuntimeError):
     """A deploy step failed; the message is the reason recorded for the rollback."""
 
 
@@ -45,6 +46,28 @@ class Thresholds:
         return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+class SnapshotDict(TypedDict):
+    """Snapshot as JSON (records, XCom)."""
+
+    weights: dict[str, int]  # revision -> traffic percent
+    specs: dict[str, dict[str, Any]]  # revision -> RevisionSpec.to_dict()
+
+
+class WatchResult(TypedDict):
+    """What a watch period saw on the new revision."""
+
+    responses: int
+    errors_5xx: int
+
+
+class ShiftResult(TypedDict):
+    """A shift step: the split it set and, when it held the step, what the watch saw."""
+
+    weights: dict[str, int]  # revision -> traffic percent
+    responses: NotRequired[int]
+    errors_5xx: NotRequired[int]
+
+
 @dataclass
 class Snapshot:
     """The traffic split before this deploy touched it, and how to restart those revisions."""
@@ -52,12 +75,12 @@ class Snapshot:
     weights: dict[str, int]
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> SnapshotDict:
+        return SnapshotDict(**asdict(self))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Snapshot:
-        return cls(weights={k: int(v) for k, v in d["weights"].items()}, specs=dict(d.get("specs", {})))
+        return cls(weights={k: int(v) for k, v in (d.get("weights") or {}).items()}, specs=dict(d.get("specs") or {}))
 
 
 def plan_steps(strategy: str, canary_percent: int = 10, canary_steps: int = 3, replicas: int = 1) -> list[int]:
@@ -149,7 +172,7 @@ def watch(
     th: Thresholds,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
-) -> dict:
+) -> WatchResult:
     """Watch health and the 5xx rate for `seconds`; raise DeployError at the first bad sign.
 
     The 5xx rate is judged over a sliding window of `th.window_s` seconds (once it holds at least
@@ -209,7 +232,7 @@ def watch(
         h.healthy,
         h.total,
     )
-    return {"responses": req, "errors_5xx": err}
+    return WatchResult(responses=req, errors_5xx=err)
 
 
 def guard(backend: Backend, new: str, snap: Snapshot) -> None:
@@ -234,7 +257,7 @@ def shift(
     th: Thresholds,
     hold_s: float = 0.0,
     sleep: Callable[[float], None] = time.sleep,
-) -> dict:
+) -> ShiftResult:
     """Give the new revision `percent` of traffic, then watch it for `hold_s` seconds."""
     h = backend.target_health(new)
     if not h.all_healthy:
@@ -243,11 +266,11 @@ def shift(
     # what served before stays a retry target while the new revision is watched (until finalize)
     backend.set_weights(weights, standby=[r for r, w in snap.weights.items() if w > 0 and r != new])
     try:
-        result = watch(backend, new, hold_s, th, sleep=sleep) if hold_s > 0 else {}
+        result = watch(backend, new, hold_s, th, sleep=sleep) if hold_s > 0 else None
     except DeployError:
         guard(backend, new, snap)
         raise
-    return {"weights": weights, **result}
+    return ShiftResult(weights=weights, **(result or {}))
 
 
 def bake(
@@ -257,7 +280,7 @@ def bake(
     seconds: float,
     th: Thresholds,
     sleep: Callable[[float], None] = time.sleep,
-) -> dict:
+) -> WatchResult:
     """Full traffic on the new revision for `seconds` while watching; guard on failure."""
     try:
         return watch(backend, new, seconds, th, sleep=sleep)

@@ -28,17 +28,18 @@ class UntouchableDocker:
 
 
 class MemoryRecords(rec.RecordStore):
-    """The deployment record store over a dict instead of S3 (same update/get logic)."""
+    """The deployment record store over a dict of JSON documents instead of S3 (same create/update logic)."""
 
     def __init__(self) -> None:
         self.docs: dict[str, dict] = {}
         self.bucket = "memory"
 
-    def get(self, target: str, dep_id: str) -> dict | None:
-        return self.docs.get(self.key(target, dep_id))
+    def get(self, target: str, dep_id: str) -> rec.DeploymentRecord | None:
+        doc = self.docs.get(self.key(target, dep_id))
+        return rec.DeploymentRecord.from_json(doc) if doc else None
 
-    def put(self, record: dict) -> None:
-        self.docs[self.key(record["target"], record["deployment_id"])] = record
+    def put(self, record: rec.DeploymentRecord, *, publish: bool = True) -> None:
+        self.docs[self.key(record.target, record.deployment_id)] = record.to_json()
 
 
 @pytest.fixture
@@ -85,25 +86,26 @@ def test_deploy_build_step_fails_within_seconds_and_rollback_starts_nothing(empt
     store = MemoryRecords()
     params = {"target": "local", "model": "3", "model_name": MODEL.name}
     d = Deploy("manual__unit_empty", params, store=store, backend=object(), tracking_uri="http://127.0.0.1:9")
+    store.create(rec.DeploymentSpec(d.dep_id, "local", d.run_id, params=d.p))
     store.update(
-        "local",
-        d.dep_id,
-        model={"name": MODEL.name, "version": "3", "alias": "", "run_id": "r1", "data_version": ""},
-        params=d.p,
+        "local", d.dep_id, model=rec.ModelInfo(name=MODEL.name, version="3", alias="", run_id="r1", data_version="")
     )
     start = time.monotonic()
     with pytest.raises(images.ModelFilesMissing, match="MLmodel"):
         d.build()
     assert time.monotonic() - start < 5
     record = store.get("local", d.dep_id)
-    assert "no `MLmodel`" in record["failure"]["reason"] and record["failure"]["step"] == "build"
-    assert not record.get("image")
+    assert record.status.failure is not None
+    assert "no `MLmodel`" in record.status.failure["reason"] and record.status.failure["step"] == "build"
+    assert record.status.image is None
     out = d.rollback(failed_tasks=["build"])
     assert out["restored"] is None and "no `MLmodel`" in out["reason"]
-    assert store.get("local", d.dep_id)["outcome"] == "failed"
+    after = store.get("local", d.dep_id)
+    assert after.outcome is rec.Outcome.FAILED
+    assert [e.kind for e in after.status.events] == [rec.EventKind.STARTED, rec.EventKind.FAILED]
 
 
-def test_deploy_dag_build_task_does_not_retry_missing_model_files(monkeypatch):
+def test_deploy_dag_build_task_does_not_retry_missing_model_files(empty_download, monkeypatch):
     """The DAG turns ModelFilesMissing into a failure without retries: rollback runs at once."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.exceptions import AirflowFailException
@@ -113,13 +115,20 @@ def test_deploy_dag_build_task_does_not_retry_missing_model_files(monkeypatch):
     task = dag.get_task("build")
     module = sys.modules[task.python_callable.__module__]
 
-    class EmptyVersion:
-        def __init__(self, run_id: str, params: dict) -> None:
-            pass
+    store = MemoryRecords()
+    real = module.Deploy
 
-        def build(self) -> dict:
-            raise images.ModelFilesMissing("fd v3 has no model files: no `MLmodel` in its artifacts")
+    def in_memory(run_id: str, params: dict) -> Deploy:  # the task's Deploy, on records in memory
+        return real(run_id, params, store=store, backend=object(), tracking_uri="http://127.0.0.1:9")
 
-    monkeypatch.setattr(module, "Deploy", EmptyVersion)
+    params = {"target": "local", "model": "3", "model_name": MODEL.name}
+    d = in_memory("manual__x", params)
+    store.create(rec.DeploymentSpec(d.dep_id, "local", d.run_id, params=d.p))
+    store.update(
+        "local", d.dep_id, model=rec.ModelInfo(name=MODEL.name, version="3", alias="", run_id="r1", data_version="")
+    )
+    monkeypatch.setattr(images.docker, "from_env", lambda: UntouchableDocker())
+    monkeypatch.setattr(module, "Deploy", in_memory)
+    assert task.retries == 2  # build retries other errors; this one it must not
     with pytest.raises(AirflowFailException, match="no `MLmodel`"):
-        task.python_callable(params={"target": "local"}, run_id="manual__x")
+        task.python_callable(params=params, run_id="manual__x")

@@ -1,0 +1,90 @@
+"""The deploy run's parameters: one typed source of their defaults and validation.
+
+The deploy DAG's Params form takes its defaults from DEFAULTS (dags/deploy.py), the steps merge a run's
+conf over them with `DeployParams.resolve`, and a deployment record keeps the resolved values as its
+spec's `params` (JSON: the dataclass's fields).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from flightdeck import settings as settings_mod
+from flightdeck.deploy import controller as ctl
+from flightdeck.deploy.targets import TARGETS
+from flightdeck.errors import FlightdeckError
+
+MAX_SHIFT_STEPS = 4  # the DAG has this many shift tasks; a plan uses the first N of them
+
+
+class InvalidParams(FlightdeckError, ValueError):
+    """A deploy param out of its allowed values; the message names it."""
+
+
+@dataclass(frozen=True)
+class DeployParams:
+    """What a deploy run was asked to do (the DAG's Params, with these defaults)."""
+
+    model: str = "champion"  # a version number, an alias, or "none" with `image`
+    model_name: str = ""  # registered model; "" = the platform default (settings.model_name)
+    target: str = "local"  # one of targets.TARGETS
+    strategy: str = "blue_green"  # one of controller.STRATEGIES
+    canary_percent: int = 10  # canary: the first step's traffic, percent
+    canary_steps: int = 3  # canary: steps to 100% (at most MAX_SHIFT_STEPS)
+    step_seconds: int = 10  # watch time per canary step, seconds
+    bake_seconds: int = 20  # watch time at 100%, seconds
+    replicas: int = 1
+    healthy_timeout_seconds: int = 90
+    max_5xx_rate: float = 0.05  # share of 5xx responses (0..1)
+    min_requests: int = 20  # responses a window needs before the 5xx rate counts
+    unhealthy_polls: int = 2  # consecutive unhealthy polls that fail the revision
+    require_approval: bool = False  # hold a canary after its first step for a person
+    image: str = ""  # deploy this image instead of building one
+    env: dict[str, str] = field(default_factory=dict)  # extra container environment
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DeployParams:
+        """The fields of `d` over the defaults (unknown keys and None values ignored; no validation)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known and v is not None})
+
+    @classmethod
+    def resolve(cls, params: Mapping[str, Any]) -> DeployParams:
+        """A run's params over the defaults, `model_name` filled from settings, validated.
+
+        Raises InvalidParams for a strategy, target or canary step count out of range.
+        """
+        p = cls.from_dict(params)
+        if not p.model_name:
+            p = cls.from_dict({**p.to_dict(), "model_name": settings_mod.load().model_name})
+        p.validate()
+        return p
+
+    def validate(self) -> None:
+        """Raises InvalidParams naming the first param out of its allowed values."""
+        if self.strategy not in ctl.STRATEGIES:
+            raise InvalidParams(f"strategy must be one of {ctl.STRATEGIES}, got {self.strategy!r}")
+        if self.target not in TARGETS:
+            raise InvalidParams(f"target must be one of {TARGETS}, got {self.target!r}")
+        if not 1 <= int(self.canary_steps) <= MAX_SHIFT_STEPS:
+            raise InvalidParams(f"canary_steps must be 1..{MAX_SHIFT_STEPS}, got {self.canary_steps!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (what the record's spec stores)."""
+        d = asdict(self)
+        d["env"] = dict(self.env or {})
+        return d
+
+    def thresholds(self) -> ctl.Thresholds:
+        """The health thresholds these params ask for (seconds, a 0..1 rate, counts)."""
+        return ctl.Thresholds(
+            healthy_timeout_s=float(self.healthy_timeout_seconds),
+            max_5xx_rate=float(self.max_5xx_rate),
+            min_requests=int(self.min_requests),
+            unhealthy_polls=int(self.unhealthy_polls),
+        )
+
+
+DEFAULTS = DeployParams()
