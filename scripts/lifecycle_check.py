@@ -43,13 +43,13 @@ def main() -> int:
     os.environ.clear()
     os.environ.update(env)
 
-    import boto3
     from mlflow.tracking import MlflowClient
 
+    from flightdeck import s3 as s3_mod
     from flightdeck import settings
     from flightdeck.airflow_client import AirflowClient
     from flightdeck.platform_check import PROBE_EXPERIMENT
-    from flightdeck.provisioning import airflow_password
+    from flightdeck.provisioning import airflow_password, use_local_aws_default
     from flightdeck.supervisor.embedded import processes_of
 
     print(f"first up: {platform('up', env):.0f} s")
@@ -70,7 +70,8 @@ def main() -> int:
         client = AirflowClient(s.airflow_url, "admin", airflow_password())
         assert client.run_state("platform_check", run_id) == "success"
         assert "wrote probe object" in client.task_log("platform_check", run_id, "write_probe")
-        s3 = boto3.client("s3", endpoint_url=s.s3_endpoint, region_name=s.aws_region)
+        use_local_aws_default()  # aws_default -> this throw-away platform's S3 (AIRFLOW_* were dropped above)
+        s3 = s3_mod.client()
         s3.head_object(Bucket=s.data_bucket, Key=f"platform-check/{run_id}.json")
         mlflow = MlflowClient(s.mlflow_uri)
         exp = mlflow.get_experiment_by_name(PROBE_EXPERIMENT)

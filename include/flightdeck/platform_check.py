@@ -6,7 +6,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from flightdeck import settings
+from flightdeck import s3, settings
 
 log = logging.getLogger(__name__)
 
@@ -14,13 +14,13 @@ PROBE_EXPERIMENT = "flightdeck-platform-check"
 
 
 def write_probe(run_id: str, aws_conn_id: str = "aws_default") -> str:
-    """Write a small JSON object for this run to the data bucket; return its s3:// URI."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    """Write a small JSON object for this run to the data bucket; return its s3:// URI.
 
+    Raises botocore's errors (ClientError, EndpointConnectionError) when S3 refuses or does not answer."""
     bucket = settings.load().data_bucket
     key = f"platform-check/{run_id}.json"
     body = json.dumps({"run_id": run_id, "written_at": datetime.now(UTC).isoformat()})
-    S3Hook(aws_conn_id=aws_conn_id).load_string(body, key=key, bucket_name=bucket, replace=True)
+    s3.hook(aws_conn_id).load_string(body, key=key, bucket_name=bucket, replace=True)
     log.info("wrote probe object s3://%s/%s (%d bytes)", bucket, key, len(body))
     return f"s3://{bucket}/{key}"
 

@@ -30,9 +30,12 @@ class ProvisioningError(FlightdeckError):
 
 
 def s3_client() -> Any:
-    """Transitional: the CLI's record store still calls this; it is flightdeck.s3.client() on aws_default."""
-    use_local_aws_default()
-    return s3.client()
+    """Transitional, until the CLI's record store moves to flightdeck.s3: boto3 on the settings' endpoint."""
+    import boto3
+    from botocore.config import Config
+
+    s = settings.load()
+    return boto3.client("s3", endpoint_url=s.s3_endpoint, region_name=s.aws_region, config=Config(**s3.QUICK_POLL))
 
 
 def ensure_buckets(check_only: bool = False) -> list[str]:

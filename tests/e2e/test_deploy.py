@@ -91,9 +91,9 @@ def never_ready_image() -> str:
 
 @pytest.fixture(scope="module")
 def store(platform):
-    from flightdeck.provisioning import s3_client
+    from flightdeck import s3
 
-    return rec.RecordStore(s3_client(), platform.deploy_bucket)
+    return rec.RecordStore(s3.client(), platform.deploy_bucket)
 
 
 def _version(lb: str) -> str:

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from flightdeck import lineage
+from flightdeck import lineage, s3
 from flightdeck.deploy import records as rec
-from flightdeck.provisioning import s3_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -74,7 +73,7 @@ def _retrain(airflow, platform) -> str:
 
 @pytest.fixture(scope="module")
 def store(platform) -> rec.RecordStore:
-    return rec.RecordStore(s3_client(), platform.deploy_bucket)
+    return rec.RecordStore(s3.client(), platform.deploy_bucket)
 
 
 @pytest.fixture(scope="module")

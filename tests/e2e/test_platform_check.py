@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-import boto3
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flightdeck import s3 as s3_mod
 from flightdeck.platform_check import PROBE_EXPERIMENT
 
 
@@ -29,7 +29,7 @@ def test_run_succeeds_through_the_scheduler(airflow, check_run):
 
 def test_probe_object_is_in_s3(platform, check_run):
     run_id, _ = check_run
-    s3 = boto3.client("s3", endpoint_url=platform.s3_endpoint, region_name=platform.aws_region)
+    s3 = s3_mod.client()
     body = s3.get_object(Bucket=platform.data_bucket, Key=f"platform-check/{run_id}.json")["Body"].read()
     assert json.loads(body)["run_id"] == run_id
 
@@ -48,7 +48,7 @@ def test_mlflow_run_was_logged(platform, check_run):
 
 def test_task_log_is_read_back_from_s3_remote_log_folder(platform, airflow, check_run):
     run_id, _ = check_run
-    s3 = boto3.client("s3", endpoint_url=platform.s3_endpoint, region_name=platform.aws_region)
+    s3 = s3_mod.client()
     key = f"airflow/dag_id=platform_check/run_id={run_id}/task_id=write_probe/attempt=1.log"
     # Remote logs are uploaded when the task ends; allow the upload a moment.
     for _ in range(30):

@@ -18,8 +18,9 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from flightdeck import s3
 from flightdeck.deploy import records as rec
-from flightdeck.provisioning import airflow_password, s3_client
+from flightdeck.provisioning import airflow_password
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -108,7 +109,7 @@ def test_live_version_traffic_and_health_match_the_load_balancer(page, platform)
 def test_history_rows_match_the_deployment_records(page, platform):
     from selenium.webdriver.common.by import By
 
-    records = rec.RecordStore(s3_client(), platform.deploy_bucket).list("local")[:30]
+    records = rec.RecordStore(s3.client(), platform.deploy_bucket).list("local")[:30]
     assert records, "the history test needs at least one deploy on the local target"
     rows = page.find_elements(By.CSS_SELECTOR, "#target-local tr.history-row")
     # a deploy may finish between rendering and listing: allow for two records of difference

@@ -8,8 +8,8 @@ import uuid
 import docker
 import pytest
 
+from flightdeck import s3 as s3_mod
 from flightdeck import serving_logs
-from flightdeck.provisioning import s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def test_collect_copies_container_logs_to_the_state_folder_and_s3(platform, tmp_
         detach=True,
         name=f"fd-{target}-0",
     )
-    s3 = s3_client()
+    s3 = s3_mod.client()
     try:
         assert container.wait(timeout=60)["StatusCode"] == 0
         saved = serving_logs.collect(target, docker_client=client, s3=s3, bucket=platform.logs_bucket, dest=tmp_path)

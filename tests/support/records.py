@@ -12,9 +12,9 @@ from flightdeck.deploy import records as rec
 @contextmanager
 def scratch_records(bucket: str) -> Iterator[rec.RecordStore]:
     """A RecordStore on `bucket` (created if missing); the bucket is emptied afterwards."""
-    from flightdeck.provisioning import s3_client
+    from flightdeck import s3 as s3_mod
 
-    s3 = s3_client()
+    s3 = s3_mod.client()
     if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=bucket)
     try:
