@@ -89,7 +89,9 @@ class _Bad(ServingError, ValueError):
 
 def media_type(header: str | None) -> str:
     """The media type of `/invocations`' Content-Type, with MLflow's rules: 415 for another type, for
-    a charset other than UTF-8 and for any parameter but `charset`."""
+    a charset other than UTF-8 and for any parameter but `charset`.
+
+    Raises RequestError (415 unsupported_media_type) in those cases."""
     mime, _, rest = (header or "").partition(";")
     mime = mime.strip().lower()
     params = {}
@@ -305,7 +307,9 @@ def _mapping_to_columns(payload: dict[str, Any], where: str) -> dict[str, list[A
 
 
 def json_columns(key: str, payload: Any, validator: Validator) -> dict[str, list[Any]]:
-    """The columns of one MLflow JSON input, by its key, as MLflow's parser builds its DataFrame."""
+    """The columns of one MLflow JSON input, by its key, as MLflow's parser builds its DataFrame.
+
+    Raises RequestError (400 bad_shape) for an input MLflow's parser would refuse."""
     if key == "dataframe_split":
         return _split_to_columns(payload, key)
     if key == "dataframe_records":
@@ -335,7 +339,9 @@ def json_columns(key: str, payload: Any, validator: Validator) -> dict[str, list
 
 
 def csv_columns(data: bytes) -> dict[str, list[str | None]]:
-    """A CSV body (header row first) as columns of strings, as `pandas.read_csv` splits it."""
+    """A CSV body (header row first) as columns of strings, as `pandas.read_csv` splits it.
+
+    Raises RequestError (400) for a body that is not UTF-8 or not CSV."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -396,6 +402,8 @@ def coerce(
 
     `text`: the values are CSV strings. `absent_optional_ok=False` refuses an optional column left out of
     the whole request, as MLflow's sklearn flavor does (the estimator needs every column it was fitted on).
+
+    Raises RequestError (400/422, naming the row and column) for a missing column or a value of the wrong type.
     """
     ignored = [name for name in columns if name not in validator.columns]
     present = set(columns) - set(ignored)
@@ -452,7 +460,9 @@ def has_all_columns(key: str, payload: Any, names: Sequence[str]) -> bool:
 
 
 def body_keys(body: Any) -> str:
-    """The one MLflow input key of a JSON body; 400s as MLflow's for any other body."""
+    """The one MLflow input key of a JSON body.
+
+    Raises RequestError (400 bad_shape), as MLflow answers, for any other body (no key, several, LLM keys)."""
     if type(body) is not dict:
         raise RequestError(400, "bad_shape", f"the body must be a JSON object with exactly one of {list(MLFLOW_KEYS)}")
     keys = [k for k in MLFLOW_KEYS if k in body]

@@ -116,7 +116,10 @@ JSON_MAX_DEPTH = 1024  # orjson's nesting limit (orjson README, "Deserialize"): 
 
 
 def parse_json(body: bytes) -> Any:
-    """Parse a request body; orjson on the hot path, the stdlib only to explain a failure."""
+    """Parse a request body; orjson on the hot path, the stdlib only to explain a failure.
+
+    Raises RequestError (400) for an empty body, JSON nested deeper than JSON_MAX_DEPTH, NaN/Infinity
+    literals or any other unparsable body, naming the problem and its position."""
     if not body or not body.strip():
         raise RequestError(400, "empty_body", "the request body is empty; send a JSON object")
     try:
@@ -177,7 +180,10 @@ class Validator:
         return self._finish_rows(tuples, where)
 
     def split(self, payload: Any, where: str = "dataframe_split") -> Batch:
-        """Pandas' split orientation: {"columns": [...], "data": [[...], ...]} (an "index" is ignored)."""
+        """Pandas' split orientation: {"columns": [...], "data": [[...], ...]} (an "index" is ignored).
+
+        Raises RequestError (400 bad_shape, 422 for values) when the payload is not that shape or breaks
+        the signature."""
         if type(payload) is not dict:
             raise RequestError(400, "bad_shape", f"'{where}' must be an object with 'columns' and 'data'")
         unknown = set(payload) - {"columns", "data", "index"}
@@ -213,7 +219,10 @@ class Validator:
         return self._finish_rows(tuples, f"{where}.data")
 
     def columnar(self, payload: Any, where: str = "columns") -> Batch:
-        """One list per column: {"col": [v1, v2, ...], ...}."""
+        """One list per column: {"col": [v1, v2, ...], ...}.
+
+        Raises RequestError (400/422) for another shape, lists of unequal length or values that break
+        the signature."""
         if type(payload) is not dict:
             raise RequestError(400, "bad_shape", f"'{where}' must be an object mapping column -> list")
         self._check_names(set(payload), where)

@@ -69,7 +69,9 @@ def error_payload(
 
 
 def read_json_body(environ: Mapping[str, Any], max_bytes: int) -> Any:
-    """The request body parsed as JSON: 415 unless it is JSON, 413 past `max_bytes`, 400 if unparsable."""
+    """The request body parsed as JSON.
+
+    Raises RequestError: 415 unless it is JSON, 413 past `max_bytes` bytes, 400 if unparsable."""
     ctype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
     if ctype != "application/json":
         raise RequestError(
@@ -208,6 +210,9 @@ class ScoringRoutes:
         column is a 422 naming it, not ignored), values of the signature's types (integers are valid
         doubles; no numeric strings, no 0/1 for booleans), nulls only in optional columns (which may
         also be left out).
+
+        Raises RequestError (400/413/415/422, the JSON error body's `code` naming the problem) for any
+        request that breaks these rules.
         """
         body = read_json_body(environ, self.max_body_bytes)
         if type(body) is not dict:
@@ -246,6 +251,8 @@ class ScoringRoutes:
         `predict` ignores `params`). A model logged with `pyfunc_predict_fn="predict_proba"` answers
         `{"predictions": [[p, ...], ...]}`; this param gives that answer from the same model. Other
         params are ignored, as MLflow ignores them for a model without a params schema.
+
+        Raises RequestError (400/413/415/422) where MLflow's server answers an error for the same request.
         """
         mime = media_type(environ.get("CONTENT_TYPE"))
         data = read_body(environ, self.max_body_bytes)
