@@ -39,6 +39,8 @@ class FlightdeckFailureNotifier(BaseNotifier):
         self.slack_conn_id = slack_conn_id or os.environ.get("FLIGHTDECK_SLACK_CONN_ID", "")
 
     def notify(self, context: Any) -> None:
+        """Send the failed task's event (from Airflow's callback `context`) to every configured channel;
+        invalid settings fall back to the log line alone."""
         try:
             senders = notify.configured_senders(
                 slack_url=(lambda: _slack_url(self.slack_conn_id)) if self.slack_conn_id else None,
