@@ -278,9 +278,9 @@ def champion_reference(
     from flightdeck.deploy import records as rec
 
     if records is None:
-        from flightdeck.deploy.aws import s3_client
+        from flightdeck import s3
 
-        records = rec.RecordStore(s3_client(aws_conn_id), settings.load().deploy_bucket)
+        records = rec.RecordStore(s3.client(aws_conn_id), settings.load().deploy_bucket)
     ref = gates.champion_reference(
         name,
         version,
