@@ -69,8 +69,8 @@ def test_build_step_fails_in_seconds_naming_mlmodel_and_pushes_nothing(empty_ver
     assert f"{name} v{version} has no model files: no `MLmodel`" in str(err.value)
 
     record = store.get("local", d.dep_id)
-    assert record["failure"]["step"] == "build" and "MLmodel" in record["failure"]["reason"]
-    assert not record.get("image"), "an image was recorded for a version without a model"
+    assert record.status.failure["step"] == "build" and "MLmodel" in record.status.failure["reason"]
+    assert record.status.image is None, "an image was recorded for a version without a model"
     # nothing pushed: the registry has no repository (or no tag) for the model
     tags = requests.get(f"http://{platform.registry}/v2/{name}/tags/list", timeout=5)
     assert tags.status_code == 404 or not (tags.json().get("tags") or []), tags.text

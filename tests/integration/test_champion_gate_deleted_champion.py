@@ -52,9 +52,10 @@ def records(platform):
 
 def deployed(store: rec.RecordStore, name: str, version: str, run_id: str) -> None:
     """A finished deploy of `version` on local: current/local.json in the test bucket says it serves."""
-    store.update(
-        "local", rec.deployment_id(run_id), run_id=run_id, outcome="succeeded", model={"name": name, "version": version}
-    )
+    dep_id = rec.deployment_id(run_id)
+    store.create(rec.DeploymentSpec(dep_id, "local", run_id))
+    model = rec.ModelInfo(name=name, version=version, alias="", run_id="", data_version="")
+    store.update("local", dep_id, outcome=rec.Outcome.SUCCEEDED, model=model)
 
 
 def promoted_then_deleted(client, name: str, champion: str, previous: str) -> None:
@@ -131,8 +132,13 @@ def test_records_of_another_model_do_not_count(model, records, mlflow_client):
     records.s3.put_object(
         Bucket=BUCKET,
         Key="current/local.json",
-        Body=json.dumps(
-            {"outcome": "succeeded", "run_id": "r", "model": {"name": "someone-else", "version": "2"}}
+        Body=json.dumps(  # a schema-1 record, as older buckets hold: read through the upgrade
+            {
+                "target": "local",
+                "outcome": "succeeded",
+                "run_id": "r",
+                "model": {"name": "someone-else", "version": "2"},
+            }
         ).encode(),
     )
     promoted_then_deleted(mlflow_client, model, champion="2", previous="1")

@@ -389,7 +389,7 @@ def test_rolling_updates_the_live_service_in_place(env, records):
     (live,) = b.weights()
     listener_before = _listener_weights(env)
     d, started = _rolling_run(env, records, "7")
-    assert d.rolling_in_place() and d.record()["plan"] == [] and d.record()["spec"]["revision"] == live
+    assert d.rolling_in_place() and d.record().status.plan == [] and d.record().status.revision_spec.revision == live
     roll = started["roll"]
     assert roll["service"] == b.service_name(live)
     svc = _boto("ecs").describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0]
@@ -442,7 +442,7 @@ def test_rolling_that_the_circuit_breaker_fails_is_rolled_back(env, records):
     bad = ecs.describe_task_definition(taskDefinition=roll["task_definition"])["taskDefinition"]
     assert bad["status"] == "INACTIVE"
     assert b.spec(live).env["MODEL_VERSION"] == "7"  # what serves (and what a later rollback restores)
-    assert d.record()["outcome"] == "rolled_back"
+    assert d.record().outcome.value == "rolled_back"
     d.rollback(failed_tasks=["roll_service"])  # clearing the rollback task: idempotent
     assert (
         ecs.describe_services(cluster="flightdeck", services=[roll["service"]])["services"][0]["taskDefinition"]
@@ -627,6 +627,6 @@ def test_missing_service_ends_the_watch_with_a_reason_and_no_rollback(env, recor
     td = ecs.describe_task_definition(taskDefinition=roll["task_definition"])["taskDefinition"]
     assert td["status"] == "ACTIVE"
     r = d.record()
-    assert r["outcome"] == "failed" and r["failure"]["step"] == "roll_service" and r.get("rollback") is None
+    assert r.outcome.value == "failed" and r.status.failure["step"] == "roll_service" and r.status.rollback is None
     with pytest.raises(DeployFailed, match="deploy failed on ecs: roll_service: the rollout's watcher failed"):
         d.outcome()

@@ -62,8 +62,8 @@ def store(platform):
 
 def run_steps(run_id: str, params: dict, backend, store) -> Deploy:
     d = Deploy(run_id, params, store=store, backend=backend)
-    for step in ("resolve", "build", "push", "register", "start_new", "wait_healthy"):
-        getattr(d, step)()
+    for step in (Deploy.resolve, Deploy.build, Deploy.push, Deploy.register, Deploy.start_new, Deploy.wait_healthy):
+        step(d)
     for i in range(1, 5):
         try:
             d.shift(i)
@@ -79,9 +79,10 @@ def test_steps_succeed_then_failed_rollback_is_retried(backend, store):
     d.finalize()
     assert d.outcome()["outcome"] == "succeeded"
     record = store.get("local", rec.deployment_id(good))
-    assert record["image"]["pinned"].startswith("sha256:") and record["plan"] == [20, 100]
-    assert "finalize" in [s["step"] for s in record["steps"]] and record["outcome"] == "succeeded"
-    live = record["revision"]
+    assert record.status.image["pinned"].startswith("sha256:") and record.status.plan == [20, 100]
+    assert "finalize" in [s["step"] for s in record.status.steps] and record.outcome is rec.Outcome.SUCCEEDED
+    assert [e.kind for e in record.status.events] == [rec.EventKind.STARTED, rec.EventKind.LIVE]
+    live = record.status.revision
     assert backend.weights() == {live: 100}
 
     bad = f"manual__bad_{uuid.uuid4().hex[:6]}"
@@ -113,14 +114,16 @@ def test_steps_succeed_then_failed_rollback_is_retried(backend, store):
     backend.haproxy.stop()  # the rollback's first try cannot reach the LB
     with pytest.raises(OSError):
         d.rollback()
-    assert store.get("local", rec.deployment_id(bad))["outcome"] == "rollback_failed"
+    assert store.get("local", rec.deployment_id(bad)).outcome is rec.Outcome.ROLLBACK_FAILED
     backend.haproxy.start()
     backend.resync()
     out = d.rollback()  # what clearing the failed rollback task does: run it again
     assert out["restored"] == {live: 100}
     record = store.get("local", rec.deployment_id(bad))
-    assert record["outcome"] == "rolled_back" and record["rollback"]["failed_step"].startswith("shift_1")
-    assert [s.get("status") for s in record["steps"] if s["step"] == "rollback"] == ["failed", "ok"]
+    assert record.outcome is rec.Outcome.ROLLED_BACK and record.status.rollback["failed_step"].startswith("shift_1")
+    assert [s.get("status") for s in record.status.steps if s["step"] == "rollback"] == ["failed", "ok"]
+    assert [e.kind.value for e in record.status.events] == ["started", "rollback_failed", "rolled_back"]
+    assert store.get("local", rec.deployment_id(good)).status.serving  # the bad run never replaced it
     with pytest.raises(DeployFailed, match="rolled_back on local: .*5xx rate"):
         d.outcome()
     ctl.wait_healthy(backend, live, ctl.Thresholds(healthy_timeout_s=10, poll_s=0.2))  # LB was restarted
