@@ -175,10 +175,13 @@ def test_blue_green_good_model_goes_live(airflow, models, lb, store):
     # (other users of the shared platform may deploy between our runs: only our versions are asserted)
     assert w.versions[models["good2"]] > 0
     record = store.get("local", rec.deployment_id(run2))
-    assert record["outcome"] == "succeeded" and record["model"]["version"] == models["good2"]
-    assert record["image"]["digest"].startswith("sha256:")
-    assert record["image"]["labels"]["org.flightdeck.model.version"] == models["good2"]
-    assert requests.get(f"{lb}/version", timeout=5).json()["image_digest"] == record["image"]["digest"]
+    image = record.status.image
+    assert record.outcome is rec.Outcome.SUCCEEDED and record.status.model["version"] == models["good2"]
+    assert image["digest"].startswith("sha256:")
+    assert image["labels"]["org.flightdeck.model.version"] == models["good2"]
+    assert requests.get(f"{lb}/version", timeout=5).json()["image_digest"] == image["digest"]
+    first = store.get("local", rec.deployment_id(RUNS["good1"]))  # no longer serving: replaced (by run2, or
+    assert rec.EventKind.REPLACED in [e.kind for e in first.status.events]  # another user's deploy in between)
     assert "deployment record:" in airflow.task_log(DAG, run2, "finalize")
 
 
@@ -200,19 +203,22 @@ def test_clearing_an_earlier_run_redeploys_its_digest(airflow, lb, store, models
     assert airflow.wait(DAG, run1, timeout=600) == "success", airflow.task_states(DAG, run1)
     assert _version(lb) == models["good1"]
     again = store.get("local", rec.deployment_id(run1))
-    assert again["image"]["digest"] == first["image"]["digest"]
-    assert again["spec"]["image"].endswith(first["image"]["digest"])  # pulled by that digest
-    assert requests.get(f"{lb}/version", timeout=5).json()["image_digest"] == first["image"]["digest"]
-    assert [s["step"] for s in again["steps"]].count("start_new") == 2
+    digest = first.status.image["digest"]
+    assert again.status.image["digest"] == digest
+    assert again.status.revision_spec.image.endswith(digest)  # pulled by that digest
+    assert requests.get(f"{lb}/version", timeout=5).json()["image_digest"] == digest
+    assert [s["step"] for s in again.status.steps].count("start_new") == 2
+    # history: the re-run is a new event at its new time, and the run it displaced reads "replaced by" it
+    kinds = [e.kind.value for e in again.status.events]
+    assert kinds[-2:] == ["restarted", "live"] and again.status.events[-2].at > first.status.events[-1].at
+    displaced = [r for r in store.list("local") if r.status.events and r.status.events[-1].by == again.deployment_id]
+    assert displaced and all(e.at >= again.status.events[-2].at for r in displaced for e in r.status.events[-1:])
 
 
-def _previous_versions(record: dict) -> set[str]:
+def _previous_versions(record: rec.DeploymentRecord) -> set[str]:
     """Model versions that served when this run started (what a rollback must restore)."""
-    return {
-        str(s["model_version"])
-        for r, s in record["previous"]["specs"].items()
-        if record["previous"]["weights"].get(r, 0) > 0
-    }
+    prev = record.status.previous
+    return {str(s["model_version"]) for r, s in prev.specs.items() if prev.weights.get(r, 0) > 0} if prev else set()
 
 
 def test_never_ready_image_is_rolled_back(airflow, lb, models, never_ready_image, store):
@@ -228,7 +234,7 @@ def test_never_ready_image_is_rolled_back(airflow, lb, models, never_ready_image
     record = store.get("local", rec.deployment_id(run))
     assert _version(lb) in _previous_versions(record)
     assert w.failures == [] and "0" not in w.versions, (w.failures[:5], w.versions)  # never served
-    assert record["outcome"] == "rolled_back" and record["rollback"]["failed_step"] == "wait_healthy"
+    assert record.outcome is rec.Outcome.ROLLED_BACK and record.status.rollback["failed_step"] == "wait_healthy"
     assert "not healthy" in airflow.task_log(DAG, run, "outcome")
 
 
@@ -251,7 +257,7 @@ def test_model_failing_on_predict_is_rolled_back(airflow, lb, models, store):
     assert int(haproxy.backend_stats()["wretr"]) > retried_before
     assert w.failures == [], w.failures[:5]
     record = store.get("local", rec.deployment_id(run))
-    assert record["outcome"] == "rolled_back" and "5xx rate" in record["rollback"]["reason"]
+    assert record.outcome is rec.Outcome.ROLLED_BACK and "5xx rate" in record.status.rollback["reason"]
     tags = MlflowClient(settings_mod.load().mlflow_uri).get_model_version(MODEL, models["bad"]).tags
     assert tags["deploy.local.status"] == "rolled_back" and "5xx" in tags["deploy.local.rollback_reason"]
     assert "5xx rate" in airflow.task_log(DAG, run, "outcome")
@@ -266,8 +272,9 @@ def test_canary_shifts_in_steps(airflow, lb, models, store):
     states = airflow.task_states(DAG, run)
     assert [states[f"shift_{i}"] for i in (1, 2, 3, 4)] == ["success"] * 3 + ["skipped"]
     record = store.get("local", rec.deployment_id(run))
-    shifted = [s["weights"][record["revision"]] for s in record["steps"] if s["step"].startswith("shift_")]
-    assert shifted == [20, 60, 100], json.dumps(record["steps"], indent=1)
+    revision = record.status.revision
+    shifted = [s["weights"][revision] for s in record.status.steps if s["step"].startswith("shift_")]
+    assert shifted == [20, 60, 100], json.dumps(record.status.steps, indent=1)
     assert _version(lb) == models["good2"]
     assert w.failures == [], w.failures[:5]
 
@@ -290,8 +297,8 @@ def test_rejected_canary_approval_rolls_back(airflow, lb, models, store):
         if state in ("deferred", "awaiting_input", "running"):
             # the canary holds 20% while a human decides
             record = store.get("local", rec.deployment_id(run))
-            shift1 = [s for s in record["steps"] if s["step"] == "shift_1"][-1]
-            assert shift1["weights"][record["revision"]] == 20, shift1
+            shift1 = [s for s in record.status.steps if s["step"] == "shift_1"][-1]
+            assert shift1["weights"][record.status.revision] == 20, shift1
             try:
                 airflow.patch(
                     f"/dags/{DAG}/dagRuns/{run}/taskInstances/approve_canary/-1/hitlDetails",
@@ -310,4 +317,4 @@ def test_rejected_canary_approval_rolls_back(airflow, lb, models, store):
     assert states["shift_2"] == "upstream_failed"
     record = store.get("local", rec.deployment_id(run))
     assert _version(lb) in _previous_versions(record)
-    assert record["outcome"] == "rolled_back" and "approve_canary" in record["rollback"]["reason"]
+    assert record.outcome is rec.Outcome.ROLLED_BACK and "approve_canary" in record.status.rollback["reason"]

@@ -80,7 +80,7 @@ def store(platform) -> rec.RecordStore:
 def deployed(airflow, platform, store) -> dict:
     """The record of a succeeded deploy, live now, whose model came out of the retrain DAG."""
     current = lineage.current_record(store, "local")
-    if current and current.get("outcome") == "succeeded" and (current.get("model") or {}).get("data_version"):
+    if current and current.outcome is rec.Outcome.SUCCEEDED and (current.status.model or {}).get("data_version"):
         return current
     model = _retrained_champion(platform.mlflow_uri) or _retrain(airflow, platform)
     _wait_deploys_idle(airflow)
@@ -159,21 +159,19 @@ def test_image_digest_and_labels_match_the_registry(status, platform):
 def test_deployment_matches_its_record(status, store, deployed):
     d = status["deployment"]
     record = store.get("local", d["deployment_id"])
-    assert record["outcome"] == d["outcome"] == "succeeded"
-    assert (record["model"]["name"], str(record["model"]["version"])) == (
-        status["model"]["name"],
-        status["model"]["version"],
-    )
-    assert record["model"]["data_version"] == status["model"]["data_version"]
-    assert record["image"]["digest"] == status["image"]["digest"]
-    assert d["airflow_url"].endswith("/dags/deploy/runs/" + requests.utils.quote(record["run_id"], safe=""))
+    model = record.status.model
+    assert record.outcome.value == d["outcome"] == "succeeded"
+    assert (model["name"], str(model["version"])) == (status["model"]["name"], status["model"]["version"])
+    assert model["data_version"] == status["model"]["data_version"]
+    assert record.status.image["digest"] == status["image"]["digest"]
+    assert d["airflow_url"].endswith("/dags/deploy/runs/" + requests.utils.quote(record.run_id, safe=""))
     assert status["checks"] == {
         "live_matches_record": True,
         "digest_matches_registry": True,
         "mlflow_run_matches": True,
     }
-    if d["deployment_id"] == deployed["deployment_id"]:  # not replaced by another deploy meanwhile
-        assert d["run_id"] == deployed["run_id"]
+    if d["deployment_id"] == deployed.deployment_id:  # not replaced by another deploy meanwhile
+        assert d["run_id"] == deployed.run_id
 
 
 def test_diff_against_an_earlier_deployment(status, store):
@@ -181,20 +179,18 @@ def test_diff_against_an_earlier_deployment(status, store):
     earlier = [
         r
         for r in store.list("local")
-        if r["deployment_id"] != cur["deployment_id"]
-        and r.get("outcome") == "succeeded"
-        and (r.get("model") or {}).get("version")
+        if r.deployment_id != cur["deployment_id"]
+        and r.outcome is rec.Outcome.SUCCEEDED
+        and (r.status.model or {}).get("version")
     ]
     assert earlier, "need a second succeeded deployment on the local target to diff against"
     other = earlier[0]
-    d = _cli("diff", other["run_id"], cur["run_id"], "--target", "local")
-    assert d["a"]["run_id"] == other["run_id"] and d["b"]["run_id"] == cur["run_id"]
-    if other["image"].get("digest") != status["image"]["digest"]:
-        assert d["changes"]["image"]["digest"] == {
-            "a": other["image"].get("digest", ""),
-            "b": status["image"]["digest"],
-        }
-    same_model = (other["model"]["name"], str(other["model"]["version"])) == (
+    d = _cli("diff", other.run_id, cur["run_id"], "--target", "local")
+    assert d["a"]["run_id"] == other.run_id and d["b"]["run_id"] == cur["run_id"]
+    other_digest = (other.status.image or {}).get("digest", "")
+    if other_digest != status["image"]["digest"]:
+        assert d["changes"]["image"]["digest"] == {"a": other_digest, "b": status["image"]["digest"]}
+    same_model = (other.status.model["name"], str(other.status.model["version"])) == (
         status["model"]["name"],
         status["model"]["version"],
     )

@@ -107,31 +107,39 @@ def test_live_version_traffic_and_health_match_the_load_balancer(page, platform)
 
 
 def test_history_rows_match_the_deployment_records(page, platform):
+    """History is the records' event log, newest first: each row an event of a run, with its detail."""
     from selenium.webdriver.common.by import By
 
-    records = rec.RecordStore(s3.client(), platform.deploy_bucket).list("local")[:30]
+    records = rec.RecordStore(s3.client(), platform.deploy_bucket).list("local")
     assert records, "the history test needs at least one deploy on the local target"
+    events = rec.events(records)[:50]
     rows = page.find_elements(By.CSS_SELECTOR, "#target-local tr.history-row")
-    # a deploy may finish between rendering and listing: allow for two records of difference
-    shown = {r.get_attribute("data-deployment"): r for r in rows}
-    known = {r["deployment_id"]: r for r in records}
-    assert len(rows) >= min(30, len(records)) - 2
-    assert len(set(shown) & set(known)) >= len(shown) - 2
-    for dep_id, row in shown.items():
-        r = known.get(dep_id)
-        if r is None:
+    # a deploy may write events between rendering and listing: allow for a few of difference
+    assert len(rows) >= min(50, len(events)) - 4
+    known = {(e.kind.value, r.deployment_id, e.at): (e, r) for e, r in events}
+    matched = 0
+    for row in rows:
+        when = row.find_element(By.TAG_NAME, "td").get_attribute("title")
+        found = known.get((row.get_attribute("data-event"), row.get_attribute("data-deployment"), when))
+        if found is None:
             continue
-        assert row.get_attribute("data-outcome") == r["outcome"]
+        matched += 1
+        event, r = found
         link = row.find_element(By.CSS_SELECTOR, "a.dag-run")
-        assert link.text == r["run_id"]
-        assert link.get_attribute("href") == f"{platform.airflow_url}/dags/deploy/runs/{quote(r['run_id'], safe='')}"
-        rollback = row.find_element(By.CSS_SELECTOR, "td.rollback").text
-        if r.get("rollback"):  # rolled back, or failed before anything started: the reason is shown
-            assert " ".join(r["rollback"]["reason"].split())[:60] in " ".join(rollback.split())
+        assert link.text == r.run_id
+        assert link.get_attribute("href") == f"{platform.airflow_url}/dags/deploy/runs/{quote(r.run_id, safe='')}"
+        detail = " ".join(row.find_element(By.CSS_SELECTOR, "td.detail").text.split())
+        if event.by:  # replaced: by which run
+            assert detail == f"replaced by {event.by_run_id or event.by}"
+        elif event.reason:  # rolled back or failed: why
+            assert " ".join(event.reason.split())[:60] in detail
         else:
-            assert rollback == ""
-    assert any(r["outcome"] == "rolled_back" for r in records) == bool(
-        page.find_elements(By.CSS_SELECTOR, "#target-local tr.history-row[data-outcome=rolled_back]")
+            assert detail == ""
+    assert matched >= len(rows) - 4
+    times = [row.find_element(By.TAG_NAME, "td").get_attribute("title") for row in rows]
+    assert times == sorted(times, reverse=True)  # newest first
+    assert any(e.kind is rec.EventKind.ROLLED_BACK for e, _ in events) == bool(
+        page.find_elements(By.CSS_SELECTOR, "#target-local tr.history-row[data-event=rolled_back]")
     )
 
 
