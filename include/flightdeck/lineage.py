@@ -31,7 +31,6 @@ MANIFEST_TYPES = ", ".join(
         "application/vnd.oci.image.index.v1+json",
     ]
 )
-FINISHED = ("succeeded", "rolled_back", "rollback_failed", "failed")
 
 
 # ---- links ---------------------------------------------------------------------------------------------

@@ -150,7 +150,9 @@ def wait_healthy(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> TargetHealth:
-    """Block until every target of the revision passes the LB health check, or fail."""
+    """Block until every target of the revision passes the LB health check; returns its TargetHealth.
+
+    Raises DeployError when it is not healthy within `th.healthy_timeout_s` seconds."""
     deadline = clock() + th.healthy_timeout_s
     while True:
         h = backend.target_health(revision)
@@ -258,7 +260,10 @@ def shift(
     hold_s: float = 0.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ShiftResult:
-    """Give the new revision `percent` of traffic, then watch it for `hold_s` seconds."""
+    """Give the new revision `percent` of traffic, then watch it for `hold_s` seconds.
+
+    Raises DeployError when the revision is not all healthy before the shift, or misbehaves while watched
+    (traffic is pulled back first, see `guard`)."""
     h = backend.target_health(new)
     if not h.all_healthy:
         raise DeployError(f"refusing to shift {percent}% to {new}: {h.healthy}/{h.total} targets up")
@@ -301,7 +306,10 @@ def finalize(backend: Backend, new: str, snap: Snapshot) -> dict[str, int]:
 def rollback(
     backend: Backend, new: str, snap: Snapshot, th: Thresholds, sleep: Callable[[float], None] = time.sleep
 ) -> dict[str, int]:
-    """Restore the previous split with every previous revision running, then stop the new one."""
+    """Restore the previous split with every previous revision running, then stop the new one.
+
+    Returns the split after it (revision -> percent). Raises DeployError when a previous revision is gone
+    and its spec was not recorded, or does not come back healthy; the backend's errors pass through."""
     live = backend.weights()
     for r, w in snap.weights.items():
         if r in live:

@@ -184,7 +184,9 @@ class Deploy:
         return model
 
     def build(self) -> ImageInfo:
-        """The serving image with the run's model baked in (or the given image, pinned)."""
+        """The serving image with the run's model baked in (or the given image, pinned).
+
+        Raises DeployError without a resolved model, images.ModelFilesMissing for a version without files."""
         r = self.record()
         image = r.status.image or ImageInfo()
         if image.get("digest") or image.get("pinned"):
@@ -213,7 +215,9 @@ class Deploy:
         return image
 
     def push(self) -> ImageInfo:
-        """The built image pushed to the registry, pinned by its manifest digest."""
+        """The built image pushed to the registry, pinned by its manifest digest.
+
+        Raises DeployError when `build` has not recorded an image."""
         image = self.record().status.image
         if image is None:
             raise ctl.DeployError(f"run {self.run_id} has no image (did `build` run?)")
@@ -236,7 +240,9 @@ class Deploy:
         return image
 
     def register(self) -> RevisionSpecDict:
-        """The revision to run: a name unique to this run and image, pinned by digest."""
+        """The revision to run: a name unique to this run and image, pinned by digest.
+
+        Raises DeployError when the run has no model or image yet."""
         r = self.record()
         if r.status.revision_spec is not None:
             return r.status.revision_spec.to_dict()
@@ -412,8 +418,9 @@ class Deploy:
 
         `watch_error`: roll_service failed because its watcher could not judge ECS's rollout (a
         missing service, an error of the watcher itself), not because the rollout failed. Then
-        nothing is rolled back: the record ends `failed` with that reason. Raises the backend's error
-        when restoring fails (the record then says `rollback_failed`; clearing the task retries).
+        nothing is rolled back: the record ends `failed` with that reason. Raises DeployError or the
+        backend's error when restoring fails (the record then says `rollback_failed`; clearing the task
+        retries).
         """
         r = self.store.get(self.target, self.dep_id)
         failed_tasks = failed_tasks or []
