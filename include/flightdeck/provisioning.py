@@ -41,7 +41,7 @@ def s3_client() -> Any:
 def ensure_buckets(check_only: bool = False) -> list[str]:
     """Create the platform's buckets (settings.Settings.buckets) if missing; return the names created.
 
-    One quick attempt (s3.QUICK_POLL: connect 3 s, read 10 s, no retry), so flightdeck.supervisor can poll
+    One quick call (s3.QUICK_POLL: connect 3 s, read 10 s, one retry at most), so flightdeck.supervisor can poll
     it while S3 starts. Raises ProvisioningError naming the missing buckets when `check_only`, and
     botocore's errors (EndpointConnectionError, ClientError) when S3 does not answer.
     """

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-# A client for quick polls (is S3 up yet?): one attempt, give up connecting after 3 s and reading after 10 s.
+# A client for quick polls (is S3 up yet?): one retry at most (botocore's `max_attempts` counts retries, not
+# the first try: botocore Config docs, "retries"), giving up connecting after 3 s and reading after 10 s.
 QUICK_POLL: dict[str, Any] = {"retries": {"max_attempts": 1}, "connect_timeout": 3, "read_timeout": 10}
 
 
