@@ -163,7 +163,7 @@ def main() -> int:
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `bench/retrain/run.py --repeat {args.repeat}`"
         f" on {os.cpu_count()} cores ({py_platform.machine()}), dataset `{args.dataset}`, shared local platform",
-        "(SeaweedFS S3, MLflow server, Airflow 3 standalone with LocalExecutor). Medians of "
+        "(SeaweedFS S3, MLflow server, Airflow 3 standalone with the PreloadingLocalExecutor). Medians of "
         f"{args.repeat} run(s); both sides do identical work (fresh namespace, same first batch, promote v1).",
         "",
         "| what | seconds |",
