@@ -444,12 +444,17 @@ class RecordStore:
         return record
 
     def list(self, target: str | None = None) -> list[DeploymentRecord]:
-        """Every record (newest start first), for the UI/CLI."""
+        """Every record (newest start first), for the UI/CLI. A document that is not a record (neither
+        schema) is logged and left out, so one bad object does not hide the history."""
         prefix = f"records/{target}/" if target else "records/"
         out = []
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                found = self._read(obj["Key"])
+                try:
+                    found = self._read(obj["Key"])
+                except (KeyError, TypeError, ValueError) as e:
+                    log.warning("s3://%s/%s is not a deployment record (%s): left out", self.bucket, obj["Key"], e)
+                    continue
                 if found is not None:
                     out.append(found)
         return sorted(out, key=lambda r: r.status.started_at, reverse=True)

@@ -238,6 +238,13 @@ def test_a_schema_1_record_is_read_and_upgraded_on_the_next_write(store):
     assert rec.DeploymentRecord.from_json(doc).status.events == r.status.events
 
 
+def test_a_document_that_is_not_a_record_is_left_out_of_the_history(store):
+    deploy_run = MemoryBackend()
+    deploy(store, deploy_run, "manual__a", "a" * 64)
+    store.s3.put_object(Bucket=BUCKET, Key="records/local/junk.json", Body=b'{"schema": 2, "spec": {}}')
+    assert [r.deployment_id for r in store.list("local")] == ["manual__a"]
+
+
 def test_status_fields_are_typed_names(store):
     store.create(rec.DeploymentSpec("manual__t", "local", "manual__t"))
     with pytest.raises(TypeError):
