@@ -20,9 +20,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flightdeck.errors import FlightdeckError
+
 log = logging.getLogger(__name__)
 
 BACKEND = "serving"
+
+
+class HAProxyError(FlightdeckError, RuntimeError):
+    """HAProxy did not start, or its runtime API refused a command or has no such server."""
+
+
 HEALTH_PORT_OFFSET = 100  # slot i: traffic on port_base + i, health checks on port_base + 100 + i
 # Per-server `show stat` counters a revision's request counts are made of (LocalBackend.target_health).
 # They are the slot's, from this HAProxy process's start: HAProxy 2.6 cannot reset one server's counters.
@@ -177,7 +185,11 @@ class HAProxy:
         return True
 
     def start(self, timeout: float = 10.0) -> None:
-        """Write the config and start HAProxy as a daemon; a running instance is left alone."""
+        """Write the config and start HAProxy as a daemon; a running instance is left alone.
+
+        Raises subprocess.CalledProcessError when the config check or the start fails (a port in use),
+        HAProxyError when its runtime API does not answer within `timeout` seconds.
+        """
         if self.running():
             log.info("haproxy already running (pid %s) on %s:%s", self.pid(), self.cfg.bind_host, self.cfg.bind_port)
             return
@@ -198,7 +210,7 @@ class HAProxy:
                 )
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"haproxy did not come up within {timeout}s ({self.cfg.cfg_path})")
+        raise HAProxyError(f"haproxy did not come up within {timeout}s ({self.cfg.cfg_path})")
 
     def stop(self, timeout: float = 10.0) -> None:
         pid = self.pid()
@@ -231,13 +243,13 @@ class HAProxy:
         out = self.command(cmd).strip()
         # successful set commands answer with an empty line
         if out and not out.startswith("Health check"):
-            raise RuntimeError(f"haproxy runtime API refused {cmd!r}: {out}")
+            raise HAProxyError(f"haproxy runtime API refused {cmd!r}: {out}")
 
     def _in_maint(self, name: str) -> bool:
         for row in self._rows():
             if row.get("svname") == name:
                 return "MAINT" in (row.get("status") or "")
-        raise RuntimeError(f"haproxy has no server {BACKEND}/{name}")
+        raise HAProxyError(f"haproxy has no server {BACKEND}/{name}")
 
     def set_backup(self, slot: int, on: bool) -> None:
         if on:

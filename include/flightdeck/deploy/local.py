@@ -27,6 +27,7 @@ from docker.errors import ImageNotFound
 from flightdeck import settings as settings_mod
 from flightdeck.deploy.backend import RevisionSpec, RollNotSupported, RollSpec, TargetHealth
 from flightdeck.deploy.haproxy import COUNTERS, HAProxy, HealthCheck, LbConfig
+from flightdeck.errors import FlightdeckError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ L_TARGET, L_REV, L_SLOT, L_SPEC, L_LB = (
     "org.flightdeck.spec",
     "org.flightdeck.lb",
 )
+
+
+class LocalTargetError(FlightdeckError, RuntimeError):
+    """The local target cannot do what was asked: no free LB slot, or traffic for a revision it does not run."""
 
 
 def slot_counts(book: Mapping | None, now: Mapping[str, int], instance: str) -> dict[str, int]:
@@ -137,7 +142,7 @@ class LocalBackend:
         used = {int(c.labels[L_SLOT]) for c in self._containers()}
         free = [s for s in range(1, self.lb.slots + 1) if s not in used]
         if len(free) < n:
-            raise RuntimeError(f"target {self.name}: {n} LB slots needed, {len(free)} free")
+            raise LocalTargetError(f"target {self.name}: {n} LB slots needed, {len(free)} free")
         return free[:n]
 
     def _ensure_image(self, ref: str) -> None:
@@ -250,11 +255,16 @@ class LocalBackend:
         )
 
     def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
+        """Traffic percent per revision as HAProxy weights on its slots (see Backend.set_weights).
+
+        Raises LocalTargetError when a revision given traffic has no containers, HAProxyError when
+        the runtime API refuses a change.
+        """
         plan: dict[int, int] = {}
         for revision, pct in weights.items():
             slots = self.slots(revision)
             if not slots and pct > 0:
-                raise RuntimeError(f"revision {revision} has no containers on target {self.name}")
+                raise LocalTargetError(f"revision {revision} has no containers on target {self.name}")
             for slot in slots:
                 if pct > 0:
                     plan[slot] = max(1, round(pct * WEIGHT_SCALE / len(slots)))
