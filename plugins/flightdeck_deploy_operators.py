@@ -81,6 +81,8 @@ class EcsDeploymentTrigger(AwsBaseWaiterTrigger):
         self.cluster, self.service, self.deployment_id = cluster, service, deployment_id
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll the rollout waiter every `waiter_delay` seconds up to `waiter_max_attempts` times; yield one
+        TriggerEvent carrying a RolloutEvent (COMPLETED, FAILED, WATCH_FAILED, with the reason)."""
         # The base class's run() with two changes, both for the superseded-deployment rule:
         # 1. get_waiter(parameters=...): "the PRIMARY deployment is not ours => failed, superseded"
         #    needs this run's deployment id in the waiter's acceptor; a static JSON cannot hold it
@@ -159,6 +161,9 @@ class EcsServiceDeployOperator(AwsBaseOperator[EcsHook]):
         self.waiter_delay, self.waiter_max_attempts = waiter_delay, waiter_max_attempts
 
     def execute(self, context: Any) -> str:
+        """UpdateService to the task definition (and desired count), then wait for ECS's rollout: here, or
+        deferred to EcsDeploymentTrigger. Returns the deployment id (XCom). Raises EcsRolloutFailed when
+        the rollout failed or was superseded, EcsWatchError when the watcher cannot judge it."""
         kwargs: dict[str, Any] = {
             "cluster": self.cluster,
             "service": self.service,
@@ -218,6 +223,8 @@ class EcsServiceDeployOperator(AwsBaseOperator[EcsHook]):
         return self.execute_complete(context, dict(event))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> str:
+        """Resume after the trigger: the deployment id when `event` says COMPLETED (a watcher error also
+        goes to XCom for the rollback task). Raises EcsRolloutFailed or EcsWatchError otherwise."""
         if event["status"] == "WATCH_FAILED" and context.get("ti") is not None:
             context["ti"].xcom_push(key=WATCH_ERROR_XCOM_KEY, value=event["reason"])
         if event["status"] != "COMPLETED":

@@ -35,9 +35,9 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates") 
 
 
 def _store() -> rec.RecordStore:
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from flightdeck import s3
 
-    return rec.RecordStore(S3Hook(aws_conn_id=AWS_CONN_ID).get_conn(), settings_mod.load().deploy_bucket)
+    return rec.RecordStore(s3.client(AWS_CONN_ID), settings_mod.load().deploy_bucket)
 
 
 def _targets(store: rec.RecordStore) -> list[str]:
@@ -116,11 +116,13 @@ app = FastAPI(title="Flightdeck deployments", dependencies=[Depends(requires_aut
 
 @app.get("/", response_class=HTMLResponse)
 def deployments_page(request: Request) -> HTMLResponse:
+    """GET /flightdeck/: the Deployments page (templates/flightdeck/deployments.html over `collect()`)."""
     return TEMPLATES.TemplateResponse(request, "deployments.html", collect())
 
 
 @app.get("/api/deployments")
 def deployments_json() -> JSONResponse:
+    """GET /flightdeck/api/deployments: what the page shows, as JSON (`collect()`)."""
     return JSONResponse(collect())
 
 

@@ -43,9 +43,10 @@ from flightdeck import settings as settings_mod
 from flightdeck.deploy import health as health_mod
 from flightdeck.deploy import records as rec
 from flightdeck.deploy.targets import backend_for
+from flightdeck.errors import FlightdeckError
 
 
-class CliError(RuntimeError):
+class CliError(FlightdeckError, RuntimeError):
     """A user-fixable problem: printed as one line, exit code `code`."""
 
     def __init__(self, message: str, code: int = 1) -> None:
@@ -54,9 +55,9 @@ class CliError(RuntimeError):
 
 
 def _store(s: settings_mod.Settings) -> rec.RecordStore:
-    from flightdeck.provisioning import s3_client  # boto3 from settings: the CLI runs outside Airflow
+    from flightdeck import s3
 
-    return rec.RecordStore(s3_client(), s.deploy_bucket)
+    return rec.RecordStore(s3.client(), s.deploy_bucket)
 
 
 def _fmt_kv(d: Mapping[str, Any], indent: str = "    ") -> list[str]:
@@ -78,6 +79,7 @@ def add_verdict(st: dict[str, Any]) -> health_mod.Verdict:
 
 
 def render_status(st: Mapping[str, Any]) -> str:
+    """`flightdeck status` for people: one labelled line per fact of a `lineage.status` answer."""
     lines = [f"target {st['target']}  (checked {st['checked_at']})"]
     if st.get("verdict"):
         lines.append(f"  health    {st['verdict']['state']}  {st['verdict']['reason']}")
@@ -134,6 +136,7 @@ def render_status(st: Mapping[str, Any]) -> str:
 
 
 def render_diff(d: Mapping[str, Any]) -> str:
+    """`flightdeck diff` for people: the two runs, then each link that differs between them."""
     a, b = d["a"], d["b"]
     lines = [
         f"A {a['run_id']}  {a['model_name']} v{a['model_version']}  {a['outcome']}",
@@ -299,6 +302,8 @@ def run_conf(text: str) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `flightdeck` argument parser: one subcommand each (status, diff, history, run, clear, rollback,
+    logs, dataset); argument errors exit 2 with one line."""
     parser = _Parser(prog="flightdeck", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_status = sub.add_parser("status", help="what serves on a target now, and where it came from")
@@ -515,12 +520,30 @@ def describe_error(exc: BaseException, s: settings_mod.Settings) -> tuple[str, i
     return _one_line(f"unexpected {type(exc).__name__}: {exc} (FLIGHTDECK_DEBUG=1 shows the traceback)"), 1
 
 
+def _library_logs_to_stderr() -> None:
+    """Keep stdout for the answer (`--json` included): the provider's hooks (S3, ECS) import Airflow, which
+    would install its log handler on stdout. Outside Airflow, Airflow is used as a library (no logging or
+    database set-up at import: `_AIRFLOW__AS_LIBRARY`, read by airflow/__init__.py), so standard logging
+    keeps Python's defaults, and structlog (which the hooks log through) writes errors only, to stderr: a
+    user error stays the one line main() prints."""
+    if "airflow" in sys.modules:
+        return
+    import logging
+
+    import structlog
+
+    os.environ.setdefault("_AIRFLOW__AS_LIBRARY", "1")
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The `flightdeck` entry point: the local platform's defaults for what is unset, one-line errors."""
     args = build_parser().parse_args(argv)
     settings_mod.apply_defaults()
-    if "airflow" not in sys.modules:  # the ECS target's provider hooks log at info on stdout: keep --json clean
-        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    _library_logs_to_stderr()
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

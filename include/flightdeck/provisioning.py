@@ -19,7 +19,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 from flightdeck import s3, settings
 from flightdeck.errors import FlightdeckError
@@ -27,15 +26,6 @@ from flightdeck.errors import FlightdeckError
 
 class ProvisioningError(FlightdeckError):
     """The platform is not (yet) in the state asked for: buckets missing, Airflow not healthy in time."""
-
-
-def s3_client() -> Any:
-    """Transitional, until the CLI's record store moves to flightdeck.s3: boto3 on the settings' endpoint."""
-    import boto3
-    from botocore.config import Config
-
-    s = settings.load()
-    return boto3.client("s3", endpoint_url=s.s3_endpoint, region_name=s.aws_region, config=Config(**s3.QUICK_POLL))
 
 
 def ensure_buckets(check_only: bool = False) -> list[str]:

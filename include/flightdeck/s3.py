@@ -6,8 +6,12 @@ Inside Airflow the connection (default `aws_default`) comes from Airflow's secre
 AIRFLOW_CONN_AWS_DEFAULT, pointing at the embedded S3 server. Either way the endpoint, region and
 credentials come from the connection, never from code (DESIGN.md, convention 2).
 
-The hook imports Airflow, which costs about 1.7 s of start-up per process on this machine (2.1 s for
-`buckets --check` through the hook against 0.4 s with bare boto3); processes that call S3 once pay it once.
+The hook imports Airflow, which costs about 1.6 s once per process on this machine: measured here,
+`python -m flightdeck.provisioning buckets --check` takes 2.0-2.5 s through the hook against 0.4 s with
+bare boto3, and `flightdeck history --json` 2.0 s against 0.4 s; a process that polls (the supervisor
+waiting for S3) pays it on the first call only (then 0.08 s a call). One way to S3, with the connection's
+endpoint, credentials and retries, is worth that; a command line that must stay quiet on stdout uses
+Airflow as a library (see cli._library_logs_to_stderr).
 """
 
 from __future__ import annotations

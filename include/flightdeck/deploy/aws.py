@@ -1,4 +1,5 @@
-"""Thin adapters over the Amazon provider's hooks (the only place deploy code touches AWS clients)."""
+"""Thin adapters over the Amazon provider's hooks (the only place deploy code touches AWS clients; S3
+clients come from flightdeck.s3)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,6 @@ import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-
-def s3_client(aws_conn_id: str | None = "aws_default") -> Any:
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    return S3Hook(aws_conn_id=aws_conn_id).get_conn()
 
 
 def client(service: str, aws_conn_id: str | None = "aws_default", region_name: str | None = None) -> Any:

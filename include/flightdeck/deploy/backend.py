@@ -49,12 +49,14 @@ class RevisionSpec:
     run_id: str = ""  # the Airflow run that created it
 
     def to_dict(self) -> RevisionSpecDict:
+        """The spec as JSON-ready RevisionSpecDict (container labels, records, XCom)."""
         d = asdict(self)
         d["env"] = dict(self.env)
         return RevisionSpecDict(**d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RevisionSpec:
+        """The inverse of to_dict; unknown keys (from newer writers) are ignored."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -75,6 +77,7 @@ class TargetHealth:
 
     @property
     def all_healthy(self) -> bool:
+        """True when the revision has targets and every one passes the load balancer's health check."""
         return self.total > 0 and self.healthy == self.total
 
 
@@ -91,7 +94,9 @@ class Backend(Protocol):
     def start_revision(self, spec: RevisionSpec) -> None:
         """Start (or adopt, if already started) the revision's targets with 0% of traffic."""
 
-    def target_health(self, revision: str) -> TargetHealth: ...
+    def target_health(self, revision: str) -> TargetHealth:
+        """What the load balancer sees of `revision` now: its targets' states and its own request counts."""
+        ...
 
     def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
         """Traffic percent per revision (sums to 100, or to 0 to take every revision out).

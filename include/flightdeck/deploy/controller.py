@@ -42,6 +42,7 @@ class Thresholds:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Thresholds:
+        """Thresholds from Params-shaped JSON: known keys cast to the field's type, unknown keys ignored."""
         d = d or {}
         return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
@@ -76,10 +77,12 @@ class Snapshot:
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> SnapshotDict:
+        """The snapshot as JSON-ready SnapshotDict (records, XCom)."""
         return SnapshotDict(**asdict(self))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Snapshot:
+        """The inverse of to_dict (weights cast to int; missing keys read as empty)."""
         return cls(weights={k: int(v) for k, v in (d.get("weights") or {}).items()}, specs=dict(d.get("specs") or {}))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from flightdeck import settings as settings_mod
 from flightdeck.deploy.backend import RevisionSpec, TargetHealth
+from flightdeck.errors import FlightdeckError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class EcsConfig:
 
     @classmethod
     def from_env(cls) -> EcsConfig:
+        """The target's settings from FLIGHTDECK_ECS_* (cluster, listener, VPC, subnets, security groups,
+        launch type, roles) and AWS_DEFAULT_REGION; unset ones get the class's defaults."""
         e = os.environ.get
         return cls(
             cluster=e("FLIGHTDECK_ECS_CLUSTER", "flightdeck"),
@@ -71,6 +74,10 @@ class EcsConfig:
         )
 
 
+class EcsTargetError(FlightdeckError, RuntimeError):
+    """The ECS target cannot do what was asked: traffic or a roll for a revision it does not run."""
+
+
 class EcsBackend:
     """Backend over ECS services, ALB target groups and a weighted listener."""
 
@@ -84,6 +91,8 @@ class EcsBackend:
 
     @classmethod
     def from_settings(cls, aws_conn_id: str | None = "aws_default", cfg: EcsConfig | None = None) -> EcsBackend:
+        """The backend on the provider's hooks (EcsHook, AwsLogsHook, AwsBaseHook) for `aws_conn_id`,
+        configured from the environment (EcsConfig.from_env) unless `cfg` is given."""
         from flightdeck.deploy.aws import client as hook_client
 
         def clients(service: str) -> Any:
@@ -101,13 +110,17 @@ class EcsBackend:
 
     # -- naming ----------------------------------------------------------------------------------
     def service_name(self, revision: str) -> str:
+        """The revision's ECS service: `<app>-<revision>`."""
         return f"{self.cfg.app}-{revision}"
 
     def family(self, revision: str) -> str:
+        """The revision's task definition family: `<app>-<revision>`."""
         return f"{self.cfg.app}-{revision}"
 
     @staticmethod
     def tg_name(revision: str) -> str:
+        """The revision's target group: `fd-<revision>` cut to the 32 characters ELBv2 allows
+        (CreateTargetGroup, `Name`)."""
         return f"fd-{revision}"[:32].rstrip("-")
 
     def _tg_arn(self, revision: str) -> str | None:
@@ -184,6 +197,9 @@ class EcsBackend:
         return arn
 
     def start_revision(self, spec: RevisionSpec) -> None:
+        """Backend.start_revision: a task definition, a target group and a service of `spec.replicas`
+        tasks behind it at 0 % of the listener; an existing service is adopted. Raises botocore's
+        ClientError when AWS refuses."""
         c = self.cfg
         if self._service(spec.revision) is not None:
             log.info("service %s exists: adopting it", self.service_name(spec.revision))
@@ -286,6 +302,8 @@ class EcsBackend:
         return "/".join(parts[1:4]) if len(parts) >= 4 else ""
 
     def target_health(self, revision: str) -> TargetHealth:
+        """Backend.target_health: the target group's health states, the service's desired count, and the
+        ALB's RequestCount and HTTPCode_Target_5XX_Count for the group over the last `metrics_window_s` seconds."""
         tg_arn = self._tg_arn(revision)
         svc = self._service(revision)
         desired = svc["desiredCount"] if svc else 0
@@ -314,13 +332,16 @@ class EcsBackend:
         return out
 
     def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
+        """Backend.set_weights: the listener's weighted forward over the revisions' target groups.
+
+        Raises EcsTargetError when a revision given traffic has no target group."""
         # `standby` is ignored: an ALB does not retry a failed request on another target group
         groups = []
         for revision, pct in sorted(weights.items()):
             arn = self._tg_arn(revision)
             if arn is None:
                 if pct > 0:
-                    raise RuntimeError(f"revision {revision} has no target group")
+                    raise EcsTargetError(f"revision {revision} has no target group")
                 continue
             groups.append({"TargetGroupArn": arn, "Weight": int(pct)})
         # keep groups this deploy does not mention (weight unchanged) out of the forward: it is ours
@@ -336,6 +357,8 @@ class EcsBackend:
         log.info("listener %s weights now %s", self.cfg.listener_arn.rsplit("/", 1)[-1], dict(weights))
 
     def stop_revision(self, revision: str) -> None:
+        """Backend.stop_revision: out of the listener, scaling target deregistered, service scaled to 0
+        and deleted, target group deleted; idempotent."""
         tg_arn = self._tg_arn(revision)
         if tg_arn is not None:
             current = self._listener_weights()
@@ -363,6 +386,7 @@ class EcsBackend:
             self.elb.delete_target_group(TargetGroupArn=tg_arn)
 
     def weights(self) -> dict[str, int]:
+        """Backend.weights: the listener weight of each of the app's services (0 without a target group)."""
         by_arn = self._listener_weights()
         out: dict[str, int] = {}
         arns = self.ecs.list_services(cluster=self.cfg.cluster).get("serviceArns", [])
@@ -385,10 +409,12 @@ class EcsBackend:
         A rolling deploy keeps the service, its target group and listener weight: ECS replaces the
         tasks (minimum healthy 100%, maximum 200%) and its deployment circuit breaker rolls back a
         rollout whose tasks fail. `spec.revision` names the live service being rolled.
+
+        Raises EcsTargetError when that service does not exist.
         """
         svc = self._service(spec.revision)
         if svc is None:
-            raise RuntimeError(f"no live ECS service {self.service_name(spec.revision)} to roll")
+            raise EcsTargetError(f"no live ECS service {self.service_name(spec.revision)} to roll")
         return {
             "cluster": self.cfg.cluster,
             "service": svc["serviceName"],
@@ -409,6 +435,7 @@ class EcsBackend:
             self.ecs.deregister_task_definition(taskDefinition=roll["task_definition"])
 
     def spec(self, revision: str) -> RevisionSpec | None:
+        """Backend.spec: read back from the task definition's tags (None when there is none)."""
         # a live service's own task definition (after a rolling update that is the family's newest
         # one that succeeded); a retired revision's newest task definition otherwise
         svc = self._service(revision)

@@ -43,6 +43,8 @@ from airflow.sdk.exceptions import AirflowException
 from botocore.exceptions import WaiterError
 from botocore.waiter import AcceptorConfig, WaiterModel
 
+from flightdeck.errors import FlightdeckError
+
 log = logging.getLogger(__name__)
 
 WAITER_PATH = Path(__file__).with_name("waiters") / "ecs.json"
@@ -72,11 +74,11 @@ class RolloutEvent(TypedDict):
     reason: str
 
 
-class EcsRolloutFailed(AirflowException):
+class EcsRolloutFailed(AirflowException, FlightdeckError):
     """ECS's verdict: the rollout failed, was superseded or did not finish in time. Roll back."""
 
 
-class EcsWatchError(AirflowException):
+class EcsWatchError(AirflowException, FlightdeckError):
     """The watcher could not judge the rollout (unexpected answer or an error of its own).
 
     Not a verdict on the rollout: the deploy must not roll back on it.
@@ -91,6 +93,7 @@ class RolloutHook(EcsHook):
 
     @property
     def waiter_path(self) -> Path:
+        """Our waiter model (waiters/ecs.json); the provider's AwsBaseHook.get_waiter reads it from here."""
         return WAITER_PATH
 
 
@@ -181,7 +184,8 @@ def rollout_event(
 
 
 def raise_for(event: Mapping[str, Any], service: str) -> str:
-    """The deployment id of a COMPLETED event; otherwise the exception the watch fails with."""
+    """The deployment id of a COMPLETED event; otherwise the exception the watch fails with: EcsWatchError
+    for WATCH_FAILED (no rollback), EcsRolloutFailed for FAILED, superseded or timed out."""
     status, deployment_id = event["status"], event["deployment_id"]
     if status == "COMPLETED":
         return deployment_id

@@ -69,17 +69,21 @@ class LbConfig:
 
     @property
     def socket_path(self) -> Path:
+        """The runtime API's Unix socket, in the state dir."""
         return self.state_dir / "haproxy.sock"
 
     @property
     def pid_path(self) -> Path:
+        """The daemon's pid file, in the state dir."""
         return self.state_dir / "haproxy.pid"
 
     @property
     def cfg_path(self) -> Path:
+        """The rendered haproxy.cfg, in the state dir."""
         return self.state_dir / "haproxy.cfg"
 
     def slot_port(self, slot: int) -> int:
+        """The host port slot `slot`'s serving container is published on (port_base + slot)."""
         return self.port_base + slot
 
     def health_port(self, slot: int) -> int:
@@ -158,13 +162,17 @@ backend {BACKEND}
 
 
 class HAProxy:
-    """Start/stop one HAProxy process and talk to its runtime API."""
+    """Start/stop one HAProxy process and talk to its runtime API (HAProxy 2.6 management guide, section 9.3).
+
+    Runtime-API methods raise OSError when the socket does not answer, HAProxyError when a command is refused.
+    """
 
     def __init__(self, cfg: LbConfig) -> None:
         self.cfg = cfg
 
     # -- lifecycle -------------------------------------------------------------------------------
     def pid(self) -> int | None:
+        """The daemon's pid from its pid file, or None when there is none or that process is gone."""
         try:
             pid = int(self.cfg.pid_path.read_text().split()[0])
         except (OSError, ValueError, IndexError):
@@ -176,6 +184,7 @@ class HAProxy:
         return pid
 
     def running(self) -> bool:
+        """True when the daemon is alive and its runtime API answers `show info`."""
         if self.pid() is None:
             return False
         try:
@@ -213,6 +222,7 @@ class HAProxy:
         raise HAProxyError(f"haproxy did not come up within {timeout}s ({self.cfg.cfg_path})")
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Soft-stop (SIGUSR1: in-flight requests finish), then SIGTERM after `timeout` seconds."""
         pid = self.pid()
         if pid is None:
             return
@@ -226,6 +236,9 @@ class HAProxy:
 
     # -- runtime API -----------------------------------------------------------------------------
     def command(self, cmd: str) -> str:
+        """Send one runtime API command and return its whole answer (5 s socket timeout).
+
+        Raises OSError when the socket is missing or does not answer."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(5)
             s.connect(str(self.cfg.socket_path))
@@ -252,6 +265,9 @@ class HAProxy:
         raise HAProxyError(f"haproxy has no server {BACKEND}/{name}")
 
     def set_backup(self, slot: int, on: bool) -> None:
+        """Put slot `slot`'s backup server bN in service (`on`: DOWN until `rise` checks pass) or in maintenance.
+
+        Raises HAProxyError when the runtime API refuses."""
         if on:
             if self._in_maint(f"b{slot}"):  # already serving as backup: leave its health alone
                 self._checked(f"set server {BACKEND}/b{slot} state ready")
@@ -270,13 +286,16 @@ class HAProxy:
         self._checked(f"set server {BACKEND}/s{slot} health down")  # only after ready: MAINT ignores it
 
     def disable(self, slot: int) -> None:
+        """Put slot `slot` (sN and its backup bN) in maintenance. Raises HAProxyError when refused."""
         self._checked(f"set server {BACKEND}/s{slot} state maint")
         self._checked(f"set server {BACKEND}/b{slot} state maint")
 
     def drain(self, slot: int) -> None:
+        """No new requests to slot `slot`'s server, in-flight ones finish. Raises HAProxyError when refused."""
         self._checked(f"set server {BACKEND}/s{slot} state drain")
 
     def set_weight(self, slot: int, weight: int) -> None:
+        """Set slot `slot`'s server weight (0-256; 0 = no traffic). Raises HAProxyError when refused."""
         self._checked(f"set server {BACKEND}/s{slot} weight {int(weight)}")
 
     def _rows(self) -> list[dict[str, str]]:

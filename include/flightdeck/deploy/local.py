@@ -136,6 +136,7 @@ class LocalBackend:
         return self.docker.containers.list(all=True, filters={"label": labels})
 
     def slots(self, revision: str) -> list[int]:
+        """The LB slots (1-based, sorted) the revision's containers occupy on this target."""
         return sorted(int(c.labels[L_SLOT]) for c in self._containers(revision))
 
     def _free_slots(self, n: int) -> list[int]:
@@ -154,6 +155,10 @@ class LocalBackend:
 
     # -- Backend interface -------------------------------------------------------------------------
     def start_revision(self, spec: RevisionSpec) -> None:
+        """Backend.start_revision: one container per replica on a free slot, the slots in maintenance.
+
+        Raises LocalTargetError when fewer LB slots are free than `spec.replicas`, FileNotFoundError when
+        the API keys file is set but missing, docker's errors when the engine refuses."""
         if not self.haproxy.running():
             self.haproxy.start()
         existing = self._containers(spec.revision)
@@ -288,6 +293,8 @@ class LocalBackend:
         log.info("target %s weights now %s", self.name, dict(weights))
 
     def stop_revision(self, revision: str) -> None:
+        """Backend.stop_revision: weight 0 and drain (up to `drain_timeout` seconds), then stop and remove
+        the containers and forget their weights and counter baselines."""
         containers = self._containers(revision)
         if self.haproxy.running():
             slots = [int(c.labels[L_SLOT]) for c in containers]
@@ -318,11 +325,13 @@ class LocalBackend:
             self._write_json(self._counters_path, {k: v for k, v in books.items() if k not in gone})
 
     def weights(self) -> dict[str, int]:
+        """Backend.weights: the last percent set for each revision that has containers (0 if never set)."""
         live = {c.labels[L_REV] for c in self._containers()}
         stored = self._read_json(self._weights_path)
         return {r: int(stored.get(r, 0)) for r in sorted(live)}
 
     def spec(self, revision: str) -> RevisionSpec | None:
+        """Backend.spec: from a container's label, else from the specs file the target keeps."""
         for c in self._containers(revision):
             return RevisionSpec.from_dict(json.loads(c.labels[L_SPEC]))
         stored = self._read_json(self._specs_path).get(revision)

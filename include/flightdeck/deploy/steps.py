@@ -102,9 +102,9 @@ class Deploy:
     def store(self) -> rec.RecordStore:
         """The deployment record store (built on first use from `aws_conn_id` and settings.deploy_bucket)."""
         if self._store is None:
-            from flightdeck.deploy.aws import s3_client
+            from flightdeck import s3
 
-            self._store = rec.RecordStore(s3_client(self.aws_conn_id), self.settings.deploy_bucket)
+            self._store = rec.RecordStore(s3.client(self.aws_conn_id), self.settings.deploy_bucket)
         return self._store
 
     @property
