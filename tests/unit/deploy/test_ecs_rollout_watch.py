@@ -19,7 +19,7 @@ from botocore.exceptions import EndpointConnectionError
 from flightdeck.deploy import ecs_rollout as ro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "plugins"))
-from flightdeck_deploy_operators import EcsDeploymentTrigger, EcsServiceDeployOperator  # noqa: E402
+from flightdeck_deploy_operators import EcsDeploymentTrigger, EcsServiceDeployOperator
 
 OURS = "ecs-svc/1111111111111111111"
 OTHER = "ecs-svc/2222222222222222222"
