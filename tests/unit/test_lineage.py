@@ -9,25 +9,14 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from flightdeck import cli, lineage
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import records as rec
 from flightdeck.deploy.params import DeployParams
 
-BUCKET = "deployments"
 LB_PORT = 8601  # ops' private range
-
-
-@pytest.fixture()
-def store() -> Iterator[rec.RecordStore]:
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        yield rec.RecordStore(s3, BUCKET)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from flightdeck import cli, lineage
 from flightdeck import settings as settings_mod
@@ -23,14 +21,6 @@ from flightdeck.deploy import records as rec
 
 LB_PORT = 8602  # ops' private range (test_lineage uses 8601)
 NAME = "status-model"
-
-
-@pytest.fixture()
-def store() -> Iterator[rec.RecordStore]:
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="deployments")
-        yield rec.RecordStore(s3, "deployments")
 
 
 @pytest.fixture()

@@ -8,11 +8,9 @@ image needs neither MLflow nor Docker, so every step runs as the DAG runs it, on
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from flightdeck.deploy import records as rec
 from flightdeck.deploy.backend import RevisionSpec, RollNotSupported, RollSpec, TargetHealth
@@ -56,14 +54,6 @@ class MemoryBackend:
 
     def roll_back(self, roll: RollSpec) -> None:
         raise RollNotSupported("memory target")
-
-
-@pytest.fixture()
-def store() -> Iterator[rec.RecordStore]:
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        yield rec.RecordStore(s3, BUCKET)
 
 
 STEPS = ("resolve", "build", "push", "register", "start_new", "wait_healthy")
