@@ -12,8 +12,10 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flightdeck import pipeline_config, settings
@@ -158,12 +160,10 @@ def run_dvc_repro(root: Any) -> None:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    from flightdeck.data import sync as data_sync
-
     log.info("running dvc repro in %s", root)
     saved_path = os.environ.get("PATH", "")
-    # Stage commands call `python`: it must be this interpreter (the venv's), as stage_env() says.
-    os.environ["PATH"] = data_sync.stage_env()["PATH"]
+    # Stage commands call `python`: it must be this interpreter (the venv's), wherever PATH points.
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), saved_path])
     try:
         # as the CLI does it, from the workspace: stages are named as in dvc.yaml ('prepare'), not by path
         with contextlib.chdir(root), Repo(".") as repo:

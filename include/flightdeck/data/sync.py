@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -658,12 +657,3 @@ def new_holdout(cfg: DatasetConfig, store: ObjectStore | None = None) -> Manifes
         len(rest),
     )
     return manifest
-
-
-def stage_env() -> dict[str, str]:
-    """Environment for DVC stage commands: `python` must be this interpreter (the venv's)."""
-    import sys
-
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return env
