@@ -476,18 +476,6 @@ class RecordStore:
         return replaced
 
 
-class HistoryEntry(TypedDict):
-    """One row of a target's history: an event and the run it belongs to."""
-
-    at: str
-    event: str  # an EventKind value
-    deployment_id: str
-    run_id: str
-    reason: str
-    by: str  # replaced: the deployment that went live instead
-    by_run_id: str
-
-
 def events(records: list[DeploymentRecord]) -> list[tuple[Event, DeploymentRecord]]:
     """Every event of `records` with its record, newest first (ties: the order they were written)."""
     pairs = [(e, r) for r in records for e in r.status.events]
