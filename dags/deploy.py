@@ -1,11 +1,14 @@
 """Deploy: a registered model -> its serving image -> live behind the load balancer, or rolled back.
 
 Trigger by hand with the form: model version or alias, target (local: containers behind HAProxy on
-this machine; ecs: ECS services behind an ALB), strategy (blue_green, canary, rolling), canary
-percent and steps, bake time and health thresholds. Every step is a task; each canary step is its
-own `shift_N` task (steps a plan does not use are skipped). On ECS, `rolling` updates the live
-service in place: `roll_service` (deferrable) has ECS replace its tasks under the deployment
-circuit breaker and watches the rollout; the shift steps are skipped. Any failure runs `rollback` (trigger
+this machine; ecs: ECS services behind an ALB; ec2: Auto Scaling groups behind an ALB), strategy
+(blue_green, canary, rolling), canary percent and steps, bake time, health thresholds and autoscaling.
+Every step is a task; each canary step is its own `shift_N` task (steps a plan does not use are
+skipped). On ECS, `rolling` updates the live service in place: `roll_service` (deferrable) has ECS
+replace its tasks under the deployment circuit breaker and watches the rollout. On EC2, `rolling`
+refreshes the live group's instances to a new launch template version: `refresh_instances`
+(deferrable) runs an instance refresh with the canary steps as checkpoints and Auto Scaling's own
+rollback on. The shift steps are skipped when a revision rolls in place. Any failure runs `rollback` (trigger
 rule one_failed): it restores the previous revision with 100% of traffic, writes the reason into
 the deployment record (s3://flightdeck-deployments/records/<target>/<run>.json) and tags the MLflow
 model version; `outcome` then prints the record and fails the run with the reason. Clearing a
@@ -24,9 +27,10 @@ import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from flightdeck_deploy_operators import EcsServiceDeployOperator  # plugins/
+from flightdeck_deploy_operators import Ec2InstanceRefreshOperator, EcsServiceDeployOperator  # plugins/
 from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
+from flightdeck.deploy.backend import ScalingMetric
 from flightdeck.deploy.controller import STRATEGIES
 from flightdeck.deploy.ecs_rollout import WATCH_ERROR_XCOM_KEY
 from flightdeck.deploy.params import DEFAULTS, MAX_SHIFT_STEPS
@@ -96,6 +100,25 @@ def _run(step: Callable[..., Any], params: dict, run_id: str, *args: int) -> Any
         "require_approval": Param(DEFAULTS.require_approval, type="boolean", title="Hold the canary for approval"),
         "image": Param(DEFAULTS.image, type="string", title="Advanced: deploy this image instead of building"),
         "env": Param(dict(DEFAULTS.env), type="object", title="Advanced: extra container environment"),
+        "min_capacity": Param(DEFAULTS.min_capacity, type="integer", minimum=1, title="Autoscaling (ecs, ec2): min"),
+        "max_capacity": Param(DEFAULTS.max_capacity, type="integer", minimum=1, title="Autoscaling (ecs, ec2): max"),
+        "scaling_metric": Param(
+            DEFAULTS.scaling_metric, enum=[m.value for m in ScalingMetric], title="Autoscaling: target-tracking metric"
+        ),
+        "scaling_target": Param(
+            DEFAULTS.scaling_target,
+            type="number",
+            minimum=0,
+            title="Autoscaling: target value (0 = 60 % CPU or 1000 requests/target/min)",
+        ),
+        "min_healthy_percent": Param(
+            DEFAULTS.min_healthy_percent,
+            type="integer",
+            minimum=0,
+            maximum=100,
+            title="Rolling on ec2: percent kept in service",
+        ),
+        "aws_conn_id": Param(DEFAULTS.aws_conn_id, type="string", title="AWS connection (ecs, ec2)"),
     },
 )
 def deploy():
@@ -124,7 +147,11 @@ def deploy():
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def ecs_rolls_the_service(run_id: str | None = None, params: dict | None = None) -> bool:
-        return Deploy(run_id, params).rolling_in_place()
+        return Deploy(run_id, params).rolling_in_place("ecs")
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def ec2_refreshes_the_group(run_id: str | None = None, params: dict | None = None) -> bool:
+        return Deploy(run_id, params).rolling_in_place("ec2")
 
     start_roll = "{{ ti.xcom_pull(task_ids='start_new')['roll']"
     roll_service = EcsServiceDeployOperator(
@@ -132,12 +159,24 @@ def deploy():
         cluster=start_roll + "['cluster'] }}",
         service=start_roll + "['service'] }}",
         task_definition=start_roll + "['task_definition'] }}",
+        aws_conn_id="{{ params.aws_conn_id }}",
         deferrable=True,
         waiter_delay=15,
         waiter_max_attempts=80,
         retries=0,
         doc_md="Fail fast: ECS's rolling update of the live service; a rollout the circuit breaker "
         "fails hands over to `rollback` at once.",
+    )
+    refresh_instances = Ec2InstanceRefreshOperator(
+        task_id="refresh_instances",
+        refresh="{{ ti.xcom_pull(task_ids='start_new')['roll'] | tojson }}",
+        aws_conn_id="{{ params.aws_conn_id }}",
+        deferrable=True,
+        waiter_delay=15,
+        waiter_max_attempts=120,
+        retries=0,
+        doc_md="Fail fast: an instance refresh of the live Auto Scaling group; one that fails or that Auto "
+        "Scaling rolls back hands over to `rollback` at once.",
     )
 
     approve = ApprovalOperator(
@@ -168,6 +207,7 @@ def deploy():
     for a, b in zip(chain, chain[1:], strict=False):
         a >> b
     start_new >> ecs_rolls_the_service() >> roll_service >> wait_healthy
+    start_new >> ec2_refreshes_the_group() >> refresh_instances >> wait_healthy
     gate = approval_wanted()
     shifts[0] >> gate >> approve >> shifts[1]
     for a, b in zip(shifts[1:], shifts[2:], strict=False):
@@ -175,7 +215,7 @@ def deploy():
     shifts[-1] >> bake >> finalize
     undo = rollback()
     # not the short-circuits: their skips would skip rollback
-    [*chain, roll_service, *shifts, approve, bake, finalize] >> undo
+    [*chain, roll_service, refresh_instances, *shifts, approve, bake, finalize] >> undo
 
     @task(
         task_id="outcome",

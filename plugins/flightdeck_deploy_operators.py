@@ -1,5 +1,12 @@
 """Operators the Amazon provider lacks for deploys, in the provider's shape.
 
+Ec2InstanceRefreshOperator starts an EC2 Auto Scaling instance refresh of a live group to a new launch
+template version (MinHealthyPercentage, checkpoints, AutoRollback on) and watches it with the waiter
+`instance_refresh_complete` (include/flightdeck/deploy/waiters/autoscaling.json, served by
+`AutoScalingHook`), in the worker (the provider's `wait`) or deferred to InstanceRefreshTrigger (the
+provider's AwsBaseWaiterTrigger as it is). A refresh that fails, is cancelled or is rolled back by Auto
+Scaling fails the task, so the DAG's rollback task makes sure the group is back on its previous version.
+
 EcsServiceDeployOperator updates an ECS service to a task definition with the deployment circuit
 breaker (rollback on) and watches the deployment with the rollout waiter
 (include/flightdeck/deploy/waiters/ecs.json, served by `RolloutHook`), either in the worker (the
@@ -18,6 +25,7 @@ How the watch ends (flightdeck.deploy.ecs_rollout.RolloutEvent):
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -26,10 +34,13 @@ from airflow.configuration import conf
 from airflow.providers.amazon.aws.hooks.ecs import EcsHook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
+from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.amazon.aws.utils.waiter_with_logging import async_wait, wait
+from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import TriggerEvent
 
+from flightdeck.deploy.backend import InstanceRefreshSpec
 from flightdeck.deploy.ecs_rollout import (
     STATUS_QUERIES,
     WAITER,
@@ -39,6 +50,10 @@ from flightdeck.deploy.ecs_rollout import (
     rollout_event,
     waiter_parameters,
 )
+from flightdeck.deploy.instance_refresh import COMPLETE as REFRESH_COMPLETE
+from flightdeck.deploy.instance_refresh import STATUS_QUERIES as REFRESH_STATUS_QUERIES
+from flightdeck.deploy.instance_refresh import AutoScalingHook, RefreshStatus, desired_version, start_refresh
+from flightdeck.deploy.instance_refresh import latest as latest_refresh
 
 
 class EcsDeploymentTrigger(AwsBaseWaiterTrigger):
@@ -230,3 +245,120 @@ class EcsServiceDeployOperator(AwsBaseOperator[EcsHook]):
         if event["status"] != "COMPLETED":
             self.log.error("ECS deployment %s of %s: %s", event["deployment_id"], self.service, event)
         return raise_for(event, self.service)
+
+
+class InstanceRefreshTrigger(AwsBaseWaiterTrigger):
+    """Waits in the triggerer for instance refresh `instance_refresh_id` of Auto Scaling group `group` to
+    end (waiter `instance_refresh_complete`, waiters/autoscaling.json), logging its status and percentage
+    on every attempt. Yields {"status": "success", "instance_refresh_id": ...}; a refresh that failed, was
+    cancelled or rolled back raises in the trigger, which fails the task (the DAG's rollback then runs)."""
+
+    aws_hook_class = AutoScalingHook
+
+    def __init__(
+        self,
+        *,
+        group: str,
+        instance_refresh_id: str,
+        waiter_delay: int = 15,
+        waiter_max_attempts: int = 80,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict | None = None,
+    ) -> None:
+        super().__init__(
+            serialized_fields={"group": group, "instance_refresh_id": instance_refresh_id},
+            waiter_name=REFRESH_COMPLETE,
+            waiter_args={"AutoScalingGroupName": group, "InstanceRefreshIds": [instance_refresh_id]},
+            failure_message=f"instance refresh {instance_refresh_id} of {group} did not succeed",
+            status_message=f"instance refresh {instance_refresh_id} of {group}",
+            status_queries=REFRESH_STATUS_QUERIES,
+            return_key="instance_refresh_id",
+            return_value=instance_refresh_id,
+            waiter_delay=waiter_delay,
+            waiter_max_attempts=waiter_max_attempts,
+            aws_conn_id=aws_conn_id,
+            region_name=region_name,
+            verify=verify,
+            botocore_config=botocore_config,
+        )
+
+
+class Ec2InstanceRefreshOperator(AwsBaseOperator[AutoScalingHook]):
+    """Roll an Auto Scaling group to a launch template version by an instance refresh (AutoRollback on).
+
+    :param refresh: the InstanceRefreshSpec (group, launch template id and version, MinHealthyPercentage,
+        checkpoints, warmup), as a mapping or its JSON (templated, e.g. from `start_new`'s XCom)
+    :param wait_for_completion: watch the refresh (default True); False returns the refresh id at once
+    :param waiter_delay: seconds between polls
+    :param waiter_max_attempts: polls before the refresh counts as timed out (then rolled back)
+    :param deferrable: watch in the triggerer (InstanceRefreshTrigger)
+    """
+
+    aws_hook_class = AutoScalingHook
+    template_fields: Sequence[str] = aws_template_fields("refresh")
+
+    def __init__(
+        self,
+        *,
+        refresh: InstanceRefreshSpec | str,
+        wait_for_completion: bool = True,
+        waiter_delay: int = 15,
+        waiter_max_attempts: int = 80,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.refresh = refresh
+        self.wait_for_completion, self.deferrable = wait_for_completion, deferrable
+        self.waiter_delay, self.waiter_max_attempts = waiter_delay, waiter_max_attempts
+
+    def execute(self, context: Any) -> str:
+        """StartInstanceRefresh (or adopt the one already running to the same version, on a retry), then wait
+        for it: here or deferred to InstanceRefreshTrigger. Returns the refresh id (XCom). Raises
+        AirflowException when the refresh fails, is cancelled, rolls back or times out."""
+        spec: InstanceRefreshSpec = json.loads(self.refresh) if isinstance(self.refresh, str) else self.refresh
+        group = spec["group"]
+        last = latest_refresh(self.hook.conn, group)
+        if last and RefreshStatus(last["Status"]).active and desired_version(last) == spec["version"]:
+            refresh_id = last["InstanceRefreshId"]
+            self.log.info(
+                "instance refresh %s of %s to version %s is running: watching it", refresh_id, group, spec["version"]
+            )
+        else:
+            refresh_id = start_refresh(self.hook.conn, spec)
+        if not self.wait_for_completion:
+            return refresh_id
+        if self.deferrable:
+            self.defer(
+                trigger=InstanceRefreshTrigger(
+                    group=group,
+                    instance_refresh_id=refresh_id,
+                    waiter_delay=self.waiter_delay,
+                    waiter_max_attempts=self.waiter_max_attempts,
+                    aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name,
+                    verify=self.verify,
+                    botocore_config=self.botocore_config,
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.waiter_max_attempts * self.waiter_delay + 60),
+            )
+        wait(
+            waiter=self.hook.get_waiter(REFRESH_COMPLETE),
+            waiter_delay=self.waiter_delay,
+            waiter_max_attempts=self.waiter_max_attempts,
+            args={"AutoScalingGroupName": group, "InstanceRefreshIds": [refresh_id]},
+            failure_message=f"instance refresh {refresh_id} of {group} did not succeed",
+            status_message=f"instance refresh {refresh_id} of {group}",
+            status_args=REFRESH_STATUS_QUERIES,
+        )
+        return refresh_id
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> str:
+        """Resume after the trigger: the refresh id when `event` says success. Raises AirflowException otherwise."""
+        validated = validate_execute_complete_event(event)
+        if validated.get("status") != "success":
+            raise AirflowException(f"instance refresh did not succeed: {validated}")
+        return validated["instance_refresh_id"]

@@ -42,7 +42,7 @@ from flightdeck import lineage
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import health as health_mod
 from flightdeck.deploy import records as rec
-from flightdeck.deploy.targets import backend_for
+from flightdeck.deploy.targets import TARGETS, backend_for
 from flightdeck.errors import FlightdeckError
 
 
@@ -258,9 +258,6 @@ def run_dag(dag_id: str, conf: dict[str, Any], wait: bool, timeout: float, s: se
         "tasks": tasks,
         "url": lineage.airflow_run_url(s.airflow_url, dag_id, run_id),
     }
-
-
-TARGETS = ("local", "ecs")  # the deploy DAG's targets
 
 
 class _Parser(argparse.ArgumentParser):

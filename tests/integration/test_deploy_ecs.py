@@ -125,15 +125,15 @@ def _spec(version: str, replicas: int = 1) -> RevisionSpec:
 
 def _inject_healthy_targets(env, backend: EcsBackend, revision: str, n: int = 1) -> None:
     """INJECTED: stands for ECS registering the service's running tasks in its target group."""
-    arn = backend._tg_arn(revision)
+    arn = backend.listener.tg_arn(revision)
     _boto("elbv2").register_targets(TargetGroupArn=arn, Targets=[{"Id": i, "Port": 8080} for i in env["instances"][:n]])
 
 
 def _inject_alb_metrics(backend: EcsBackend, revision: str, requests: int, errors: int) -> None:
     """INJECTED: what the ALB would publish to CloudWatch for this target group."""
     dims = [
-        {"Name": "TargetGroup", "Value": backend._tg_arn(revision).split(":")[-1]},
-        {"Name": "LoadBalancer", "Value": backend._lb_dimension()},
+        {"Name": "TargetGroup", "Value": backend.listener.tg_arn(revision).split(":")[-1]},
+        {"Name": "LoadBalancer", "Value": backend.listener.lb_dimension()},
     ]
     # A few seconds back, as the ALB's published minute lags: moto drops EndTime's microseconds, so a
     # datapoint from the same second as the watcher's query would fall outside it (a CI flake).
@@ -172,7 +172,7 @@ def test_first_revision_every_resource_and_call(env):
     ecs, elb = _boto("ecs"), _boto("elbv2")
     svc = ecs.describe_services(cluster="flightdeck", services=[b.service_name(spec.revision)])["services"][0]
     assert svc["status"] == "ACTIVE" and svc["desiredCount"] == 1
-    tg = elb.describe_target_groups(Names=[b.tg_name(spec.revision)])["TargetGroups"][0]
+    tg = elb.describe_target_groups(Names=[b.listener.tg_name(spec.revision)])["TargetGroups"][0]
     assert svc["loadBalancers"][0]["targetGroupArn"] == tg["TargetGroupArn"]
     assert tg["HealthCheckPath"] == "/readyz" and tg["Matcher"]["HttpCode"] == "200"
     td = ecs.describe_task_definition(taskDefinition=svc["taskDefinition"], include=["TAGS"])
@@ -181,7 +181,7 @@ def test_first_revision_every_resource_and_call(env):
     assert container["logConfiguration"]["logDriver"] == "awslogs"
     assert container["logConfiguration"]["options"]["awslogs-group"] == "/flightdeck/serving"
     assert {"key": "fd.model_version", "value": "1"} in td["tags"]
-    assert _listener_weights(env) == {b.tg_name(spec.revision): 100}
+    assert _listener_weights(env) == {b.listener.tg_name(spec.revision): 100}
     scaling = _boto("application-autoscaling")
     target = scaling.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]
     assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in target] == [
@@ -208,15 +208,15 @@ def test_blue_green_then_canary_shift_listener_weights(env):
     ctl.wait_healthy(b, spec.revision, TH)
     for pct in ctl.plan_steps("canary", 10, 3):
         ctl.shift(b, spec.revision, pct, snap, TH)
-        assert _listener_weights(env)[b.tg_name(spec.revision)] == pct
+        assert _listener_weights(env)[b.listener.tg_name(spec.revision)] == pct
         if pct < 100:
-            assert _listener_weights(env)[b.tg_name(old)] == 100 - pct
+            assert _listener_weights(env)[b.listener.tg_name(old)] == 100 - pct
     ctl.finalize(b, spec.revision, snap)
     assert b.weights() == {spec.revision: 100}
     svc = _boto("ecs").describe_services(cluster="flightdeck", services=[b.service_name(old)])["services"]
     assert not svc or svc[0]["status"] != "ACTIVE"  # old service retired
     with pytest.raises(_boto("elbv2").exceptions.TargetGroupNotFoundException):
-        _boto("elbv2").describe_target_groups(Names=[b.tg_name(old)])
+        _boto("elbv2").describe_target_groups(Names=[b.listener.tg_name(old)])
 
 
 def test_never_healthy_revision_is_rolled_back(env):
@@ -229,7 +229,7 @@ def test_never_healthy_revision_is_rolled_back(env):
         ctl.wait_healthy(b, spec.revision, TH)
     ctl.rollback(b, spec.revision, snap, TH)
     assert b.weights() == live
-    assert set(_listener_weights(env)) == {b.tg_name(r) for r in live}
+    assert set(_listener_weights(env)) == {b.listener.tg_name(r) for r in live}
     svc = _boto("ecs").describe_services(cluster="flightdeck", services=[b.service_name(spec.revision)])
     assert all(s["status"] != "ACTIVE" for s in svc["services"])
     ids = [
@@ -248,14 +248,14 @@ def test_5xx_during_canary_pulls_traffic_back_then_rollback(env):
     _inject_healthy_targets(env, b, spec.revision)
     ctl.wait_healthy(b, spec.revision, TH)
     ctl.shift(b, spec.revision, 10, snap, TH)
-    assert _listener_weights(env)[b.tg_name(spec.revision)] == 10
+    assert _listener_weights(env)[b.listener.tg_name(spec.revision)] == 10
     # The errors arrive while the bake watches (its baseline is read first, when there are none yet).
     late = threading.Timer(0.5, _inject_alb_metrics, (b, spec.revision), {"requests": 50, "errors": 20})
     late.start()
     with pytest.raises(ctl.DeployError, match="5xx rate"):
         ctl.bake(b, spec.revision, snap, 3, TH)
     late.join()
-    assert _listener_weights(env)[b.tg_name(spec.revision)] == 0  # the guard, before rollback runs
+    assert _listener_weights(env)[b.listener.tg_name(spec.revision)] == 0  # the guard, before rollback runs
     ctl.rollback(b, spec.revision, snap, TH)
     assert b.weights() == live
 

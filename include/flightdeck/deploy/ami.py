@@ -117,14 +117,20 @@ class BakeSpec:
     def ecr_registry(self) -> str:
         """The ECR registry host of `base_image` ("<account>.dkr.ecr.<region>.amazonaws.com"), or "" when
         there is no base image or it lives elsewhere (Docker Hub, ...: pulled without a login)."""
-        host = self.base_image.split("/", 1)[0] if "/" in self.base_image else ""
-        return host if ECR_HOST.match(host) else ""
+        return ecr_registry(self.base_image)[0]
 
     @property
     def ecr_region(self) -> str:
         """The region of `ecr_registry` (from its host name), or "" without one."""
-        m = ECR_HOST.match(self.ecr_registry)
-        return m.group(1) if m else ""
+        return ecr_registry(self.base_image)[1]
+
+
+def ecr_registry(image: str) -> tuple[str, str]:
+    """(registry host, region) of an ECR image reference ("<account>.dkr.ecr.<region>.amazonaws.com/repo..."),
+    or ("", "") for an image elsewhere (Docker Hub, a private registry: pulled without an ECR login)."""
+    host = image.split("/", 1)[0] if "/" in image else ""
+    m = ECR_HOST.match(host)
+    return (host, m.group(1)) if m else ("", "")
 
 
 class Clients(NamedTuple):

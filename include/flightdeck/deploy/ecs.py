@@ -10,7 +10,6 @@ the Amazon provider's hooks (EcsHook, and AwsBaseHook for elbv2, autoscaling, Cl
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from collections.abc import Callable, Collection, Mapping
@@ -18,12 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flightdeck import settings as settings_mod
-from flightdeck.deploy.backend import RevisionSpec, TargetHealth
+from flightdeck.deploy.alb import TAG_REV, HealthCheck, WeightedListener
+from flightdeck.deploy.backend import (
+    DEFAULT_ROLL_PLAN,
+    EcsRollSpec,
+    RevisionSpec,
+    RollPlan,
+    ScalingMetric,
+    ScalingSpec,
+    TargetHealth,
+)
 from flightdeck.errors import FlightdeckError
 
 log = logging.getLogger(__name__)
 
-TAG_REV = "org.flightdeck.revision"
 SPEC_TAGS = ("revision", "image", "digest", "model_name", "model_version", "replicas", "run_id")
 
 
@@ -75,11 +82,13 @@ class EcsConfig:
 
 
 class EcsTargetError(FlightdeckError, RuntimeError):
-    """The ECS target cannot do what was asked: traffic or a roll for a revision it does not run."""
+    """The ECS target cannot do what was asked: a roll of a service it does not run."""
 
 
 class EcsBackend:
     """Backend over ECS services, ALB target groups and a weighted listener."""
+
+    rolls_in_place = True  # strategy rolling: ECS's rolling update of the live service
 
     def __init__(self, cfg: EcsConfig, clients: Callable[[str], Any], name: str = "ecs") -> None:
         self.cfg = cfg
@@ -88,6 +97,7 @@ class EcsBackend:
         self.ecs, self.elb = clients("ecs"), clients("elbv2")
         self.scaling = clients("application-autoscaling")
         self.cw, self.logs = clients("cloudwatch"), clients("logs")
+        self.listener = WeightedListener(self.elb, self.cw, cfg.listener_arn, cfg.metrics_window_s)
 
     @classmethod
     def from_settings(cls, aws_conn_id: str | None = "aws_default", cfg: EcsConfig | None = None) -> EcsBackend:
@@ -116,19 +126,6 @@ class EcsBackend:
     def family(self, revision: str) -> str:
         """The revision's task definition family: `<app>-<revision>`."""
         return f"{self.cfg.app}-{revision}"
-
-    @staticmethod
-    def tg_name(revision: str) -> str:
-        """The revision's target group: `fd-<revision>` cut to the 32 characters ELBv2 allows
-        (CreateTargetGroup, `Name`)."""
-        return f"fd-{revision}"[:32].rstrip("-")
-
-    def _tg_arn(self, revision: str) -> str | None:
-        try:
-            tgs = self.elb.describe_target_groups(Names=[self.tg_name(revision)])["TargetGroups"]
-        except self.elb.exceptions.TargetGroupNotFoundException:
-            return None
-        return tgs[0]["TargetGroupArn"] if tgs else None
 
     def _service_by_name(self, name: str) -> dict[str, Any] | None:
         """The ACTIVE service of that name (a deleted one lingers as INACTIVE for a while), or None."""
@@ -205,25 +202,20 @@ class EcsBackend:
             log.info("service %s exists: adopting it", self.service_name(spec.revision))
             return
         task_def = self.register(spec)
-        tg_arn = self._tg_arn(spec.revision)
-        if tg_arn is None:
-            tg = self.elb.create_target_group(
-                Name=self.tg_name(spec.revision),
-                Protocol="HTTP",
-                Port=c.container_port,
-                VpcId=c.vpc_id,
-                TargetType="ip" if c.network_mode == "awsvpc" else "instance",
-                HealthCheckProtocol="HTTP",
-                # awsvpc: the task's own health port; bridge mode maps ports dynamically, so the traffic port
-                HealthCheckPort=str(c.health_port) if c.network_mode == "awsvpc" else "traffic-port",
-                HealthCheckPath="/readyz",
-                Matcher={"HttpCode": "200"},
-                HealthCheckIntervalSeconds=c.health_interval_s,
-                HealthyThresholdCount=c.healthy_threshold,
-                UnhealthyThresholdCount=c.unhealthy_threshold,
-                Tags=[{"Key": TAG_REV, "Value": spec.revision}, {"Key": "org.flightdeck.app", "Value": c.app}],
-            )["TargetGroups"][0]
-            tg_arn = tg["TargetGroupArn"]
+        tg_arn = self.listener.create_target_group(
+            spec.revision,
+            app=c.app,
+            vpc_id=c.vpc_id,
+            port=c.container_port,
+            target_type="ip" if c.network_mode == "awsvpc" else "instance",
+            # awsvpc: the task's own health port; bridge mode maps ports dynamically, so the traffic port
+            check=HealthCheck(
+                port=str(c.health_port) if c.network_mode == "awsvpc" else "traffic-port",
+                interval_s=c.health_interval_s,
+                healthy_threshold=c.healthy_threshold,
+                unhealthy_threshold=c.unhealthy_threshold,
+            ),
+        )
         service: dict[str, Any] = {
             "cluster": c.cluster,
             "serviceName": self.service_name(spec.revision),
@@ -251,13 +243,21 @@ class EcsBackend:
             }
         self.ecs.create_service(**service)
         resource = self._scaling_resource(spec.revision)
+        scaling = spec.scaling or ScalingSpec(c.min_capacity, c.max_capacity, ScalingMetric.CPU, c.cpu_target)
         self.scaling.register_scalable_target(
             ServiceNamespace="ecs",
             ResourceId=resource,
             ScalableDimension="ecs:service:DesiredCount",
-            MinCapacity=max(c.min_capacity, spec.replicas),
-            MaxCapacity=max(c.max_capacity, spec.replicas),
+            MinCapacity=max(scaling.min_capacity, spec.replicas),
+            MaxCapacity=max(scaling.max_capacity, spec.replicas),
         )
+        if scaling.metric == ScalingMetric.REQUEST_COUNT_PER_TARGET:
+            metric = {
+                "PredefinedMetricType": "ALBRequestCountPerTarget",
+                "ResourceLabel": self.listener.resource_label(tg_arn),
+            }
+        else:
+            metric = {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"}
         self.scaling.put_scaling_policy(
             PolicyName=f"{self.service_name(spec.revision)}-cpu",
             ServiceNamespace="ecs",
@@ -265,110 +265,53 @@ class EcsBackend:
             ScalableDimension="ecs:service:DesiredCount",
             PolicyType="TargetTrackingScaling",
             TargetTrackingScalingPolicyConfiguration={
-                "TargetValue": c.cpu_target,
+                "TargetValue": float(scaling.target_value),
                 "ScaleInCooldown": 60,
                 "ScaleOutCooldown": 60,
-                "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
+                "PredefinedMetricSpecification": metric,
             },
         )
         log.info(
-            "created service %s behind %s with autoscaling %d..%d",
+            "created service %s behind %s with autoscaling %d..%d on %s",
             self.service_name(spec.revision),
             tg_arn,
-            c.min_capacity,
-            c.max_capacity,
+            scaling.min_capacity,
+            scaling.max_capacity,
+            metric["PredefinedMetricType"],
         )
-
-    def _metric(self, name: str, tg_arn: str) -> int:
-        lb_dim = self._lb_dimension()
-        dims = [{"Name": "TargetGroup", "Value": tg_arn.split(":")[-1]}]
-        if lb_dim:
-            dims.append({"Name": "LoadBalancer", "Value": lb_dim})
-        end = dt.datetime.now(dt.UTC)
-        points = self.cw.get_metric_statistics(
-            Namespace="AWS/ApplicationELB",
-            MetricName=name,
-            Dimensions=dims,
-            Statistics=["Sum"],
-            Period=60,
-            StartTime=end - dt.timedelta(seconds=self.cfg.metrics_window_s),
-            EndTime=end,
-        )["Datapoints"]
-        return int(sum(p["Sum"] for p in points))
-
-    def _lb_dimension(self) -> str:
-        # listener arn: arn:...:listener/app/NAME/LBID/LISTENERID -> "app/NAME/LBID"
-        parts = self.cfg.listener_arn.split(":")[-1].split("/")
-        return "/".join(parts[1:4]) if len(parts) >= 4 else ""
 
     def target_health(self, revision: str) -> TargetHealth:
         """Backend.target_health: the target group's health states, the service's desired count, and the
         ALB's RequestCount and HTTPCode_Target_5XX_Count for the group over the last `metrics_window_s` seconds."""
-        tg_arn = self._tg_arn(revision)
+        tg_arn = self.listener.tg_arn(revision)
         svc = self._service(revision)
         desired = svc["desiredCount"] if svc else 0
         if tg_arn is None:
             return TargetHealth(revision=revision, total=desired, healthy=0)
-        descs = self.elb.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]
-        states = {f"{d['Target']['Id']}:{d['Target'].get('Port', '')}": d["TargetHealth"]["State"] for d in descs}
-        healthy = sum(1 for s in states.values() if s == "healthy")
+        states = self.listener.target_states(tg_arn)
+        requests, errors_5xx = self.listener.counts(tg_arn)
         return TargetHealth(
             revision=revision,
             total=desired,
-            healthy=healthy,
+            healthy=sum(1 for s in states.values() if s == "healthy"),
             states=states,
-            requests=self._metric("RequestCount", tg_arn),
-            errors_5xx=self._metric("HTTPCode_Target_5XX_Count", tg_arn),
+            requests=requests,
+            errors_5xx=errors_5xx,
         )
-
-    def _listener_weights(self) -> dict[str, int]:
-        listener = self.elb.describe_listeners(ListenerArns=[self.cfg.listener_arn])["Listeners"][0]
-        out: dict[str, int] = {}
-        for action in listener["DefaultActions"]:
-            for tg in (action.get("ForwardConfig") or {}).get("TargetGroups", []):
-                out[tg["TargetGroupArn"]] = int(tg.get("Weight", 1))
-            if action.get("TargetGroupArn") and not action.get("ForwardConfig"):
-                out[action["TargetGroupArn"]] = 100
-        return out
 
     def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
         """Backend.set_weights: the listener's weighted forward over the revisions' target groups.
 
-        Raises EcsTargetError when a revision given traffic has no target group."""
-        # `standby` is ignored: an ALB does not retry a failed request on another target group
-        groups = []
-        for revision, pct in sorted(weights.items()):
-            arn = self._tg_arn(revision)
-            if arn is None:
-                if pct > 0:
-                    raise EcsTargetError(f"revision {revision} has no target group")
-                continue
-            groups.append({"TargetGroupArn": arn, "Weight": int(pct)})
-        # keep groups this deploy does not mention (weight unchanged) out of the forward: it is ours
-        self.elb.modify_listener(
-            ListenerArn=self.cfg.listener_arn,
-            DefaultActions=[
-                {
-                    "Type": "forward",
-                    "ForwardConfig": {"TargetGroups": groups, "TargetGroupStickinessConfig": {"Enabled": False}},
-                }
-            ],
-        )
-        log.info("listener %s weights now %s", self.cfg.listener_arn.rsplit("/", 1)[-1], dict(weights))
+        `standby` is ignored: an ALB does not retry a failed request on another target group. Raises
+        alb.ListenerTargetError when a revision given traffic has no target group."""
+        self.listener.set_weights(weights)
 
     def stop_revision(self, revision: str) -> None:
         """Backend.stop_revision: out of the listener, scaling target deregistered, service scaled to 0
         and deleted, target group deleted; idempotent."""
-        tg_arn = self._tg_arn(revision)
+        tg_arn = self.listener.tg_arn(revision)
         if tg_arn is not None:
-            current = self._listener_weights()
-            if tg_arn in current:
-                rest = [{"TargetGroupArn": a, "Weight": w} for a, w in current.items() if a != tg_arn]
-                if rest:
-                    self.elb.modify_listener(
-                        ListenerArn=self.cfg.listener_arn,
-                        DefaultActions=[{"Type": "forward", "ForwardConfig": {"TargetGroups": rest}}],
-                    )
+            self.listener.detach(tg_arn)
         name = self.service_name(revision)
         try:
             self.scaling.deregister_scalable_target(
@@ -382,12 +325,12 @@ class EcsBackend:
             self.ecs.update_service(cluster=self.cfg.cluster, service=name, desiredCount=0)
             self.ecs.delete_service(cluster=self.cfg.cluster, service=name, force=True)
             log.info("deleted service %s", name)
-        if tg_arn is not None and tg_arn not in self._listener_weights():
-            self.elb.delete_target_group(TargetGroupArn=tg_arn)
+        if tg_arn is not None:
+            self.listener.delete_target_group(tg_arn)
 
     def weights(self) -> dict[str, int]:
         """Backend.weights: the listener weight of each of the app's services (0 without a target group)."""
-        by_arn = self._listener_weights()
+        by_arn = self.listener.weights_by_arn()
         out: dict[str, int] = {}
         arns = self.ecs.list_services(cluster=self.cfg.cluster).get("serviceArns", [])
         prefix = f"{self.cfg.app}-"
@@ -398,13 +341,14 @@ class EcsBackend:
             if self._service_by_name(name) is None:
                 continue
             revision = name[len(prefix) :]
-            tg = self._tg_arn(revision)
+            tg = self.listener.tg_arn(revision)
             out[revision] = by_arn.get(tg, 0) if tg else 0
         return dict(sorted(out.items()))
 
     # -- ECS's own rolling update of a live service (strategy "rolling") ----------------------------
-    def prepare_roll(self, spec: RevisionSpec) -> dict[str, str]:
-        """Register `spec` as the next task definition of its (live) service's family.
+    def prepare_roll(self, spec: RevisionSpec, plan: RollPlan = DEFAULT_ROLL_PLAN) -> EcsRollSpec:
+        """Register `spec` as the next task definition of its (live) service's family (`plan` is not used:
+        ECS paces its own rolling update).
 
         A rolling deploy keeps the service, its target group and listener weight: ECS replaces the
         tasks (minimum healthy 100%, maximum 200%) and its deployment circuit breaker rolls back a
@@ -415,12 +359,12 @@ class EcsBackend:
         svc = self._service(spec.revision)
         if svc is None:
             raise EcsTargetError(f"no live ECS service {self.service_name(spec.revision)} to roll")
-        return {
-            "cluster": self.cfg.cluster,
-            "service": svc["serviceName"],
-            "previous_task_definition": svc["taskDefinition"],
-            "task_definition": self.register(spec),
-        }
+        return EcsRollSpec(
+            cluster=self.cfg.cluster,
+            service=svc["serviceName"],
+            previous_task_definition=svc["taskDefinition"],
+            task_definition=self.register(spec),
+        )
 
     def roll_back(self, roll: Mapping[str, str]) -> None:
         """Put the service back on the task definition it ran before the roll (idempotent: after a

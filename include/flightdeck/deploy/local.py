@@ -25,7 +25,14 @@ import docker
 from docker.errors import ImageNotFound
 
 from flightdeck import settings as settings_mod
-from flightdeck.deploy.backend import RevisionSpec, RollNotSupported, RollSpec, TargetHealth
+from flightdeck.deploy.backend import (
+    DEFAULT_ROLL_PLAN,
+    RevisionSpec,
+    RollNotSupported,
+    RollPlan,
+    RollSpec,
+    TargetHealth,
+)
 from flightdeck.deploy.haproxy import COUNTERS, HAProxy, HealthCheck, LbConfig
 from flightdeck.errors import FlightdeckError
 
@@ -74,6 +81,8 @@ def slot_counts(book: Mapping | None, now: Mapping[str, int], instance: str) -> 
 
 class LocalBackend:
     """Backend over Docker SDK containers and HAProxy's runtime API."""
+
+    rolls_in_place = False  # every strategy starts a new revision beside the live one
 
     def __init__(
         self, lb: LbConfig, name: str = "local", client: docker.DockerClient | None = None, drain_timeout: float = 5.0
@@ -337,7 +346,7 @@ class LocalBackend:
         stored = self._read_json(self._specs_path).get(revision)
         return RevisionSpec.from_dict(stored) if stored else None
 
-    def prepare_roll(self, spec: RevisionSpec) -> RollSpec:
+    def prepare_roll(self, spec: RevisionSpec, plan: RollPlan = DEFAULT_ROLL_PLAN) -> RollSpec:
         """Not on this target: raises RollNotSupported (every strategy starts a new revision here)."""
         raise RollNotSupported(
             f"the local target does not roll {spec.revision} in place: strategies start a new revision beside it"

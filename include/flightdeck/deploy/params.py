@@ -13,10 +13,13 @@ from typing import Any
 
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import controller as ctl
+from flightdeck.deploy.backend import RollPlan, ScalingMetric, ScalingSpec
 from flightdeck.deploy.targets import TARGETS
 from flightdeck.errors import FlightdeckError
 
 MAX_SHIFT_STEPS = 4  # the DAG has this many shift tasks; a plan uses the first N of them
+# a target-tracking target that is a sane start: 60 % CPU; 1000 requests per target per minute
+SCALING_TARGET_DEFAULTS = {ScalingMetric.CPU: 60.0, ScalingMetric.REQUEST_COUNT_PER_TARGET: 1000.0}
 
 
 class InvalidParams(FlightdeckError, ValueError):
@@ -43,6 +46,14 @@ class DeployParams:
     require_approval: bool = False  # hold a canary after its first step for a person
     image: str = ""  # deploy this image instead of building one
     env: dict[str, str] = field(default_factory=dict)  # extra container environment
+    # autoscaling of the revision (ecs, ec2): capacity bounds and a target-tracking policy
+    min_capacity: int = 1
+    max_capacity: int = 4
+    scaling_metric: str = ScalingMetric.CPU.value  # one of backend.ScalingMetric
+    scaling_target: float = 0.0  # 0 = the metric's default (SCALING_TARGET_DEFAULTS)
+    # rolling in place on ec2: the instance refresh keeps this percent of the group in service
+    min_healthy_percent: int = 100
+    aws_conn_id: str = "aws_default"  # the Airflow connection of the ecs/ec2 target's AWS account
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeployParams:
@@ -70,12 +81,40 @@ class DeployParams:
             raise InvalidParams(f"target must be one of {TARGETS}, got {self.target!r}")
         if not 1 <= int(self.canary_steps) <= MAX_SHIFT_STEPS:
             raise InvalidParams(f"canary_steps must be 1..{MAX_SHIFT_STEPS}, got {self.canary_steps!r}")
+        if self.scaling_metric not in {m.value for m in ScalingMetric}:
+            raise InvalidParams(
+                f"scaling_metric must be one of {[m.value for m in ScalingMetric]}, got {self.scaling_metric!r}"
+            )
+        if not 1 <= int(self.min_capacity) <= int(self.max_capacity):
+            raise InvalidParams(f"need 1 <= min_capacity <= max_capacity, got {self.min_capacity}..{self.max_capacity}")
+        if not 0 <= int(self.min_healthy_percent) <= 100:
+            raise InvalidParams(f"min_healthy_percent must be 0..100, got {self.min_healthy_percent!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (what the record's spec stores)."""
         d = asdict(self)
         d["env"] = dict(self.env or {})
         return d
+
+    def scaling(self) -> ScalingSpec:
+        """The revision's autoscaling these params ask for (the metric's default target when 0)."""
+        metric = ScalingMetric(self.scaling_metric)
+        return ScalingSpec(
+            min_capacity=int(self.min_capacity),
+            max_capacity=int(self.max_capacity),
+            metric=metric,
+            target_value=float(self.scaling_target) or SCALING_TARGET_DEFAULTS[metric],
+        )
+
+    def roll_plan(self) -> RollPlan:
+        """How a roll in place is paced: the canary plan's steps as checkpoints, `step_seconds` at each,
+        `min_healthy_percent` kept in service."""
+        steps = ctl.plan_steps("canary", int(self.canary_percent), int(self.canary_steps), int(self.replicas))
+        return RollPlan(
+            min_healthy_percentage=int(self.min_healthy_percent),
+            checkpoint_percentages=tuple(steps),
+            checkpoint_delay_s=int(self.step_seconds),
+        )
 
     def thresholds(self) -> ctl.Thresholds:
         """The health thresholds these params ask for (seconds, a 0..1 rate, counts)."""

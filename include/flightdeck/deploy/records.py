@@ -13,7 +13,8 @@ A record (`DeploymentRecord`, JSON schema 2) is a `spec` and a `status`:
     status  what happened, written by the steps: outcome (Outcome), started_at/updated_at/finished_at
             (ISO-8601 UTC), model {name, version, alias, run_id, data_version}, image {tag, digest,
             pinned, ...}, revision, revision_spec (RevisionSpec), mode (revision | roll), plan [percent],
-            roll (RollSpec, ECS rolling), previous {weights {revision: percent}, specs}, weights,
+            roll (RollSpec: an ECS rolling update or an EC2 instance refresh), previous {weights {revision:
+            percent}, specs}, weights,
             failure {step, reason, at}, rollback {reason, failed_step, at, restored}, steps [{step, at,
             status, ...details}] (append-only), events [Event] (append-only: what the run did to the
             target and when: started, restarted, live, rolled_back, rollback_failed, failed, replaced)
@@ -38,6 +39,7 @@ from typing import Any, TypedDict
 from flightdeck.deploy.backend import RevisionSpec, RollSpec
 from flightdeck.deploy.controller import Snapshot
 from flightdeck.deploy.params import DeployParams
+from flightdeck.deploy.targets import TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +225,7 @@ class DeploymentStatus:
     image: ImageInfo | None = None
     revision: str = ""  # the new revision's name
     revision_spec: RevisionSpec | None = None  # what `register` decided to run
-    mode: str = "revision"  # revision: a new revision beside the live one; roll: ECS rolls the live service
+    mode: str = "revision"  # revision: a new revision beside the live one; roll: the live one rolled in place
     plan: list[int] = field(default_factory=list)  # the new revision's traffic percent after each shift step
     roll: RollSpec | None = None
     previous: Snapshot | None = None  # the split before this run touched it, and how to restart it
@@ -332,7 +334,7 @@ class DeploymentRecord:
 
     @property
     def target(self) -> str:
-        """The deploy target (local, ecs)."""
+        """The deploy target (local, ecs, ec2)."""
         return self.spec.target
 
     @property
@@ -515,7 +517,7 @@ def served_models(record: DeploymentRecord) -> list[ServedModel]:
 
 
 def live_versions(
-    store: RecordStore, model_name: str, targets: tuple[str, ...] = ("local", "ecs")
+    store: RecordStore, model_name: str, targets: tuple[str, ...] = TARGETS
 ) -> dict[str, tuple[str, str]]:
     """target -> (version, deploy run id) of `model_name` where the target's current record says it serves
     (s3://BUCKET/current/<target>.json); targets without a record, or serving another model, are left out."""

@@ -25,7 +25,7 @@ from flightdeck.deploy.backend import Backend, RevisionSpec, RevisionSpecDict, R
 from flightdeck.deploy.params import MAX_SHIFT_STEPS, DeployParams
 from flightdeck.deploy.records import Event, EventKind, ImageInfo, ModelInfo, Outcome
 from flightdeck.deploy.registry_tags import tag_models
-from flightdeck.deploy.targets import backend_for
+from flightdeck.deploy.targets import AWS_TARGETS, backend_for
 from flightdeck.errors import FlightdeckError
 
 __all__ = ["MAX_SHIFT_STEPS", "Deploy", "DeployFailed", "StepNotInPlan"]
@@ -45,7 +45,8 @@ class StepNotInPlan(FlightdeckError):
 
 # -- what each step returns (XCom; JSON-serialisable) ------------------------------------------------
 class RollStart(TypedDict):
-    """start_new of an ECS rolling deploy: the roll `roll_service` starts, and the split to restore."""
+    """start_new of a roll in place: the roll `roll_service` (ecs) or `refresh_instances` (ec2) starts, and
+    the split to restore."""
 
     roll: RollSpec
     previous: ctl.SnapshotDict
@@ -109,9 +110,9 @@ class Deploy:
 
     @property
     def backend(self) -> Backend:
-        """The target's backend (built on first use by targets.backend_for)."""
+        """The target's backend (built on first use by targets.backend_for, on the run's `aws_conn_id`)."""
         if self._backend is None:
-            self._backend = backend_for(self.target, self.aws_conn_id)
+            self._backend = backend_for(self.target, self.p.aws_conn_id)
         return self._backend
 
     def record(self) -> rec.DeploymentRecord:
@@ -201,10 +202,10 @@ class Deploy:
                 return ImageInfo(**images.pin_given(self.p.image))  # type: ignore[typeddict-item]
             m = images.ModelRef(**model)
             registry = self.settings.registry
-            if self.target == "ecs":
+            if self.target in AWS_TARGETS:
                 from flightdeck.deploy.aws import ensure_ecr_repository
 
-                registry = ensure_ecr_repository(m.name, self.aws_conn_id).rsplit("/", 1)[0]
+                registry = ensure_ecr_repository(m.name, self.p.aws_conn_id).rsplit("/", 1)[0]
             with tempfile.TemporaryDirectory(prefix="fd-model-") as tmp:
                 model_dir = images.download_model(m, Path(tmp) / "dl", self.tracking_uri)
                 built = images.build_image(m, registry=registry, model_dir=model_dir)
@@ -228,10 +229,10 @@ class Deploy:
 
         def go() -> ImageInfo:
             auth = None
-            if self.target == "ecs":
+            if self.target in AWS_TARGETS:
                 from flightdeck.deploy.aws import ecr_login
 
-                _, auth = ecr_login(self.aws_conn_id)
+                _, auth = ecr_login(self.p.aws_conn_id)
             pushed = images.push_image(images.BuiltImage.from_dict(built), auth_config=auth)
             return ImageInfo(**pushed.to_dict())  # type: ignore[typeddict-item]
 
@@ -275,6 +276,7 @@ class Deploy:
                 replicas=int(self.p.replicas),
                 env=env,
                 run_id=self.run_id,
+                scaling=self.p.scaling() if self.target in AWS_TARGETS else None,
             )
             return spec.to_dict()
 
@@ -293,10 +295,11 @@ class Deploy:
         return spec
 
     def _service_to_roll(self) -> str:
-        """On ECS, strategy rolling updates the one live service in place (ECS's rolling deployment
-        with its circuit breaker) instead of starting a revision beside it; the first deploy, or a
-        target split between revisions, starts a revision as the other strategies do."""
-        if self.target != "ecs" or self.p.strategy != "rolling":
+        """On a target that rolls in place, strategy rolling updates the one live revision in place (ECS:
+        its rolling deployment with the circuit breaker; EC2: an instance refresh of its group) instead of
+        starting a revision beside it; the first deploy, or a target split between revisions, starts a
+        revision as the other strategies do."""
+        if self.p.strategy != "rolling" or not self.backend.rolls_in_place:
             return ""
         live = [r for r, w in self.backend.weights().items() if w > 0]
         return live[0] if len(live) == 1 else ""
@@ -304,8 +307,11 @@ class Deploy:
     def _rolling(self, r: rec.DeploymentRecord | None = None) -> bool:
         return (r or self.record()).status.mode == "roll"
 
-    def rolling_in_place(self) -> bool:
-        """Whether `roll_service` has work: this run rolls an ECS service in place."""
+    def rolling_in_place(self, target: str | None = None) -> bool:
+        """Whether this run rolls its live revision in place (on `target` only, when given): whether
+        `roll_service` (ecs) or `refresh_instances` (ec2) has work."""
+        if target is not None and target != self.target:
+            return False
         r = self.record()
         return self._rolling(r) and bool(r.status.roll)
 
@@ -321,8 +327,8 @@ class Deploy:
             )
 
     def start_new(self) -> ctl.SnapshotDict | RollStart:
-        """Snapshot the live split and start the new revision with no traffic (ECS rolling: register the
-        task definition `roll_service` rolls the live service to)."""
+        """Snapshot the live split and start the new revision with no traffic (rolling in place: register
+        what the live revision rolls to, see `_start_roll`)."""
         r = self.record()
         spec = self._spec(r)
         self._begin(r)
@@ -343,7 +349,8 @@ class Deploy:
         return snap
 
     def _start_roll(self, r: rec.DeploymentRecord, spec: RevisionSpec) -> RollStart:
-        """Register the new task definition for ECS to roll the live service to (`roll_service`)."""
+        """Register what the live revision rolls to: ECS, a task definition (`roll_service`); EC2, a launch
+        template version (`refresh_instances`)."""
 
         def go() -> RollStart:
             if r.status.roll and r.status.previous:  # a re-run rolls to the task definition this run registered
@@ -352,7 +359,7 @@ class Deploy:
             if current is None:
                 raise ctl.DeployError(f"cannot read the live spec of {spec.revision} to roll back to")
             snap = ctl.Snapshot(weights={spec.revision: 100}, specs={spec.revision: dict(current.to_dict())})
-            return RollStart(roll=self.backend.prepare_roll(spec), previous=snap.to_dict())
+            return RollStart(roll=self.backend.prepare_roll(spec, self.p.roll_plan()), previous=snap.to_dict())
 
         out = self._step("start_new", go)
         self._update(
@@ -363,12 +370,7 @@ class Deploy:
             rollback=None,
             finished_at=None,
         )
-        log.info(
-            "rolling ECS service %s from %s to %s",
-            out["roll"]["service"],
-            out["roll"]["previous_task_definition"],
-            out["roll"]["task_definition"],
-        )
+        log.info("rolling %s in place on %s: %s", spec.revision, self.target, out["roll"])
         return out
 
     def wait_healthy(self) -> HealthyResult:

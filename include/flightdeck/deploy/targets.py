@@ -11,8 +11,9 @@ from typing import Literal
 from flightdeck.deploy.backend import Backend
 from flightdeck.errors import FlightdeckError
 
-Target = Literal["local", "ecs"]
-TARGETS: tuple[str, ...] = ("local", "ecs")
+Target = Literal["local", "ecs", "ec2"]
+TARGETS: tuple[str, ...] = ("local", "ecs", "ec2")
+AWS_TARGETS: tuple[str, ...] = ("ecs", "ec2")  # images go to ECR, backends on an AWS connection
 
 
 class UnknownTarget(FlightdeckError, ValueError):
@@ -20,11 +21,12 @@ class UnknownTarget(FlightdeckError, ValueError):
 
 
 def backend_for(target: str, aws_conn_id: str | None = "aws_default") -> Backend:
-    """The backend of `target`: "local" (Docker + the platform's HAProxy) or "ecs" (ECS + ALB).
+    """The backend of `target`: "local" (Docker + the platform's HAProxy), "ecs" (ECS services + ALB) or
+    "ec2" (Auto Scaling groups + ALB).
 
-    `aws_conn_id`: the Airflow connection the ECS backend's hooks use (ignored by "local"). Built lazily
-    per call (the ECS one needs AWS connections, the local one a Docker engine). Raises UnknownTarget
-    for another name.
+    `aws_conn_id`: the Airflow connection the AWS backends' hooks use (ignored by "local"). Built lazily
+    per call (the AWS ones need AWS connections, the local one a Docker engine). Raises UnknownTarget
+    for another name; the EC2 backend raises ec2.Ec2TargetError when its load balancer is missing.
     """
     if target == "local":
         from flightdeck.deploy.local import platform_backend
@@ -34,4 +36,8 @@ def backend_for(target: str, aws_conn_id: str | None = "aws_default") -> Backend
         from flightdeck.deploy.ecs import EcsBackend
 
         return EcsBackend.from_settings(aws_conn_id=aws_conn_id)
+    if target == "ec2":
+        from flightdeck.deploy.ec2 import Ec2Backend
+
+        return Ec2Backend.from_settings(aws_conn_id=aws_conn_id)
     raise UnknownTarget(f"target must be one of {TARGETS}, got {target!r}")

@@ -14,6 +14,7 @@ class MemoryBackend:
     """Targets that are healthy unless told otherwise; counts requests the test says were served."""
 
     name = "memory"
+    rolls_in_place = False
 
     def __init__(self) -> None:
         self.running: dict[str, RevisionSpec] = {}
