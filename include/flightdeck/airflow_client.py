@@ -79,6 +79,10 @@ class AirflowClient:
         return self._call("PATCH", path, json=json)
 
     # ---- what users do ---------------------------------------------------------------------------------
+    def delete(self, path: str) -> Any:
+        """DELETE /api/v2`path`; the decoded JSON answer (None for an empty body). Raises AirflowError on 4xx/5xx."""
+        return self._call("DELETE", path)
+
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
         """Wait until the dag processor has parsed the DAG (new files take one refresh interval); the DAG's
         JSON. Polls every 2 s; raises AirflowError, with the import errors, after `timeout` seconds."""

@@ -42,7 +42,7 @@ from flightdeck import lineage
 from flightdeck import settings as settings_mod
 from flightdeck.deploy import health as health_mod
 from flightdeck.deploy import records as rec
-from flightdeck.deploy.targets import TARGETS, backend_for
+from flightdeck.deploy.targets import TARGETS
 from flightdeck.errors import FlightdeckError
 
 
@@ -227,7 +227,7 @@ def rollback_target(store: rec.RecordStore, target: str, to: str | None) -> rec.
     Raises LookupError when there is none."""
     if to:
         return lineage.find_record(store, to, target)
-    flow = lineage.traffic(backend_for(target))
+    flow = lineage.traffic(lineage.recorded_backend(target, store))
     live = {r for r, w in flow["weights"].items() if w > 0}
     if not live:
         current = lineage.current_record(store, target)

@@ -10,6 +10,7 @@ boto3 S3 client, the UI plugin one from S3Hook.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -272,6 +273,13 @@ def _serving_record(store: rec.RecordStore, target: str, weights: Mapping[str, i
     return current_record(store, target)
 
 
+def recorded_backend(target: str, store: rec.RecordStore) -> Any:
+    """targets.backend_for `target` on the AWS connection its newest deploy ran with (the run's
+    `aws_conn_id` param; "aws_default" before any deploy). Raises what backend_for raises."""
+    records = store.list(target)
+    return backend_for(target, records[0].spec.params.aws_conn_id if records else "aws_default")
+
+
 def status(
     target: str,
     store: rec.RecordStore,
@@ -279,8 +287,13 @@ def status(
     settings: settings_mod.Settings | None = None,
     backend_factory: Callable[[str], Any] | None = backend_for,
 ) -> dict[str, Any]:
-    """What is serving on `target` now, and where did it come from."""
+    """What is serving on `target` now, and where did it come from.
+
+    `backend_factory`: builds the target's backend for the traffic split (None: not asked); the default
+    builds it on the AWS connection the target's deploys use (`recorded_backend`)."""
     s = settings or settings_mod.load()
+    if backend_factory is backend_for:
+        backend_factory = functools.partial(recorded_backend, store=store)
     live = (
         live_version(s.lb_url)
         if target == "local"

@@ -1,0 +1,81 @@
+"""A moto server standing for an AWS account, for the AWS targets' tests (moto emulates the AWS control plane:
+nothing real can run it here). Each test module starts its own server on its own port."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+REGION = "us-east-1"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def moto_server(port: int, conn_id: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start `moto_server` on 127.0.0.1:`port` and the Airflow connection `conn_id` to it (an
+    AIRFLOW_CONN_* variable); yields the endpoint URL, stops both after. Raises AssertionError when the
+    port is taken or the server does not answer in 10 s."""
+    assert not _answers(port), f"port {port} is taken: not starting moto there"
+    proc = subprocess.Popen(  # moto's server with the sandbox's launch template fix (scripts/aws_sandbox.py)
+        [sys.executable, str(ROOT / "scripts" / "aws_sandbox.py"), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        for _ in range(100):
+            if _answers(port):
+                break
+            time.sleep(0.1)
+        assert _answers(port), f"moto_server did not answer on {port}"
+        endpoint = f"http://127.0.0.1:{port}"
+        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = connection_json(endpoint)
+        yield endpoint
+    finally:
+        os.environ.pop(f"AIRFLOW_CONN_{conn_id.upper()}", None)
+        proc.terminate()
+        proc.wait(10)
+
+
+def connection_json(endpoint: str) -> str:
+    """The Airflow AWS connection (JSON) to the moto server at `endpoint`."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": endpoint, "region_name": REGION},
+        }
+    )
+
+
+def reset(endpoint: str) -> None:
+    """Forget every resource (moto's own reset API): a fresh account."""
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+
+
+def client(endpoint: str, service: str) -> Any:
+    """A plain boto3 client on the moto server (for the tests' own setup and checks)."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
