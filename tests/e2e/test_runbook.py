@@ -29,13 +29,16 @@ def test_runbook_runs_as_written(platform):
     assert proc.returncode == 0, out[-4000:]
     assert f"=== runbook block {len(blocks)}" in proc.stdout
     # each DAG run the runbook starts ended in success (run/clear print "<dag> <run>: <state>  <url>")
-    finished = re.findall(r"^(retrain|deploy) (\S+): (\w+)  http", proc.stdout, re.M)
-    # retrain, canary deploy, roll back (a deploy run cleared), then the wine dataset's retrain
+    finished = re.findall(r"^(retrain|deploy|bake_ami) (\S+): (\w+)  http", proc.stdout, re.M)
+    # retrain, canary deploy, roll back (a deploy run cleared), the wine dataset's retrain, then on EC2 (the
+    # moto sandbox) the AMI bake and a canary deploy
     assert [(d, s) for d, _, s in finished] == [
         ("retrain", "success"),
         ("deploy", "success"),
         ("deploy", "success"),
         ("retrain", "success"),
+        ("bake_ami", "success"),
+        ("deploy", "success"),
     ], finished
     # the roll back brought back the version it announced: the runbook's own `flightdeck status` right after
     # it (which compares the LB's /version with the record) shows that version live, every check ok
@@ -46,3 +49,10 @@ def test_runbook_runs_as_written(platform):
     assert re.search(rf"^  live      {re.escape(m.group(2))} v{m.group(3)}  ", status, re.M), status
     assert "check     live_matches_record: ok" in status and "MISMATCH" not in status
     assert "policy is valid JSON" in proc.stdout and "docker-compose.yaml is valid" in proc.stdout
+    # EC2 (the moto sandbox): the canary's revision takes all traffic on the ALB, healthy, and its history
+    # shows it live (status reads the group through the run's own AWS connection, aws_sandbox)
+    ec2 = proc.stdout[proc.stdout.index("aws_sandbox: moto at") :]
+    assert re.search(r"^target ec2 ", ec2, re.M), ec2[:3000]
+    assert re.search(r"^  traffic   v\S+: 100%  1/1 healthy", ec2, re.M), ec2[:3000]
+    assert re.search(r"^\S+  live +\S+ v\d+ +canary ", ec2, re.M), ec2[-3000:]
+    assert "aws_sandbox: down" in ec2

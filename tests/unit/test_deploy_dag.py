@@ -17,7 +17,17 @@ def test_steps_in_order_and_every_one_hands_failure_to_rollback(dag):
         assert b in dag.get_task(a).downstream_task_ids, (a, b)
     rollback = dag.get_task("rollback")
     assert rollback.trigger_rule == "one_failed"
-    steps = {*chain, "roll_service", "refresh_instances", "shift_2", "shift_3", "shift_4", "approve_canary", "bake", "finalize"}
+    steps = {
+        *chain,
+        "roll_service",
+        "refresh_instances",
+        "shift_2",
+        "shift_3",
+        "shift_4",
+        "approve_canary",
+        "bake",
+        "finalize",
+    }
     assert rollback.upstream_task_ids == steps
     assert dag.get_task("outcome").trigger_rule == "all_done"
 

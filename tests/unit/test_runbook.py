@@ -77,6 +77,7 @@ def test_each_operation_has_runnable_commands():
         "5. Add a dataset",
         "6. Logs and alerts",
         "7. Move to AWS",
+        "9. Deploy on EC2",
     ):
         assert section in runnable, f"section {section!r} has no runnable block"
     text = RUNBOOK.read_text()
