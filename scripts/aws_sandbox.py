@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 
 
-def _client(endpoint: str, service: str) -> Any:
+def client(endpoint: str, service: str) -> Any:
+    """A boto3 client of `service` on the sandbox at `endpoint` (moto's test credentials)."""
     import boto3
 
     return boto3.client(
@@ -77,7 +78,7 @@ def _stop_builders(endpoint: str) -> None:
     while True:
         time.sleep(1)
         try:
-            ec2 = ec2 or _client(endpoint, "ec2")
+            ec2 = ec2 or client(endpoint, "ec2")
             found = ec2.describe_instances(
                 Filters=[
                     {"Name": "tag:org.flightdeck.role", "Values": ["ami-builder"]},
@@ -106,17 +107,29 @@ def serve(port: int, emulate_builders: bool) -> None:
     main(["-H", "127.0.0.1", "-p", str(port)])
 
 
-def prerequisites(endpoint: str) -> dict[str, str]:
+def prerequisites(endpoint: str) -> dict[str, Any]:
     """What RUNBOOK "Deploy on EC2" asks to create once (idempotent): a VPC with two subnets, the security
     group `flightdeck-serving`, the ALB `flightdeck` with an HTTP listener, the instance role and profile
-    `flightdeck-serving`. Returns their ids."""
-    ec2, elb, iam = _client(endpoint, "ec2"), _client(endpoint, "elbv2"), _client(endpoint, "iam")
+    `flightdeck-serving`. Returns {"vpc", "subnets", "security_group", "listener"}."""
+    ec2, elb, iam = client(endpoint, "ec2"), client(endpoint, "elbv2"), client(endpoint, "iam")
     try:
         alb = elb.describe_load_balancers(Names=["flightdeck"])["LoadBalancers"][0]
-        listener = elb.describe_listeners(LoadBalancerArn=alb["LoadBalancerArn"])["Listeners"][0]
-        return {"vpc": alb["VpcId"], "listener": listener["ListenerArn"]}
     except elb.exceptions.LoadBalancerNotFoundException:
-        pass
+        alb = None
+    if alb is not None:
+        listener = elb.describe_listeners(LoadBalancerArn=alb["LoadBalancerArn"])["Listeners"][0]
+        sg = ec2.describe_security_groups(
+            Filters=[
+                {"Name": "group-name", "Values": ["flightdeck-serving"]},
+                {"Name": "vpc-id", "Values": [alb["VpcId"]]},
+            ]
+        )["SecurityGroups"][0]
+        return {
+            "vpc": alb["VpcId"],
+            "subnets": [z["SubnetId"] for z in alb["AvailabilityZones"]],
+            "security_group": sg["GroupId"],
+            "listener": listener["ListenerArn"],
+        }
     vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     subnets = [
         ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{REGION}{z}")["Subnet"]["SubnetId"]
@@ -141,7 +154,7 @@ def prerequisites(endpoint: str) -> dict[str, str]:
     )
     iam.create_instance_profile(InstanceProfileName="flightdeck-serving")
     iam.add_role_to_instance_profile(InstanceProfileName="flightdeck-serving", RoleName="flightdeck-serving-instance")
-    return {"vpc": vpc, "listener": listener["ListenerArn"]}
+    return {"vpc": vpc, "subnets": subnets, "security_group": sg["GroupId"], "listener": listener["ListenerArn"]}
 
 
 def _state() -> Path:

@@ -28,7 +28,7 @@ from flightdeck.deploy import controller as ctl
 from flightdeck.deploy.backend import RevisionSpec, ScalingMetric, ScalingSpec
 from flightdeck.deploy.ec2 import SPEC_MARKER, Ec2Backend, Ec2Config, Ec2TargetError, spec_from_user_data, user_data
 from tests.support.instance_refresh_sim import InstanceRefreshSim
-from tests.support.moto_aws import client, moto_server, reset
+from tests.support.moto_aws import client, moto_server, reset, sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -45,29 +45,12 @@ def moto():
 
 
 def _prerequisites(endpoint: str) -> dict:
-    """What the RUNBOOK's prerequisites make: VPC, two subnets, the ALB `flightdeck` with a listener, the
-    security group `flightdeck-serving`, the instance profile, and a baked AMI recorded in SSM."""
-    ec2, elb = client(endpoint, "ec2"), client(endpoint, "elbv2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
-        for i, z in ((1, "a"), (2, "b"))
-    ]
-    sg = ec2.create_security_group(GroupName="flightdeck-serving", Description="ALB to serving", VpcId=vpc)["GroupId"]
-    alb = elb.create_load_balancer(Name="flightdeck", Subnets=subnets)["LoadBalancers"][0]
-    listener = elb.create_listener(
-        LoadBalancerArn=alb["LoadBalancerArn"],
-        Protocol="HTTP",
-        Port=80,
-        DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503"}}],
-    )["Listeners"][0]
-    iam = client(endpoint, "iam")
-    iam.create_role(RoleName="flightdeck-serving-instance", AssumeRolePolicyDocument="{}")
-    iam.create_instance_profile(InstanceProfileName="flightdeck-serving")
-    iam.add_role_to_instance_profile(InstanceProfileName="flightdeck-serving", RoleName="flightdeck-serving-instance")
-    baked = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]  # stands for the bake's AMI
+    """What the RUNBOOK's prerequisites make (the sandbox's own: VPC, two subnets, the ALB `flightdeck` with a
+    listener, the security group and instance profile `flightdeck-serving`), and a baked AMI in SSM."""
+    infra = sandbox.prerequisites(endpoint)
+    baked = client(endpoint, "ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]  # the bake's AMI
     ami.record_ami(client(endpoint, "ssm"), baked)
-    return {"vpc": vpc, "subnets": subnets, "sg": sg, "listener": listener["ListenerArn"], "ami": baked}
+    return {**infra, "sg": infra["security_group"], "ami": baked}
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,16 @@ deployment". Rollback itself is proven for real on the local target (test_deploy
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import socket
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 from flightdeck.deploy import controller as ctl
 from flightdeck.deploy.backend import RevisionSpec
 from flightdeck.deploy.ecs import EcsBackend, EcsConfig, deployment_state
+from tests.support.moto_aws import client, moto_server
 
 pytestmark = pytest.mark.integration
 
@@ -39,40 +34,12 @@ TH = ctl.Thresholds(healthy_timeout_s=3, poll_s=0.2, min_requests=10, max_5xx_ra
 
 @pytest.fixture(scope="module")
 def moto():
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", PORT)) != 0, f"port {PORT} is taken: not starting moto there"
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(PORT)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "MOTO_ECS_SERVICE_RUNNING": "0"},
-    )
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", PORT)) == 0:
-                break
-        time.sleep(0.1)
-    os.environ[f"AIRFLOW_CONN_{CONN.upper()}"] = json.dumps(
-        {
-            "conn_type": "aws",
-            "login": "testing",
-            "password": "testing",
-            "extra": {"endpoint_url": ENDPOINT, "region_name": "us-east-1"},
-        }
-    )
-    yield ENDPOINT
-    proc.terminate()
-    proc.wait(10)
+    with moto_server(PORT, CONN, env={"MOTO_ECS_SERVICE_RUNNING": "0"}) as endpoint:
+        yield endpoint
 
 
 def _boto(service: str):
-    return boto3.client(
-        service,
-        endpoint_url=ENDPOINT,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return client(ENDPOINT, service)
 
 
 @pytest.fixture(scope="module")

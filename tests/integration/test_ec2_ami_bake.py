@@ -13,23 +13,16 @@ checked on the script itself: its content, its order and `bash -n`.
 from __future__ import annotations
 
 import base64
-import json
-import os
 import shlex
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
-import boto3
 import pytest
 from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
 
 from flightdeck.deploy import ami
 from flightdeck.deploy.ami import AmiNotBaked, Bake, BakeFailed, BakeSpec
 from flightdeck.errors import FlightdeckError
+from tests.support.moto_aws import client, moto_server, reset
 
 pytestmark = pytest.mark.integration
 
@@ -42,47 +35,19 @@ ECR_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flightdeck-serving:bas
 
 @pytest.fixture(scope="module")
 def moto():
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", PORT)) != 0, f"port {PORT} is taken: not starting moto there"
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(PORT)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", PORT)) == 0:
-                break
-        time.sleep(0.1)
-    os.environ[f"AIRFLOW_CONN_{CONN.upper()}"] = json.dumps(
-        {
-            "conn_type": "aws",
-            "login": "testing",
-            "password": "testing",
-            "extra": {"endpoint_url": ENDPOINT, "region_name": "us-east-1"},
-        }
-    )
-    yield ENDPOINT
-    os.environ.pop(f"AIRFLOW_CONN_{CONN.upper()}", None)
-    proc.terminate()
-    proc.wait(10)
+    with moto_server(PORT, CONN) as endpoint:
+        yield endpoint
 
 
 def _boto(service: str):
-    return boto3.client(
-        service,
-        endpoint_url=ENDPOINT,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return client(ENDPOINT, service)
 
 
 @pytest.fixture
 def aws(moto) -> dict:
     """A fresh moto account with what the platform's infrastructure code would have made: the builder's
     instance profile, a subnet and a security group. Returns them with the hook-built clients."""
-    urllib.request.urlopen(urllib.request.Request(f"{ENDPOINT}/moto-api/reset", method="POST"), timeout=10).close()
+    reset(ENDPOINT)
     iam = _boto("iam")
     iam.create_role(RoleName="flightdeck-serving", AssumeRolePolicyDocument="{}")
     iam.create_instance_profile(InstanceProfileName="flightdeck-serving")

@@ -4,6 +4,7 @@ nothing real can run it here). Each test module starts its own server on its own
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -14,8 +15,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import boto3
 
 REGION = "us-east-1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,12 +69,13 @@ def reset(endpoint: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
 
 
-def client(endpoint: str, service: str) -> Any:
-    """A plain boto3 client on the moto server (for the tests' own setup and checks)."""
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+def _sandbox() -> Any:
+    """scripts/aws_sandbox.py as a module (its moto server, clients and the RUNBOOK's prerequisites)."""
+    spec = importlib.util.spec_from_file_location("aws_sandbox", ROOT / "scripts" / "aws_sandbox.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sandbox = _sandbox()
+client = sandbox.client  # a plain boto3 client on the moto server (the tests' own setup and checks)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flightdeck.deploy.backend import TargetHealth
 from flightdeck.errors import FlightdeckError
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,24 @@ class WeightedListener:
             EndTime=end,
         )["Datapoints"]
         return int(sum(p["Sum"] for p in points))
+
+    def target_health(self, revision: str, total: int) -> TargetHealth:
+        """Backend.target_health of an ALB-fronted revision: its target group's states and the ALB's
+        RequestCount and HTTPCode_Target_5XX_Count for the group over the last `metrics_window_s` seconds.
+        `total`: the targets the revision should have (its service's or group's desired count)."""
+        tg_arn = self.tg_arn(revision)
+        if tg_arn is None:
+            return TargetHealth(revision=revision, total=total, healthy=0)
+        states = self.target_states(tg_arn)
+        requests, errors_5xx = self.counts(tg_arn)
+        return TargetHealth(
+            revision=revision,
+            total=total,
+            healthy=sum(1 for s in states.values() if s == "healthy"),
+            states=states,
+            requests=requests,
+            errors_5xx=errors_5xx,
+        )
 
     def counts(self, tg_arn: str) -> tuple[int, int]:
         """(requests, target 5xx responses) of the target group over the last `metrics_window_s` seconds."""

@@ -401,19 +401,7 @@ class Ec2Backend:
         ALB's RequestCount and HTTPCode_Target_5XX_Count for the group over the last `metrics_window_s` s."""
         group = self._group(revision)
         desired = int(group["DesiredCapacity"]) if group else 0
-        tg_arn = self.listener.tg_arn(revision)
-        if tg_arn is None:
-            return TargetHealth(revision=revision, total=desired, healthy=0)
-        states = self.listener.target_states(tg_arn)
-        requests, errors_5xx = self.listener.counts(tg_arn)
-        return TargetHealth(
-            revision=revision,
-            total=desired,
-            healthy=sum(1 for s in states.values() if s == "healthy"),
-            states=states,
-            requests=requests,
-            errors_5xx=errors_5xx,
-        )
+        return self.listener.target_health(revision, desired)
 
     def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
         """Backend.set_weights: the listener's weighted forward over the revisions' target groups.

@@ -283,21 +283,9 @@ class EcsBackend:
     def target_health(self, revision: str) -> TargetHealth:
         """Backend.target_health: the target group's health states, the service's desired count, and the
         ALB's RequestCount and HTTPCode_Target_5XX_Count for the group over the last `metrics_window_s` seconds."""
-        tg_arn = self.listener.tg_arn(revision)
         svc = self._service(revision)
         desired = svc["desiredCount"] if svc else 0
-        if tg_arn is None:
-            return TargetHealth(revision=revision, total=desired, healthy=0)
-        states = self.listener.target_states(tg_arn)
-        requests, errors_5xx = self.listener.counts(tg_arn)
-        return TargetHealth(
-            revision=revision,
-            total=desired,
-            healthy=sum(1 for s in states.values() if s == "healthy"),
-            states=states,
-            requests=requests,
-            errors_5xx=errors_5xx,
-        )
+        return self.listener.target_health(revision, desired)
 
     def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
         """Backend.set_weights: the listener's weighted forward over the revisions' target groups.
