@@ -14,7 +14,6 @@ does register a group's instances in its target groups, and reports them healthy
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from flightdeck.deploy import controller as ctl
 from flightdeck.deploy.backend import RevisionSpec, ScalingMetric, ScalingSpec
 from flightdeck.deploy.ec2 import SPEC_MARKER, Ec2Backend, Ec2Config, Ec2TargetError, spec_from_user_data, user_data
 from tests.support.instance_refresh_sim import InstanceRefreshSim
-from tests.support.moto_aws import client, moto_server, reset, sandbox
+from tests.support.moto_aws import client, inject_alb_metrics, moto_server, reset, sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -111,22 +110,6 @@ def _inject_unhealthy(backend: Ec2Backend):
 
     backend.elb.meta.events.register("after-call.elastic-load-balancing-v2.DescribeTargetHealth", unhealthy)
     return unhealthy
-
-
-def _inject_alb_metrics(moto, backend: Ec2Backend, revision: str, requests: int, errors: int) -> None:
-    """INJECTED: what the ALB would publish to CloudWatch for this target group."""
-    dims = [
-        {"Name": "TargetGroup", "Value": backend.listener.tg_arn(revision).split(":")[-1]},
-        {"Name": "LoadBalancer", "Value": backend.listener.lb_dimension()},
-    ]
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)  # the ALB's published minute lags
-    client(moto, "cloudwatch").put_metric_data(
-        Namespace="AWS/ApplicationELB",
-        MetricData=[
-            {"MetricName": "RequestCount", "Dimensions": dims, "Value": requests, "Timestamp": now},
-            {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": dims, "Value": errors, "Timestamp": now},
-        ],
-    )
 
 
 def test_config_is_found_from_the_load_balancer_by_name(env):
@@ -254,7 +237,7 @@ def test_5xx_during_canary_pulls_traffic_back_then_rollback(moto, env):
     snap = ctl.start(b, spec)
     ctl.wait_healthy(b, spec.revision, TH)
     ctl.shift(b, spec.revision, 10, snap, TH)
-    late = threading.Timer(0.5, _inject_alb_metrics, (moto, b, spec.revision), {"requests": 50, "errors": 20})
+    late = threading.Timer(0.5, inject_alb_metrics, (moto, b.listener, spec.revision), {"requests": 50, "errors": 20})
     late.start()
     with pytest.raises(ctl.DeployError, match="5xx rate"):
         ctl.bake(b, spec.revision, snap, 3, TH)
@@ -389,7 +372,7 @@ def test_bake_failure_after_a_successful_refresh_refreshes_back(moto, env, recor
     assert _group_version(moto, b, live) == started["roll"]["version"]
     d.wait_healthy()
     # the errors arrive while the bake watches (its baseline is read first)
-    late = threading.Timer(0.5, _inject_alb_metrics, (moto, b, live), {"requests": 100, "errors": 60})
+    late = threading.Timer(0.5, inject_alb_metrics, (moto, b.listener, live), {"requests": 100, "errors": 60})
     late.start()
     with pytest.raises(ctl.DeployError, match="5xx rate"):
         d.bake()

@@ -12,7 +12,6 @@ deployment". Rollback itself is proven for real on the local target (test_deploy
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 import threading
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 from flightdeck.deploy import controller as ctl
 from flightdeck.deploy.backend import RevisionSpec
 from flightdeck.deploy.ecs import EcsBackend, EcsConfig, deployment_state
-from tests.support.moto_aws import client, moto_server
+from tests.support.moto_aws import client, inject_alb_metrics, moto_server, sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -44,20 +43,11 @@ def _boto(service: str):
 
 @pytest.fixture(scope="module")
 def env(moto):
-    """Network, ALB, listener and cluster: what a platform's infrastructure code would have made."""
-    ec2, elb = _boto("ec2"), _boto("elbv2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
-        for i, z in ((1, "a"), (2, "b"))
-    ]
-    alb = elb.create_load_balancer(Name="flightdeck", Subnets=subnets)["LoadBalancers"][0]
-    listener = elb.create_listener(
-        LoadBalancerArn=alb["LoadBalancerArn"],
-        Protocol="HTTP",
-        Port=80,
-        DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503"}}],
-    )["Listeners"][0]
+    """Network, ALB, listener and cluster: what a platform's infrastructure code would have made (the
+    RUNBOOK's prerequisites, as the sandbox makes them, plus the ECS cluster)."""
+    infra = sandbox.prerequisites(ENDPOINT)
+    vpc, subnets, listener = infra["vpc"], infra["subnets"], infra["listener"]
+    ec2 = _boto("ec2")
     _boto("ecs").create_cluster(clusterName="flightdeck")
     ami = ec2.describe_images()["Images"][0]["ImageId"]
     instances = [
@@ -66,7 +56,7 @@ def env(moto):
     ]
     cfg = EcsConfig(
         cluster="flightdeck",
-        listener_arn=listener["ListenerArn"],
+        listener_arn=listener,
         vpc_id=vpc,
         subnets=tuple(subnets),
         launch_type="EC2",
@@ -74,7 +64,7 @@ def env(moto):
         memory="256",
     )
     backend = EcsBackend.from_settings(aws_conn_id=CONN, cfg=cfg)
-    return {"cfg": cfg, "backend": backend, "instances": instances, "alb": alb}
+    return {"cfg": cfg, "backend": backend, "instances": instances}
 
 
 def _spec(version: str, replicas: int = 1) -> RevisionSpec:
@@ -94,24 +84,6 @@ def _inject_healthy_targets(env, backend: EcsBackend, revision: str, n: int = 1)
     """INJECTED: stands for ECS registering the service's running tasks in its target group."""
     arn = backend.listener.tg_arn(revision)
     _boto("elbv2").register_targets(TargetGroupArn=arn, Targets=[{"Id": i, "Port": 8080} for i in env["instances"][:n]])
-
-
-def _inject_alb_metrics(backend: EcsBackend, revision: str, requests: int, errors: int) -> None:
-    """INJECTED: what the ALB would publish to CloudWatch for this target group."""
-    dims = [
-        {"Name": "TargetGroup", "Value": backend.listener.tg_arn(revision).split(":")[-1]},
-        {"Name": "LoadBalancer", "Value": backend.listener.lb_dimension()},
-    ]
-    # A few seconds back, as the ALB's published minute lags: moto drops EndTime's microseconds, so a
-    # datapoint from the same second as the watcher's query would fall outside it (a CI flake).
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
-    _boto("cloudwatch").put_metric_data(
-        Namespace="AWS/ApplicationELB",
-        MetricData=[
-            {"MetricName": "RequestCount", "Dimensions": dims, "Value": requests, "Timestamp": now},
-            {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": dims, "Value": errors, "Timestamp": now},
-        ],
-    )
 
 
 def _listener_weights(env) -> dict[str, int]:
@@ -217,7 +189,9 @@ def test_5xx_during_canary_pulls_traffic_back_then_rollback(env):
     ctl.shift(b, spec.revision, 10, snap, TH)
     assert _listener_weights(env)[b.listener.tg_name(spec.revision)] == 10
     # The errors arrive while the bake watches (its baseline is read first, when there are none yet).
-    late = threading.Timer(0.5, _inject_alb_metrics, (b, spec.revision), {"requests": 50, "errors": 20})
+    late = threading.Timer(
+        0.5, inject_alb_metrics, (ENDPOINT, b.listener, spec.revision), {"requests": 50, "errors": 20}
+    )
     late.start()
     with pytest.raises(ctl.DeployError, match="5xx rate"):
         ctl.bake(b, spec.revision, snap, 3, TH)

@@ -4,6 +4,7 @@ nothing real can run it here). Each test module starts its own server on its own
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import importlib.util
 import json
 import os
@@ -79,3 +80,22 @@ def _sandbox() -> Any:
 
 sandbox = _sandbox()
 client = sandbox.client  # a plain boto3 client on the moto server (the tests' own setup and checks)
+
+
+def inject_alb_metrics(endpoint: str, listener: Any, revision: str, requests: int, errors: int) -> None:
+    """INJECTED: what the ALB would publish to CloudWatch for the revision's target group (moto's ALB counts
+    nothing). `listener`: the backend's alb.WeightedListener (names the target group and the load balancer)."""
+    dims = [
+        {"Name": "TargetGroup", "Value": listener.tg_arn(revision).split(":")[-1]},
+        {"Name": "LoadBalancer", "Value": listener.lb_dimension()},
+    ]
+    # A few seconds back, as the ALB's published minute lags: moto drops EndTime's microseconds, so a
+    # datapoint from the same second as the watcher's query would fall outside it (a CI flake).
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    client(endpoint, "cloudwatch").put_metric_data(
+        Namespace="AWS/ApplicationELB",
+        MetricData=[
+            {"MetricName": "RequestCount", "Dimensions": dims, "Value": requests, "Timestamp": now},
+            {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": dims, "Value": errors, "Timestamp": now},
+        ],
+    )
