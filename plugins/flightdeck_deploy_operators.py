@@ -26,6 +26,7 @@ How the watch ends (flightdeck.deploy.ecs_rollout.RolloutEvent):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -52,7 +53,13 @@ from flightdeck.deploy.ecs_rollout import (
 )
 from flightdeck.deploy.instance_refresh import COMPLETE as REFRESH_COMPLETE
 from flightdeck.deploy.instance_refresh import STATUS_QUERIES as REFRESH_STATUS_QUERIES
-from flightdeck.deploy.instance_refresh import AutoScalingHook, RefreshStatus, desired_version, start_refresh
+from flightdeck.deploy.instance_refresh import (
+    AutoScalingHook,
+    RefreshStatus,
+    desired_version,
+    refresh_budget_s,
+    start_refresh,
+)
 from flightdeck.deploy.instance_refresh import latest as latest_refresh
 
 
@@ -250,8 +257,9 @@ class EcsServiceDeployOperator(AwsBaseOperator[EcsHook]):
 class InstanceRefreshTrigger(AwsBaseWaiterTrigger):
     """Waits in the triggerer for instance refresh `instance_refresh_id` of Auto Scaling group `group` to
     end (waiter `instance_refresh_complete`, waiters/autoscaling.json), logging its status and percentage
-    on every attempt. Yields {"status": "success", "instance_refresh_id": ...}; a refresh that failed, was
-    cancelled or rolled back raises in the trigger, which fails the task (the DAG's rollback then runs)."""
+    on every attempt. Yields {"status": "success", "instance_refresh_id": ...}, or the base trigger's
+    {"status": "error", ...} for a refresh that failed, was cancelled, rolled back or timed out; the
+    operator's execute_complete then fails the task (and the DAG's rollback runs)."""
 
     aws_hook_class = AutoScalingHook
 
@@ -292,7 +300,8 @@ class Ec2InstanceRefreshOperator(AwsBaseOperator[AutoScalingHook]):
         checkpoints, warmup), as a mapping or its JSON (templated, e.g. from `start_new`'s XCom)
     :param wait_for_completion: watch the refresh (default True); False returns the refresh id at once
     :param waiter_delay: seconds between polls
-    :param waiter_max_attempts: polls before the refresh counts as timed out (then rolled back)
+    :param waiter_max_attempts: polls before the refresh counts as timed out (then rolled back), on top of
+        the time its checkpoints hold it (instance_refresh.refresh_budget_s)
     :param deferrable: watch in the triggerer (InstanceRefreshTrigger)
     """
 
@@ -330,25 +339,27 @@ class Ec2InstanceRefreshOperator(AwsBaseOperator[AutoScalingHook]):
             refresh_id = start_refresh(self.hook.conn, spec)
         if not self.wait_for_completion:
             return refresh_id
+        # the checkpoints hold the refresh on purpose: they do not count against the attempts
+        attempts = self.waiter_max_attempts + math.ceil(refresh_budget_s(spec) / max(self.waiter_delay, 1))
         if self.deferrable:
             self.defer(
                 trigger=InstanceRefreshTrigger(
                     group=group,
                     instance_refresh_id=refresh_id,
                     waiter_delay=self.waiter_delay,
-                    waiter_max_attempts=self.waiter_max_attempts,
+                    waiter_max_attempts=attempts,
                     aws_conn_id=self.aws_conn_id,
                     region_name=self.region_name,
                     verify=self.verify,
                     botocore_config=self.botocore_config,
                 ),
                 method_name="execute_complete",
-                timeout=timedelta(seconds=self.waiter_max_attempts * self.waiter_delay + 60),
+                timeout=timedelta(seconds=attempts * self.waiter_delay + 60),
             )
         wait(
             waiter=self.hook.get_waiter(REFRESH_COMPLETE),
             waiter_delay=self.waiter_delay,
-            waiter_max_attempts=self.waiter_max_attempts,
+            waiter_max_attempts=attempts,
             args={"AutoScalingGroupName": group, "InstanceRefreshIds": [refresh_id]},
             failure_message=f"instance refresh {refresh_id} of {group} did not succeed",
             status_message=f"instance refresh {refresh_id} of {group}",

@@ -274,10 +274,10 @@ def _serving_record(store: rec.RecordStore, target: str, weights: Mapping[str, i
 
 
 def recorded_backend(target: str, store: rec.RecordStore) -> Any:
-    """targets.backend_for `target` on the AWS connection its newest deploy ran with (the run's
-    `aws_conn_id` param; "aws_default" before any deploy). Raises what backend_for raises."""
-    records = store.list(target)
-    return backend_for(target, records[0].spec.params.aws_conn_id if records else "aws_default")
+    """targets.backend_for `target` on the AWS connection of the deploy that serves there (its run's
+    `aws_conn_id` param; "aws_default" before any finished deploy). Raises what backend_for raises."""
+    current = current_record(store, target)
+    return backend_for(target, current.spec.params.aws_conn_id if current else "aws_default")
 
 
 def status(

@@ -131,7 +131,8 @@ def test_user_data_runs_the_pinned_image_and_carries_the_spec():
     assert "docker login --username AWS --password-stdin 123456789012.dkr.ecr.us-east-1.amazonaws.com" in text
     assert "-p 8080:8080 -p 8081:8081" in text and "--log-driver awslogs" in text
     assert "NOTE=it's $HOME; `not run`" in text.split("<<'FLIGHTDECK_ENV'")[1]  # quoted heredoc: no expansion
-    assert "secretsmanager get-secret-value" in text
+    assert "keys=$(aws secretsmanager get-secret-value" in text and "--region us-east-1" in text
+    assert "exit 1; }" in text.split("keys=$(")[1] and text.index("keys=$(") < text.index("docker run")
     assert text.splitlines()[2].startswith(SPEC_MARKER) and spec_from_user_data(text) == spec
 
 
@@ -141,7 +142,7 @@ def test_first_revision_every_resource_and_call(moto, env):
     group = _group(moto, b, spec.revision)
     assert group["HealthCheckType"] == "ELB" and group["HealthCheckGracePeriod"] == 90
     assert group["DesiredCapacity"] == 2 and len(group["Instances"]) == 2
-    assert (group["MinSize"], group["MaxSize"]) == (1, 4)
+    assert (group["MinSize"], group["MaxSize"]) == (2, 4)  # the 2 replicas asked for are the floor
     tg = client(moto, "elbv2").describe_target_groups(Names=[b.listener.tg_name(spec.revision)])["TargetGroups"][0]
     assert group["TargetGroupARNs"] == [tg["TargetGroupArn"]]
     assert tg["HealthCheckPath"] == "/readyz" and tg["HealthCheckPort"] == "8081" and tg["TargetType"] == "instance"
@@ -177,7 +178,8 @@ def test_scaling_on_requests_per_target_from_the_params(moto, env):
     snap = ctl.start(b, spec)
     try:
         group = _group(moto, b, spec.revision)
-        assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (1, 6, 1)
+        # min_capacity 2 over 1 replica: the group starts at its floor, as ECS scales a service up to it
+        assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (2, 6, 2)
         [p] = client(moto, "autoscaling").describe_policies(AutoScalingGroupName=group["AutoScalingGroupName"])[
             "ScalingPolicies"
         ]
@@ -335,6 +337,7 @@ def test_rolling_refreshes_the_live_group_in_place(moto, env, records):
     assert request["DesiredConfiguration"]["LaunchTemplate"]["Version"] == roll["version"]
     prefs = request["Preferences"]
     assert prefs["AutoRollback"] is True and prefs["MinHealthyPercentage"] == 90 and prefs["SkipMatching"] is True
+    assert prefs["MaxHealthyPercentage"] == 190
     assert prefs["CheckpointPercentages"] == [25, 62, 100] and prefs["CheckpointDelay"] == 30
     assert refresh_id == sim.refreshes[roll["group"]][0]["InstanceRefreshId"]
     group = _group(moto, b, live)
@@ -411,3 +414,33 @@ def test_status_history_and_the_record_work_for_ec2(moto, env, records):
     rows = lineage.history(records, "ec2", "http://airflow", 20)
     kinds = [r["event"] for r in rows]
     assert "rolled_back" in kinds and "live" in kinds
+
+
+def test_a_retried_refresh_task_adopts_the_running_refresh(moto, env, records):
+    """INJECTED: the refresh stays InProgress (instance_refresh_sim); the task's retry must not start another."""
+    sim = InstanceRefreshSim(hold=True)
+    d, started = _rolling_run(env, records, sim, "11")
+    first = _operator(sim, started["roll"], wait_for_completion=False).execute({})
+    again = _operator(sim, started["roll"], wait_for_completion=False).execute({})
+    assert again == first and len(sim.started) == 1
+    d.rollback(failed_tasks=["refresh_instances"])
+    assert sim.refreshes[started["roll"]["group"]][0]["Status"] == "RollbackSuccessful"
+
+
+def test_a_restarted_revision_boots_the_version_it_ran_not_a_later_rolls(moto, env):
+    """The live group was rolled (and rolled back) several times above: its launch template has newer versions
+    for the same revision. Retired by a blue/green deploy and restarted by that deploy's rollback, it must boot
+    the version that carries the spec it served with."""
+    b = env["backend"]
+    (live,) = b.weights()
+    serving = b.spec(live)
+    version = _group_version(moto, b, live)
+    versions = client(moto, "ec2").describe_launch_template_versions(LaunchTemplateName="flightdeck-serving")
+    mine = [v["VersionNumber"] for v in versions["LaunchTemplateVersions"] if v["VersionDescription"] == live]
+    assert max(mine) > int(version)  # a newer version of the same revision exists (a roll that was undone)
+    spec = _spec("12")
+    snap = _deploy_ok(b, spec)
+    assert _group(moto, b, live) is None
+    ctl.rollback(b, spec.revision, snap, TH)
+    assert b.weights() == {live: 100}
+    assert _group_version(moto, b, live) == version and b.spec(live) == serving

@@ -90,6 +90,8 @@ class InstanceRefreshSim:
                 {"Error": {"Code": "InstanceRefreshInProgress", "Message": "an instance refresh is in progress"}},
                 400,
             )
+        if problem := self._invalid(params.get("Preferences", {})):
+            return self._answer({"Error": {"Code": "ValidationError", "Message": problem}}, 400)
         self.started.append(params)
         refresh_id = f"sim-{next(_ids):04d}"
         desired = params.get("DesiredConfiguration", {})
@@ -116,6 +118,21 @@ class InstanceRefreshSim:
             self.outcome = "Successful"
         mine.insert(0, entry)
         return self._answer({"InstanceRefreshId": refresh_id})
+
+    @staticmethod
+    def _invalid(prefs: dict[str, Any]) -> str:
+        """What AWS's StartInstanceRefresh refuses in Preferences (API reference, RefreshPreferences), or ""."""
+        low, high = prefs.get("MinHealthyPercentage", 90), prefs.get("MaxHealthyPercentage", 100)
+        if not (0 <= low <= 100 and 100 <= high <= 200 and high - low <= 100):
+            return f"MinHealthyPercentage {low} / MaxHealthyPercentage {high} out of range"
+        checkpoints = prefs.get("CheckpointPercentages")
+        if checkpoints is not None and (checkpoints != sorted(set(checkpoints)) or checkpoints[-1] != 100):
+            return f"CheckpointPercentages {checkpoints} must increase and end at 100"
+        if "CheckpointDelay" in prefs and checkpoints is None:
+            return "CheckpointDelay needs CheckpointPercentages"
+        if prefs.get("AutoRollback") and prefs.get("ScaleInProtectedInstances") == "Ignore":
+            return "AutoRollback does not go with ScaleInProtectedInstances Ignore"
+        return ""
 
     def _describe(self, context: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
         params = context["api_params"]

@@ -211,6 +211,7 @@ def test_every_aws_call_of_the_deploy_code_is_allowed(statements):
     calls |= {
         "iam:PassRole",
         "iam:CreateServiceLinkedRole",
+        "autoscaling:CreateOrUpdateTags",  # CreateAutoScalingGroup with Tags (EC2 Auto Scaling permissions docs)
         "ec2:RunInstances",
         "ec2:CreateTags",
         "elasticloadbalancing:AddTags",

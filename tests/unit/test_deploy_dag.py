@@ -73,7 +73,6 @@ def test_ec2_refresh_operator_takes_the_rendered_json(dag):
         "min_healthy_percentage": 100,
         "checkpoint_percentages": [10, 55, 100],
         "checkpoint_delay_s": 10,
-        "instance_warmup_s": 60,
     }
     rendered = (
         SandboxedEnvironment()

@@ -31,7 +31,6 @@ class InstanceRefreshSpec(TypedDict):
     min_healthy_percentage: int  # percent of the group kept InService while instances are replaced
     checkpoint_percentages: list[int]  # pause points (percent replaced, increasing, ending at 100)
     checkpoint_delay_s: int  # seconds at each checkpoint
-    instance_warmup_s: int  # seconds a new instance warms up before it counts as healthy
 
 
 # What an in-place roll of a live revision is on each target that rolls in place.
@@ -48,7 +47,6 @@ class RollPlan:
     min_healthy_percentage: int = 100
     checkpoint_percentages: tuple[int, ...] = (100,)  # the canary plan's steps, ending at 100
     checkpoint_delay_s: int = 0
-    instance_warmup_s: int = 60
 
 
 DEFAULT_ROLL_PLAN = RollPlan()

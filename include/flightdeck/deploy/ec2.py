@@ -116,12 +116,14 @@ class Ec2Config:
 
 
 def user_data(spec: RevisionSpec, cfg: Ec2Config) -> str:
-    """The instance's cloud-init user data (bash; boto3 base64-encodes it in the launch template).
+    """The instance's cloud-init user data (bash text; the launch template gets it base64-encoded).
 
     Logs in to the image's ECR registry with the instance profile, pulls the image by digest, and runs it
     (restart always) with the serving and health ports published, the revision's environment from a file
-    (values shell-quoted), API keys from Secrets Manager when configured, and logs to CloudWatch Logs
-    (`log_group`, stream `<revision>/<instance id>`). The SPEC_MARKER line carries the RevisionSpec as JSON.
+    written by a quoted heredoc (no expansion; DeployParams.validate refuses newlines in the environment),
+    API keys from Secrets Manager when configured (the script stops before `docker run` when they cannot
+    be read: the endpoint never comes up without its keys), and logs to CloudWatch Logs (`log_group`,
+    stream `<revision>/<instance id>`). The SPEC_MARKER line carries the RevisionSpec as JSON.
     """
     registry, region = ecr_registry(spec.image)
     env_lines = [f"{k}={v}" for k, v in sorted(spec.env.items())]
@@ -140,10 +142,14 @@ def user_data(spec: RevisionSpec, cfg: Ec2Config) -> str:
     ]
     if cfg.api_keys_secret_arn:
         secret = shlex.quote(cfg.api_keys_secret_arn)
-        lines.append(
-            f'echo "SERVING_API_KEYS=$(aws secretsmanager get-secret-value --secret-id {secret} '
-            f'--query SecretString --output text --region {shlex.quote(cfg.region)})" >> /etc/flightdeck/serving.env'
-        )
+        arn_parts = cfg.api_keys_secret_arn.split(":")  # arn:aws:secretsmanager:<region>:<account>:secret:<name>
+        secret_region = shlex.quote(arn_parts[3] if len(arn_parts) > 3 and arn_parts[3] else cfg.region)
+        lines += [  # an assignment fails the script under `set -e` (an `echo "$(...)"` would not)
+            f"keys=$(aws secretsmanager get-secret-value --secret-id {secret} --query SecretString --output text"
+            f" --region {secret_region})",
+            '[ -n "$keys" ] || { echo "flightdeck: the API keys secret is empty: not serving" >&2; exit 1; }',
+            """echo "SERVING_API_KEYS=$(printf %s "$keys" | tr -s '\\n' ',')" >> /etc/flightdeck/serving.env""",
+        ]
     if registry:
         lines.append(
             f"aws ecr get-login-password --region {shlex.quote(region)}"
@@ -170,6 +176,12 @@ def spec_from_user_data(text: str) -> RevisionSpec | None:
     return None
 
 
+def _version_spec(version: Mapping[str, Any]) -> RevisionSpec | None:
+    """The RevisionSpec a launch template version's user data carries (a DescribeLaunchTemplateVersions item)."""
+    encoded = version.get("LaunchTemplateData", {}).get("UserData", "")
+    return spec_from_user_data(base64.b64decode(encoded).decode()) if encoded else None
+
+
 class Ec2Backend:
     """Backend over EC2 Auto Scaling groups, ALB target groups and a weighted listener."""
 
@@ -177,7 +189,6 @@ class Ec2Backend:
 
     def __init__(self, cfg: Ec2Config, clients: Callable[[str], Any], name: str = "ec2") -> None:
         self.name = name
-        self._client = clients
         self.ec2, self.elb = clients("ec2"), clients("elbv2")
         self.autoscaling, self.cw, self.ssm = clients("autoscaling"), clients("cloudwatch"), clients("ssm")
         self.cfg = self._discover(cfg)
@@ -204,15 +215,18 @@ class Ec2Backend:
     def _discover(self, cfg: Ec2Config) -> Ec2Config:
         """Fill the listener, VPC, subnets and security groups the config leaves empty from the load
         balancer `cfg.load_balancer` (and the security group named `cfg.security_group_name`)."""
-        if cfg.listener_arn and cfg.vpc_id and cfg.subnets:
+        if cfg.listener_arn and cfg.vpc_id and cfg.subnets and cfg.security_groups:
             return cfg
-        try:
-            lb = self.elb.describe_load_balancers(Names=[cfg.load_balancer])["LoadBalancers"][0]
-        except self.elb.exceptions.LoadBalancerNotFoundException:
-            raise Ec2TargetError(
-                f"no load balancer named {cfg.load_balancer!r}: create it (RUNBOOK: Deploy on EC2) or set "
-                "FLIGHTDECK_EC2_LOAD_BALANCER / FLIGHTDECK_EC2_LISTENER_ARN"
-            ) from None
+        if cfg.listener_arn and cfg.vpc_id and cfg.subnets:  # only the security group left to find
+            lb: dict[str, Any] = {"VpcId": cfg.vpc_id}
+        else:
+            try:
+                lb = self.elb.describe_load_balancers(Names=[cfg.load_balancer])["LoadBalancers"][0]
+            except self.elb.exceptions.LoadBalancerNotFoundException:
+                raise Ec2TargetError(
+                    f"no load balancer named {cfg.load_balancer!r}: create it (RUNBOOK: Deploy on EC2) or set "
+                    "FLIGHTDECK_EC2_LOAD_BALANCER / FLIGHTDECK_EC2_LISTENER_ARN"
+                ) from None
         listener = cfg.listener_arn
         if not listener:
             found = self.elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
@@ -260,8 +274,8 @@ class Ec2Backend:
         template = self._template_id()
         if template is None:
             return []
-        versions = self.ec2.describe_launch_template_versions(LaunchTemplateId=template)["LaunchTemplateVersions"]
-        mine = [v for v in versions if v.get("VersionDescription") == revision]
+        pages = self.ec2.get_paginator("describe_launch_template_versions").paginate(LaunchTemplateId=template)
+        mine = [v for page in pages for v in page["LaunchTemplateVersions"] if v.get("VersionDescription") == revision]
         return sorted(mine, key=lambda v: int(v["VersionNumber"]), reverse=True)
 
     def _ami(self) -> str:
@@ -286,11 +300,13 @@ class Ec2Backend:
         return data
 
     def launch_template_version(self, spec: RevisionSpec, *, new: bool = False) -> tuple[str, str]:
-        """(launch template id, version) that runs `spec`: the newest version made for the revision, or
-        a new one (always with `new`, as a roll needs). Creates the app's template on first use. Raises
-        ami.AmiNotBaked when no AMI is configured or baked."""
-        if not new and (mine := self._versions(spec.revision)):
-            return mine[0]["LaunchTemplateId"], str(mine[0]["VersionNumber"])
+        """(launch template id, version) that runs `spec`: the newest version made for the revision that
+        carries exactly this spec (a restarted revision boots what it ran, not what a later roll of the same
+        revision put in a newer version), or a new one (always with `new`, as a roll needs). Creates the
+        app's template on first use. Raises ami.AmiNotBaked when no AMI is configured or baked."""
+        for v in [] if new else self._versions(spec.revision):
+            if _version_spec(v) == spec:
+                return v["LaunchTemplateId"], str(v["VersionNumber"])
         data = self._template_data(spec)
         template = self._template_id()
         if template is None:
@@ -319,8 +335,10 @@ class Ec2Backend:
         AWS refuses."""
         c = self.cfg
         name = self.group_name(spec.revision)
-        if self._group(spec.revision) is not None:
+        if (group := self._group(spec.revision)) is not None:
             log.info("Auto Scaling group %s exists: adopting it", name)
+            tg_arn = self.listener.tg_arn(spec.revision) or (group.get("TargetGroupARNs") or [""])[0]
+            self._put_scaling_policy(name, spec.scaling or ScalingSpec(), tg_arn)  # an upsert: a retry repairs it
             return
         template, version = self.launch_template_version(spec)
         tg_arn = self.listener.create_target_group(
@@ -337,6 +355,8 @@ class Ec2Backend:
             ),
         )
         scaling = spec.scaling or ScalingSpec()
+        # as on ECS: the replicas asked for are the floor autoscaling keeps, the max never below them
+        low, high = max(scaling.min_capacity, spec.replicas), max(scaling.max_capacity, spec.replicas)
         tags = {
             TAG_APP: c.app,
             TAG_REV: spec.revision,
@@ -345,9 +365,9 @@ class Ec2Backend:
         self.autoscaling.create_auto_scaling_group(
             AutoScalingGroupName=name,
             LaunchTemplate={"LaunchTemplateId": template, "Version": version},
-            MinSize=min(scaling.min_capacity, spec.replicas),
-            MaxSize=max(scaling.max_capacity, spec.replicas),
-            DesiredCapacity=spec.replicas,
+            MinSize=low,
+            MaxSize=high,
+            DesiredCapacity=low,
             VPCZoneIdentifier=",".join(c.subnets),
             TargetGroupARNs=[tg_arn],
             HealthCheckType="ELB",
@@ -371,8 +391,8 @@ class Ec2Backend:
             template,
             version,
             tg_arn,
-            min(scaling.min_capacity, spec.replicas),
-            max(scaling.max_capacity, spec.replicas),
+            low,
+            high,
             ScalingMetric(scaling.metric).value,
         )
 
@@ -411,8 +431,8 @@ class Ec2Backend:
         self.listener.set_weights(weights)
 
     def stop_revision(self, revision: str) -> None:
-        """Backend.stop_revision: out of the listener, the target group detached from the group (the ALB
-        drains its instances), the group deleted with its instances, the target group deleted; idempotent.
+        """Backend.stop_revision: out of the listener first (no new request reaches it), the target group
+        detached from the group, the group deleted with its instances, the target group deleted; idempotent.
         The launch template versions stay: `spec` and a later rollback read them."""
         tg_arn = self.listener.tg_arn(revision)
         if tg_arn is not None:
@@ -455,10 +475,7 @@ class Ec2Backend:
             )["LaunchTemplateVersions"]
         else:
             found = self._versions(revision)[:1]
-        if not found:
-            return None
-        encoded = found[0]["LaunchTemplateData"].get("UserData", "")
-        spec = spec_from_user_data(base64.b64decode(encoded).decode()) if encoded else None
+        spec = _version_spec(found[0]) if found else None
         return replace(spec, revision=revision) if spec else None
 
     # -- rolling: an instance refresh of the live group ---------------------------------------------
@@ -479,7 +496,6 @@ class Ec2Backend:
             min_healthy_percentage=int(plan.min_healthy_percentage),
             checkpoint_percentages=[int(p) for p in plan.checkpoint_percentages],
             checkpoint_delay_s=int(plan.checkpoint_delay_s),
-            instance_warmup_s=int(plan.instance_warmup_s),
         )
 
     def roll_back(self, roll: Mapping[str, Any]) -> None:
@@ -511,6 +527,9 @@ class Ec2Backend:
                 "instance refresh %s of %s: rolling back to version %s", last["InstanceRefreshId"], group, previous
             )
             status = refresh.RefreshStatus.ROLLBACK_IN_PROGRESS
+        if status == refresh.RefreshStatus.CANCELLING:  # neither a rollback nor a new refresh is accepted yet
+            last = refresh.wait_until_settled(self.autoscaling, group, last["InstanceRefreshId"], **poll)
+            status = refresh.RefreshStatus(last["Status"])
         if status == refresh.RefreshStatus.ROLLBACK_IN_PROGRESS:
             refresh.wait_for(self.autoscaling, refresh.ROLLED_BACK, group, last["InstanceRefreshId"], **poll)
             return

@@ -259,7 +259,7 @@ class EcsBackend:
         else:
             metric = {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"}
         self.scaling.put_scaling_policy(
-            PolicyName=f"{self.service_name(spec.revision)}-cpu",
+            PolicyName=f"{self.service_name(spec.revision)}-target-tracking",
             ServiceNamespace="ecs",
             ResourceId=resource,
             ScalableDimension="ecs:service:DesiredCount",

@@ -15,6 +15,7 @@ Ec2Backend.roll_back all wait on them.
 from __future__ import annotations
 
 import logging
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 from flightdeck.deploy.backend import InstanceRefreshSpec
+from flightdeck.errors import FlightdeckError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ class RefreshStatus(StrEnum):
         )
 
 
+class InstanceRefreshStuck(FlightdeckError, TimeoutError):
+    """An instance refresh stayed in a state nothing can act on (Cancelling) for longer than allowed."""
+
+
 class AutoScalingHook(AwsBaseHook):
     """The provider's AwsBaseHook for the `autoscaling` client, serving waiters/autoscaling.json."""
 
@@ -78,15 +84,16 @@ def start_refresh(autoscaling: Any, refresh: InstanceRefreshSpec, *, auto_rollba
     """StartInstanceRefresh of `refresh["group"]` to its launch template version; returns the refresh id.
 
     Preferences: MinHealthyPercentage, CheckpointPercentages and CheckpointDelay (seconds) from the spec,
-    InstanceWarmup, SkipMatching (instances already on the version stay) and AutoRollback (Auto Scaling
-    rolls a failed refresh back to the group's previous configuration). Raises botocore's ClientError,
-    e.g. InstanceRefreshInProgress when another refresh of the group is active.
+    MaxHealthyPercentage up to 100 points above the minimum (AWS's limit; launch before terminating), SkipMatching
+    (instances already on the version stay) and AutoRollback (Auto Scaling rolls a failed refresh back to
+    the group's previous configuration); the warmup is the group's DefaultInstanceWarmup. Raises botocore's
+    ClientError, e.g. InstanceRefreshInProgress when another refresh of the group is active.
     """
     checkpoints = sorted({int(p) for p in refresh["checkpoint_percentages"]} | {100})
+    min_healthy = int(refresh["min_healthy_percentage"])
     preferences: dict[str, Any] = {
-        "MinHealthyPercentage": int(refresh["min_healthy_percentage"]),
-        "MaxHealthyPercentage": 200,  # launch before terminating: capacity never drops under the minimum
-        "InstanceWarmup": int(refresh["instance_warmup_s"]),
+        "MinHealthyPercentage": min_healthy,
+        "MaxHealthyPercentage": min(200, min_healthy + 100),  # Max - Min <= 100 (StartInstanceRefresh)
         "SkipMatching": True,
         "AutoRollback": auto_rollback,
     }
@@ -112,6 +119,12 @@ def start_refresh(autoscaling: Any, refresh: InstanceRefreshSpec, *, auto_rollba
     return refresh_id
 
 
+def refresh_budget_s(refresh: InstanceRefreshSpec) -> int:
+    """Seconds the refresh's checkpoints alone hold it (CheckpointDelay at each checkpoint but the last)."""
+    checkpoints = {int(p) for p in refresh["checkpoint_percentages"]} | {100}
+    return (len(checkpoints) - 1) * int(refresh["checkpoint_delay_s"])
+
+
 def latest(autoscaling: Any, group: str) -> dict[str, Any] | None:
     """The group's newest instance refresh (DescribeInstanceRefreshes lists newest first), or None."""
     found = autoscaling.describe_instance_refreshes(AutoScalingGroupName=group, MaxRecords=1)["InstanceRefreshes"]
@@ -121,6 +134,20 @@ def latest(autoscaling: Any, group: str) -> dict[str, Any] | None:
 def desired_version(refresh: dict[str, Any]) -> str:
     """The launch template version an instance refresh rolls to ("" when it has no DesiredConfiguration)."""
     return str(((refresh.get("DesiredConfiguration") or {}).get("LaunchTemplate") or {}).get("Version", ""))
+
+
+def wait_until_settled(
+    autoscaling: Any, group: str, refresh_id: str, *, delay_s: int = 15, max_attempts: int = 80
+) -> dict[str, Any]:
+    """Poll refresh `refresh_id` of `group` until it is no longer Cancelling (every `delay_s` seconds, at most
+    `max_attempts` times); returns its last DescribeInstanceRefreshes item. Raises InstanceRefreshStuck."""
+    for _ in range(max_attempts):
+        found = autoscaling.describe_instance_refreshes(AutoScalingGroupName=group, InstanceRefreshIds=[refresh_id])
+        item = found["InstanceRefreshes"][0]
+        if item["Status"] != RefreshStatus.CANCELLING:
+            return item
+        time.sleep(delay_s)
+    raise InstanceRefreshStuck(f"instance refresh {refresh_id} of {group} still Cancelling after {max_attempts} polls")
 
 
 def wait_for(

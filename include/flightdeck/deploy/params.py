@@ -7,6 +7,7 @@ spec's `params` (JSON: the dataclass's fields).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -17,6 +18,7 @@ from flightdeck.deploy.backend import RollPlan, ScalingMetric, ScalingSpec
 from flightdeck.deploy.targets import TARGETS
 from flightdeck.errors import FlightdeckError
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a container environment variable's name
 MAX_SHIFT_STEPS = 4  # the DAG has this many shift tasks; a plan uses the first N of them
 # a target-tracking target that is a sane start: 60 % CPU; 1000 requests per target per minute
 SCALING_TARGET_DEFAULTS = {ScalingMetric.CPU: 60.0, ScalingMetric.REQUEST_COUNT_PER_TARGET: 1000.0}
@@ -87,6 +89,9 @@ class DeployParams:
             )
         if not 1 <= int(self.min_capacity) <= int(self.max_capacity):
             raise InvalidParams(f"need 1 <= min_capacity <= max_capacity, got {self.min_capacity}..{self.max_capacity}")
+        for key, value in (self.env or {}).items():  # one line each: the EC2 target writes them to a file
+            if not ENV_NAME.fullmatch(str(key)) or "\n" in str(value) or "\r" in str(value):
+                raise InvalidParams(f"env: {key!r} must be a variable name with a one-line value")
         if not 0 <= int(self.min_healthy_percent) <= 100:
             raise InvalidParams(f"min_healthy_percent must be 0..100, got {self.min_healthy_percent!r}")
 

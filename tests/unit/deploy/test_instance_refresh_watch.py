@@ -31,6 +31,7 @@ def _acceptor_state(waiter: str, response: dict) -> str | None:
         ("Pending", None, None),
         ("InProgress", None, None),
         ("Baking", None, None),
+        ("Cancelling", None, None),  # still replacing: roll_back waits for it to settle
         ("Successful", "success", None),
         ("Failed", "failure", None),
         ("Cancelled", "failure", None),
@@ -43,7 +44,7 @@ def test_each_refresh_status_ends_or_continues_the_waiters(status, complete, rol
     answer = {"InstanceRefreshes": [{"InstanceRefreshId": "r-1", "Status": status}]}
     assert _acceptor_state(ir.COMPLETE, answer) == complete
     assert _acceptor_state(ir.ROLLED_BACK, answer) == rolled_back
-    assert ir.RefreshStatus(status).active == (status in ("Pending", "InProgress", "Baking"))
+    assert ir.RefreshStatus(status).active == (status in ("Pending", "InProgress", "Baking", "Cancelling"))
 
 
 def test_a_missing_refresh_fails_both_waiters():
@@ -77,7 +78,6 @@ def _spec(checkpoints: list[int]) -> InstanceRefreshSpec:
         min_healthy_percentage=90,
         checkpoint_percentages=checkpoints,
         checkpoint_delay_s=20,
-        instance_warmup_s=45,
     )
 
 
@@ -89,7 +89,10 @@ def test_start_asks_for_the_version_with_checkpoints_and_auto_rollback():
     assert call["DesiredConfiguration"] == {"LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": "4"}}
     prefs = call["Preferences"]
     assert prefs["CheckpointPercentages"] == [10, 55, 100]  # increasing and ending at 100, as AWS requires
-    assert prefs["CheckpointDelay"] == 20 and prefs["MinHealthyPercentage"] == 90 and prefs["InstanceWarmup"] == 45
+    assert prefs["CheckpointDelay"] == 20 and prefs["MinHealthyPercentage"] == 90
+    assert prefs["MaxHealthyPercentage"] == 190  # AWS refuses Max - Min > 100
+    assert "InstanceWarmup" not in prefs  # the group's DefaultInstanceWarmup applies
+    assert ir.refresh_budget_s(_spec([55, 10])) == 40  # two checkpoints before 100, 20 s each
     assert prefs["AutoRollback"] is True and prefs["SkipMatching"] is True
 
 
