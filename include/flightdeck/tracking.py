@@ -208,6 +208,7 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
     import pandas as pd
 
     from flightdeck.data.schema import example_frame, target_values
+    from flightdeck.monitoring.baseline import PROFILE_ARTIFACT
     from flightdeck.stages.train import code_path
 
     cl = client()
@@ -257,6 +258,8 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
             mlflow.log_metrics({**scores, **extra})
             for name in ("prepared/schema.json", "model/search.json", "metrics.json", "params.yaml"):
                 mlflow.log_artifact(str(workspace / name))
+            # what the version is watched against once live (monitoring.baseline)
+            mlflow.log_artifact(str(workspace / PROFILE_ARTIFACT), artifact_path=str(Path(PROFILE_ARTIFACT).parent))
             info = _log_model(model, signature=signature, example=example, code_paths=_code_paths(user_code))
             mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_COMPLETE: "true"})
             run_id = run.info.run_id

@@ -7,6 +7,7 @@ its dataset from S3 by the version's data_version tag, retry steps, feed bad bat
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from pathlib import Path
@@ -73,6 +74,16 @@ def test_first_run_promotes_version_1_with_full_lineage(first, cfg):
     children = cl.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     assert len(children) == len(cfg.params["train"]["search"]["logistic_regression"]["C"])
     assert all("cv_f1_macro" in c.data.metrics for c in children)
+    # the version's baseline for watching it live (monitoring.baseline), logged with its run
+    import mlflow
+
+    profile = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="baseline/profile.json")
+        ).read_text()
+    )
+    assert profile["rows"] == int(run.data.metrics["train_rows"]) and len(profile["features"]) == 30
+    assert profile["prediction"]["rows"] == int(run.data.metrics["holdout_rows"])
 
 
 def test_logged_model_has_signature_example_and_explicit_requirements(first):

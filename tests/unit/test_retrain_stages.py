@@ -47,6 +47,11 @@ def test_stages_chain(tmp_path, dataset, family):
     assert on_disk == scores
     assert 0.8 < scores["f1_macro"] <= 1.0 and 0.8 < scores["roc_auc"] <= 1.0
     assert scores["holdout_rows"] == schema["holdout_rows"]
+    # the baseline the version is watched against once live: every feature profiled, predictions on the holdout
+    profile = json.loads((root / "baseline" / "profile.json").read_text())
+    assert [f["name"] for f in profile["features"]] == schema["features"]
+    assert profile["prediction"]["rows"] == schema["holdout_rows"] and profile["rows"] == schema["train_rows"]
+    assert abs(sum(profile["prediction"]["categories"].values()) - 1) < 1e-3
 
 
 def test_stages_chain_on_a_regression(tmp_path):

@@ -1,4 +1,6 @@
-"""Stage `evaluate`: the trained model's metrics on the fixed holdout (DVC metrics file)."""
+"""Stage `evaluate`: the trained model's metrics on the fixed holdout (DVC metrics file), and the baseline the
+version is watched against once live (monitoring.baseline: the training data's profile and the predictions'
+distribution on the holdout, baseline/profile.json)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pandas as pd
 
 from flightdeck import modeling
 from flightdeck.data.schema import model_frame, target_values
+from flightdeck.monitoring import baseline
 from flightdeck.stages import dataset_schema, read_params
 from flightdeck.stages.train import code_path
 
@@ -20,7 +23,9 @@ log = logging.getLogger("flightdeck.stages.evaluate")
 
 def run(root: Path | None = None) -> dict[str, float]:
     """Score model/model.joblib on prepared/holdout.parquet with the task's metrics (modeling.metrics),
-    write them and `holdout_rows` to metrics.json, and return them. `root`: the workspace (default cwd)."""
+    write them and `holdout_rows` to metrics.json, write the baseline profile (prepared/train.parquet's
+    features, the holdout's predictions) to baseline/profile.json, and return the metrics. `root`: the
+    workspace (default cwd)."""
     root = root or Path.cwd()
     params = read_params(root)
     schema = dataset_schema(params)
@@ -29,9 +34,14 @@ def run(root: Path | None = None) -> dict[str, float]:
         sys.path.insert(0, str(extra))
     model = joblib.load(root / "model" / "model.joblib")
     holdout = pd.read_parquet(root / "prepared" / "holdout.parquet")
-    scores = modeling.metrics(model, model_frame(holdout, schema), target_values(holdout, schema), schema.task)
+    features = model_frame(holdout, schema)
+    scores = modeling.metrics(model, features, target_values(holdout, schema), schema.task)
     scores["holdout_rows"] = float(len(holdout))
     (root / "metrics.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
+    train = pd.read_parquet(root / "prepared" / "train.parquet")
+    profile = baseline.profile_frame(train, schema, model.predict(features))
+    (root / baseline.PROFILE_ARTIFACT).parent.mkdir(exist_ok=True)
+    (root / baseline.PROFILE_ARTIFACT).write_text(json.dumps(profile.to_dict(), indent=1, sort_keys=True))
     primary = params["evaluate"]["primary_metric"]
     log.info(
         "evaluate: holdout (%d rows) %s",

@@ -1,0 +1,1 @@
+"""Watching a model once it is live: the baseline each trained version is compared with (baseline.py)."""
