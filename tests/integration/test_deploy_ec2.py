@@ -27,7 +27,7 @@ from flightdeck.deploy import controller as ctl
 from flightdeck.deploy.backend import RevisionSpec, ScalingMetric, ScalingSpec
 from flightdeck.deploy.ec2 import SPEC_MARKER, Ec2Backend, Ec2Config, Ec2TargetError, spec_from_user_data, user_data
 from tests.support.instance_refresh_sim import InstanceRefreshSim
-from tests.support.moto_aws import client, inject_alb_metrics, moto_server, reset, sandbox
+from tests.support.moto_aws import client, ecr_revision, inject_alb_metrics, moto_server, reset, sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -61,18 +61,8 @@ def env(moto):
 
 
 def _spec(version: str, replicas: int = 1, scaling: ScalingSpec | None = None) -> RevisionSpec:
-    digest = "sha256:" + f"{int(version):064x}"
-    return RevisionSpec(
-        revision=f"v{version}-{digest[7:15]}-r{version}",
-        digest=digest,
-        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/flightdeck-model@{digest}",
-        model_name="flightdeck-model",
-        model_version=version,
-        replicas=replicas,
-        env={"MODEL_VERSION": version, "NOTE": "it's $HOME; `not run`"},
-        run_id=f"manual__r{version}",
-        scaling=scaling,
-    )
+    env = {"MODEL_VERSION": version, "NOTE": "it's $HOME; `not run`"}  # written by a quoted heredoc: literal
+    return ecr_revision(version, replicas, env=env, run_id=f"manual__r{version}", scaling=scaling)
 
 
 def _listener(moto) -> dict[str, int]:

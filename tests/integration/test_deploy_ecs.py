@@ -21,7 +21,7 @@ import pytest
 from flightdeck.deploy import controller as ctl
 from flightdeck.deploy.backend import RevisionSpec
 from flightdeck.deploy.ecs import EcsBackend, EcsConfig, deployment_state
-from tests.support.moto_aws import client, inject_alb_metrics, moto_server, sandbox
+from tests.support.moto_aws import client, ecr_revision, inject_alb_metrics, moto_server, sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -68,16 +68,7 @@ def env(moto):
 
 
 def _spec(version: str, replicas: int = 1) -> RevisionSpec:
-    digest = "sha256:" + f"{int(version):064x}"
-    return RevisionSpec(
-        revision=f"v{version}-{digest[7:15]}-r{version}",
-        digest=digest,
-        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/flightdeck-model@{digest}",
-        model_name="flightdeck-model",
-        model_version=version,
-        replicas=replicas,
-        env={"MODEL_VERSION": version},
-    )
+    return ecr_revision(version, replicas)
 
 
 def _inject_healthy_targets(env, backend: EcsBackend, revision: str, n: int = 1) -> None:

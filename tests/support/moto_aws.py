@@ -99,3 +99,23 @@ def inject_alb_metrics(endpoint: str, listener: Any, revision: str, requests: in
             {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": dims, "Value": errors, "Timestamp": now},
         ],
     )
+
+
+def ecr_revision(version: str, replicas: int = 1, **fields: Any) -> Any:
+    """A RevisionSpec of model version `version` whose image is pinned by a digest made from it, in ECR;
+    `fields` override the rest (env, run_id, scaling, ...)."""
+    from flightdeck.deploy.backend import RevisionSpec
+
+    digest = "sha256:" + f"{int(version):064x}"
+    return RevisionSpec(
+        **{
+            "revision": f"v{version}-{digest[7:15]}-r{version}",
+            "digest": digest,
+            "image": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/flightdeck-model@{digest}",
+            "model_name": "flightdeck-model",
+            "model_version": version,
+            "replicas": replicas,
+            "env": {"MODEL_VERSION": version},
+            **fields,
+        }
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,3 +198,17 @@ class WeightedListener:
         """Delete the target group unless the listener still forwards to it (then it is kept)."""
         if tg_arn not in self.weights_by_arn():
             self.elb.delete_target_group(TargetGroupArn=tg_arn)
+
+
+class ListenerTraffic:
+    """Backend.set_weights for a backend whose revisions sit behind a WeightedListener (`self.listener`): the
+    ECS and EC2 targets share it."""
+
+    listener: WeightedListener
+
+    def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
+        """Backend.set_weights: the listener's weighted forward over the revisions' target groups.
+
+        `standby` is ignored: an ALB does not retry a failed request on another target group. Raises
+        ListenerTargetError when a revision given traffic has no target group."""
+        self.listener.set_weights(weights)

@@ -27,12 +27,12 @@ import json
 import logging
 import os
 import shlex
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flightdeck.deploy import instance_refresh as refresh
-from flightdeck.deploy.alb import TAG_APP, TAG_REV, HealthCheck, WeightedListener
+from flightdeck.deploy.alb import TAG_APP, TAG_REV, HealthCheck, ListenerTraffic, WeightedListener
 from flightdeck.deploy.ami import AMI_PARAMETER, current_ami, ecr_registry
 from flightdeck.deploy.backend import (
     DEFAULT_ROLL_PLAN,
@@ -182,7 +182,7 @@ def _version_spec(version: Mapping[str, Any]) -> RevisionSpec | None:
     return spec_from_user_data(base64.b64decode(encoded).decode()) if encoded else None
 
 
-class Ec2Backend:
+class Ec2Backend(ListenerTraffic):
     """Backend over EC2 Auto Scaling groups, ALB target groups and a weighted listener."""
 
     rolls_in_place = True  # strategy rolling: an instance refresh of the live group
@@ -422,13 +422,6 @@ class Ec2Backend:
         group = self._group(revision)
         desired = int(group["DesiredCapacity"]) if group else 0
         return self.listener.target_health(revision, desired)
-
-    def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
-        """Backend.set_weights: the listener's weighted forward over the revisions' target groups.
-
-        `standby` is ignored: an ALB does not retry a failed request on another target group. Raises
-        alb.ListenerTargetError when a revision given traffic has no target group."""
-        self.listener.set_weights(weights)
 
     def stop_revision(self, revision: str) -> None:
         """Backend.stop_revision: out of the listener first (no new request reaches it), the target group

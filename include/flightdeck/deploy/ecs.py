@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from flightdeck import settings as settings_mod
-from flightdeck.deploy.alb import TAG_REV, HealthCheck, WeightedListener
+from flightdeck.deploy.alb import TAG_REV, HealthCheck, ListenerTraffic, WeightedListener
 from flightdeck.deploy.backend import (
     DEFAULT_ROLL_PLAN,
     EcsRollSpec,
@@ -85,7 +85,7 @@ class EcsTargetError(FlightdeckError, RuntimeError):
     """The ECS target cannot do what was asked: a roll of a service it does not run."""
 
 
-class EcsBackend:
+class EcsBackend(ListenerTraffic):
     """Backend over ECS services, ALB target groups and a weighted listener."""
 
     rolls_in_place = True  # strategy rolling: ECS's rolling update of the live service
@@ -286,13 +286,6 @@ class EcsBackend:
         svc = self._service(revision)
         desired = svc["desiredCount"] if svc else 0
         return self.listener.target_health(revision, desired)
-
-    def set_weights(self, weights: Mapping[str, int], standby: Collection[str] = ()) -> None:
-        """Backend.set_weights: the listener's weighted forward over the revisions' target groups.
-
-        `standby` is ignored: an ALB does not retry a failed request on another target group. Raises
-        alb.ListenerTargetError when a revision given traffic has no target group."""
-        self.listener.set_weights(weights)
 
     def stop_revision(self, revision: str) -> None:
         """Backend.stop_revision: out of the listener, scaling target deregistered, service scaled to 0
