@@ -74,13 +74,16 @@ class LoadedModel:
     classes: list[Any] | None = None  # the class labels, in the order of predict_proba's columns
 
     def predict(self, batch: Batch) -> list[Any]:
-        """One prediction per row of `batch` (label or value, JSON-ready); a one-column output is flattened."""
+        """One prediction per row of `batch` (label or value, JSON-ready); a one-column output is flattened.
+
+        Raises RequestError (422 non_finite_output) when a numeric prediction is NaN or infinite."""
         out = self.predict_batch(batch)
         if hasattr(out, "to_numpy"):  # pyfunc may return a DataFrame/Series
             out = out.to_numpy()
         if isinstance(out, np.ndarray):
             if out.ndim > 1 and out.shape[1] == 1:
                 out = out[:, 0]
+            _refuse_non_finite(out, "predictions")
             return out.tolist()
         return list(out)
 
@@ -94,7 +97,9 @@ class LoadedModel:
             raise RequestError(
                 422, "probabilities_not_supported", "this model gives no class probabilities (not a classifier)"
             )
-        return np.asarray(self.predict_proba_batch(batch), dtype=np.float64).tolist()
+        probabilities = np.asarray(self.predict_proba_batch(batch), dtype=np.float64)
+        _refuse_non_finite(probabilities, "probabilities")
+        return probabilities.tolist()
 
     def smoke_test(self) -> list[Any]:
         """Predict the signature's example batch once at load; the predictions.
@@ -104,6 +109,20 @@ class LoadedModel:
         if len(preds) != self.smoke.n_rows:
             raise ModelLoadError(f"smoke prediction returned {len(preds)} rows for {self.smoke.n_rows}")
         return preds
+
+
+def _refuse_non_finite(values: np.ndarray, what: str) -> None:
+    """Raise RequestError (422 non_finite_output) when a float output holds NaN or an infinity: JSON has no
+    such number (it would go out as null, which the response schema does not allow). Finite inputs at the edge
+    of float64 (e.g. +1.8e308 beside -1.8e308) make a linear model's score inf - inf = NaN."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        rows = sorted({int(i) for i in np.argwhere(~np.isfinite(values))[:, 0]})
+        raise RequestError(
+            422,
+            "non_finite_output",
+            f"the model's {what} are not finite numbers for row(s) {rows[:10]}: feature values out of the range "
+            "the model can score",
+        )
 
 
 def _read_mlmodel(model_dir: Path) -> dict[str, Any]:

@@ -32,7 +32,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Malformed request (not JSON, wrong shape, empty input)",
         413: "Body too large or too many rows",
         415: "Content-Type is not application/json",
-        422: "Input does not match the model signature (columns, types, non-finite numbers)",
+        422: "Input does not match the model signature (columns, types, non-finite numbers), or the model's "
+        "output for it is not finite (non_finite_output)",
         503: "Not ready",
     }
     return {

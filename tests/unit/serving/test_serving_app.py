@@ -412,3 +412,15 @@ def test_json_nested_beyond_the_parsers_limit_is_a_400_naming_it(client, path, b
     assert resp.status_code == 400
     assert resp.get_json()["error"]["code"] == "too_deep"
     assert "deeper than 1024 levels" in resp.get_json()["error"]["message"]
+
+
+def test_an_unscorable_row_is_a_422_not_a_null_probability(client, lr_model):
+    """Doubles at the edge of float64 (the fuzz test found +-1.8e308 side by side) make the linear score
+    inf - inf = NaN: JSON has no NaN, so the server names the rows instead of answering null probabilities."""
+    good = lr_model.records()[0]
+    edge = {name: (1.7976931348623157e308 if i % 2 else -1.7976931348623157e308) for i, name in enumerate(good)}
+    resp = client.post("/predict", json={"rows": [good, edge], "return_probabilities": True})
+    body = _error(resp, 422, "non_finite_output")
+    assert "row(s) [1]" in body["message"]
+    ok = client.post("/predict", json={"rows": [good], "return_probabilities": True})
+    assert ok.status_code == 200 and all(0 <= p <= 1 for p in ok.get_json()["probabilities"][0])
