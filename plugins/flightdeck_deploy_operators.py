@@ -59,6 +59,7 @@ from flightdeck.deploy.instance_refresh import (
     desired_version,
     refresh_budget_s,
     start_refresh,
+    wait_for,
 )
 from flightdeck.deploy.instance_refresh import latest as latest_refresh
 
@@ -356,15 +357,7 @@ class Ec2InstanceRefreshOperator(AwsBaseOperator[AutoScalingHook]):
                 method_name="execute_complete",
                 timeout=timedelta(seconds=attempts * self.waiter_delay + 60),
             )
-        wait(
-            waiter=self.hook.get_waiter(REFRESH_COMPLETE),
-            waiter_delay=self.waiter_delay,
-            waiter_max_attempts=attempts,
-            args={"AutoScalingGroupName": group, "InstanceRefreshIds": [refresh_id]},
-            failure_message=f"instance refresh {refresh_id} of {group} did not succeed",
-            status_message=f"instance refresh {refresh_id} of {group}",
-            status_args=REFRESH_STATUS_QUERIES,
-        )
+        wait_for(self.hook.conn, REFRESH_COMPLETE, group, refresh_id, delay_s=self.waiter_delay, max_attempts=attempts)
         return refresh_id
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> str:

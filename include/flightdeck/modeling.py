@@ -249,13 +249,16 @@ def predict(model: Any, X: pd.DataFrame) -> np.ndarray:
     return np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out).ravel()
 
 
-def metrics(model: Any, X: pd.DataFrame, y: np.ndarray, task: Task) -> dict[str, float]:
-    """The task's metrics on the given rows.
+def metrics(
+    model: Any, X: pd.DataFrame, y: np.ndarray, task: Task, predicted: np.ndarray | None = None
+) -> dict[str, float]:
+    """The task's metrics on the given rows (`predicted`: the model's predictions for X, when the caller has
+    them already).
 
     classification: accuracy, f1_macro, and, when the model has predict_proba, roc_auc (one-vs-rest
     when multiclass) and log_loss; regression: rmse, mae, r2 (rmse and mae in the target's units).
     """
-    predicted = predict(model, X)
+    predicted = predict(model, X) if predicted is None else predicted
     if task is Task.REGRESSION:
         return {
             "rmse": float(root_mean_squared_error(y, predicted)),

@@ -231,14 +231,8 @@ def find_builders(ec2: Any, run_id: str) -> list[str]:
         {"Name": f"tag:{RUN_TAG}", "Values": [run_id]},
         {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
     ]
-    found: list[dict[str, Any]] = []
-    token = ""
-    while True:  # pages by NextToken (no paginator: every AWS call here is an `ec2.<action>(` call)
-        page = ec2.describe_instances(Filters=filters, **({"NextToken": token} if token else {}))
-        found += [i for r in page["Reservations"] for i in r["Instances"]]
-        token = page.get("NextToken", "")
-        if not token:
-            break
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+    found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
     return [i["InstanceId"] for i in sorted(found, key=lambda i: (i["LaunchTime"], i["InstanceId"]))]
 
 

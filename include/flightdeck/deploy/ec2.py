@@ -521,8 +521,8 @@ class Ec2Backend(ListenerTraffic):
             )
             status = refresh.RefreshStatus.ROLLBACK_IN_PROGRESS
         if status == refresh.RefreshStatus.CANCELLING:  # neither a rollback nor a new refresh is accepted yet
-            last = refresh.wait_until_settled(self.autoscaling, group, last["InstanceRefreshId"], **poll)
-            status = refresh.RefreshStatus(last["Status"])
+            refresh.wait_for(self.autoscaling, refresh.CANCELLED, group, last["InstanceRefreshId"], **poll)
+            status = refresh.RefreshStatus.CANCELLED
         if status == refresh.RefreshStatus.ROLLBACK_IN_PROGRESS:
             refresh.wait_for(self.autoscaling, refresh.ROLLED_BACK, group, last["InstanceRefreshId"], **poll)
             return

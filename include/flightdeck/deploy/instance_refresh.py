@@ -15,7 +15,6 @@ Ec2Backend.roll_back all wait on them.
 from __future__ import annotations
 
 import logging
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,13 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 from flightdeck.deploy.backend import InstanceRefreshSpec
-from flightdeck.errors import FlightdeckError
 
 log = logging.getLogger(__name__)
 
 WAITER_PATH = Path(__file__).with_name("waiters") / "autoscaling.json"
 COMPLETE = "instance_refresh_complete"  # success: Successful; failure: Failed, Cancelled, Rollback*
 ROLLED_BACK = "instance_refresh_rolled_back"  # success: RollbackSuccessful; failure: RollbackFailed
+CANCELLED = "instance_refresh_cancelled"  # success: Cancelled (a Cancelling refresh settles there)
 # logged on every attempt by the provider's wait()/async_wait()
 STATUS_QUERIES = [
     "InstanceRefreshes[0].Status",
@@ -61,10 +60,6 @@ class RefreshStatus(StrEnum):
             RefreshStatus.BAKING,
             RefreshStatus.CANCELLING,
         )
-
-
-class InstanceRefreshStuck(FlightdeckError, TimeoutError):
-    """An instance refresh stayed in a state nothing can act on (Cancelling) for longer than allowed."""
 
 
 class AutoScalingHook(AwsBaseHook):
@@ -136,24 +131,10 @@ def desired_version(refresh: dict[str, Any]) -> str:
     return str(((refresh.get("DesiredConfiguration") or {}).get("LaunchTemplate") or {}).get("Version", ""))
 
 
-def wait_until_settled(
-    autoscaling: Any, group: str, refresh_id: str, *, delay_s: int = 15, max_attempts: int = 80
-) -> dict[str, Any]:
-    """Poll refresh `refresh_id` of `group` until it is no longer Cancelling (every `delay_s` seconds, at most
-    `max_attempts` times); returns its last DescribeInstanceRefreshes item. Raises InstanceRefreshStuck."""
-    for _ in range(max_attempts):
-        found = autoscaling.describe_instance_refreshes(AutoScalingGroupName=group, InstanceRefreshIds=[refresh_id])
-        item = found["InstanceRefreshes"][0]
-        if item["Status"] != RefreshStatus.CANCELLING:
-            return item
-        time.sleep(delay_s)
-    raise InstanceRefreshStuck(f"instance refresh {refresh_id} of {group} still Cancelling after {max_attempts} polls")
-
-
 def wait_for(
     autoscaling: Any, waiter_name: str, group: str, refresh_id: str, *, delay_s: int = 15, max_attempts: int = 80
 ) -> None:
-    """Block until refresh `refresh_id` of `group` ends as `waiter_name` wants (COMPLETE or ROLLED_BACK),
+    """Block until refresh `refresh_id` of `group` ends as `waiter_name` wants (COMPLETE, ROLLED_BACK, CANCELLED),
     logging its status on every attempt (the provider's `wait`). Raises AirflowException when it ends
     otherwise or is still running after `delay_s * max_attempts` seconds."""
     from airflow.providers.amazon.aws.utils.waiter_with_logging import wait
@@ -164,7 +145,7 @@ def wait_for(
         waiter_delay=delay_s,
         waiter_max_attempts=max_attempts,
         args={"AutoScalingGroupName": group, "InstanceRefreshIds": [refresh_id]},
-        failure_message=f"instance refresh {refresh_id} of {group} did not end as {waiter_name}",
+        failure_message=f"instance refresh {refresh_id} of {group} did not succeed ({waiter_name})",
         status_message=f"instance refresh {refresh_id} of {group}",
         status_args=STATUS_QUERIES,
     )

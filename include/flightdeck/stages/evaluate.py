@@ -35,11 +35,12 @@ def run(root: Path | None = None) -> dict[str, float]:
     model = joblib.load(root / "model" / "model.joblib")
     holdout = pd.read_parquet(root / "prepared" / "holdout.parquet")
     features = model_frame(holdout, schema)
-    scores = modeling.metrics(model, features, target_values(holdout, schema), schema.task)
+    predicted = modeling.predict(model, features)  # once: the metrics and the baseline's prediction profile
+    scores = modeling.metrics(model, features, target_values(holdout, schema), schema.task, predicted)
     scores["holdout_rows"] = float(len(holdout))
     (root / "metrics.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
     train = pd.read_parquet(root / "prepared" / "train.parquet")
-    profile = baseline.profile_frame(train, schema, model.predict(features))
+    profile = baseline.profile_frame(train, schema, predicted)
     (root / baseline.PROFILE_ARTIFACT).parent.mkdir(exist_ok=True)
     (root / baseline.PROFILE_ARTIFACT).write_text(json.dumps(profile.to_dict(), indent=1, sort_keys=True))
     primary = params["evaluate"]["primary_metric"]

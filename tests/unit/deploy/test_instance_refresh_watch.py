@@ -47,6 +47,12 @@ def test_each_refresh_status_ends_or_continues_the_waiters(status, complete, rol
     assert ir.RefreshStatus(status).active == (status in ("Pending", "InProgress", "Baking", "Cancelling"))
 
 
+@pytest.mark.parametrize(("status", "state"), [("Cancelling", None), ("Cancelled", "success")])
+def test_a_cancelling_refresh_is_waited_out_until_cancelled(status, state):
+    answer = {"InstanceRefreshes": [{"InstanceRefreshId": "r-1", "Status": status}]}
+    assert _acceptor_state(ir.CANCELLED, answer) == state
+
+
 def test_a_missing_refresh_fails_both_waiters():
     assert _acceptor_state(ir.COMPLETE, {"InstanceRefreshes": []}) == "failure"
     assert _acceptor_state(ir.ROLLED_BACK, {"InstanceRefreshes": []}) == "failure"
@@ -57,7 +63,7 @@ def test_the_hook_serves_our_waiters():
     assert hook.client_type == "autoscaling" and hook.waiter_path == ir.WAITER_PATH
     import json
 
-    assert set(json.loads(hook.waiter_path.read_text())["waiters"]) == {ir.COMPLETE, ir.ROLLED_BACK}
+    assert set(json.loads(hook.waiter_path.read_text())["waiters"]) == {ir.COMPLETE, ir.ROLLED_BACK, ir.CANCELLED}
 
 
 class _Recorder:
