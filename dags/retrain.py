@@ -18,7 +18,11 @@
    records), else `previous`; a live version gone from the registry fails the gate with that reason.
    Gate results are version tags.
 7. **promote** moves `champion` (the former one becomes `previous`) and emits an Asset event on
-   `flightdeck://models/<model name>/champion` that a deploy DAG can be scheduled on.
+   `flightdeck://models/<model name>/champion` and on `flightdeck://models/champion`: the continuous_deploy
+   DAG is scheduled on the latter and deploys only when params.yaml `continuous_deploy.enabled` is true.
+
+Scheduled daily, and on the monitor's drift Asset `flightdeck://monitor/drift` (emitted only when params.yaml
+`monitor.on_drift.retrain` is on).
 
 Params: `dataset` (a key of params.yaml `datasets`; empty = params.yaml's default), `force` (train even
 when data and params are unchanged), `model_name` (override the registry name) and `namespace` (an
@@ -35,28 +39,30 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, AssetAlias, Param, dag, task
+from airflow.sdk import Asset, AssetAlias, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from flightdeck_notify import FlightdeckFailureNotifier  # plugins/: log line, Slack or SNS
 
 from flightdeck import retrain as steps
+from flightdeck.monitoring.steps import DRIFT_ASSET_URI
 
-# Promotion events go through an alias: the concrete Asset depends on the dataset's model name.
+# Promotion events go through an alias (the concrete Asset depends on the dataset's model name) and on one
+# fixed Asset for every model, which the continuous_deploy DAG is scheduled on.
 CHAMPION_EVENTS = AssetAlias("flightdeck-champion")
+ANY_CHAMPION = Asset(steps.ANY_CHAMPION_ASSET_URI)
 
 
-@task(outlets=[CHAMPION_EVENTS])
+@task(outlets=[CHAMPION_EVENTS, ANY_CHAMPION])
 def promote(registered: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
     """Move the champion alias and announce it as an Asset event."""
     result = steps.promote(registered)
-    outlet_events[CHAMPION_EVENTS].add(
-        Asset(result["asset_uri"]),
-        extra={
-            "model_name": result["model_name"],
-            "version": result["version"],
-            "previous": result["previous"],
-            "data_version": result["data_version"],
-        },
-    )
+    extra = {
+        "model_name": result["model_name"],
+        "version": result["version"],
+        "previous": result["previous"],
+        "data_version": result["data_version"],
+    }
+    outlet_events[CHAMPION_EVENTS].add(Asset(result["asset_uri"]), extra=extra)
+    outlet_events[ANY_CHAMPION].extra = extra
     return result
 
 
@@ -72,7 +78,10 @@ def has_changes(synced: dict[str, Any], params: dict[str, Any] | None = None) ->
 
 @dag(
     dag_id=Path(__file__).stem,
-    schedule="@daily",
+    # daily, and whenever the monitor reports drift with monitor.on_drift.retrain on
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("@daily", timezone="UTC"), assets=[Asset(DRIFT_ASSET_URI)]
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # runs share the dataset's workspace and aliases

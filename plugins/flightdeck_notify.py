@@ -1,4 +1,4 @@
-"""Airflow adapter for flightdeck.notify: a notifier usable as on_failure_callback.
+"""Airflow adapter for flightdeck.notify: a notifier usable as on_failure_callback, and `send_notices` for tasks.
 
     from flightdeck_notify import FlightdeckFailureNotifier
     @dag(..., default_args={"on_failure_callback": FlightdeckFailureNotifier()})
@@ -30,6 +30,28 @@ def _slack_url(conn_id: str) -> str:
     return BaseHook.get_connection(conn_id).password or ""
 
 
+def configured_senders(aws_conn_id: str | None = None, slack_conn_id: str | None = None) -> list[notify.Sender]:
+    """The channels FLIGHTDECK_NOTIFY asks for, with the clients only Airflow can supply; the log line alone
+    when the settings are invalid (logged)."""
+    aws_conn_id = aws_conn_id or os.environ.get("FLIGHTDECK_NOTIFY_AWS_CONN_ID", "aws_default")
+    slack_conn_id = slack_conn_id or os.environ.get("FLIGHTDECK_SLACK_CONN_ID", "")
+    try:
+        return notify.configured_senders(
+            slack_url=(lambda: _slack_url(slack_conn_id)) if slack_conn_id else None,
+            sns_client=lambda: _sns_client(aws_conn_id),
+        )
+    except ValueError as e:
+        notify.log.error("notification settings invalid (%s); logging only", e)
+        return [notify.LogSender()]
+
+
+def send_notices(notices: list[notify.Notice]) -> dict[str, dict[str, str]]:
+    """Send each notice (e.g. the monitor's alerts) to every configured channel: subject -> channel -> result.
+    Never raises (see flightdeck.notify)."""
+    senders = configured_senders() if notices else []
+    return {n.subject: notify.send(n, senders) for n in notices}
+
+
 class FlightdeckFailureNotifier(BaseNotifier):
     """Log line always; Slack/SNS as configured. Never raises (see flightdeck.notify)."""
 
@@ -41,12 +63,4 @@ class FlightdeckFailureNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         """Send the failed task's event (from Airflow's callback `context`) to every configured channel;
         invalid settings fall back to the log line alone."""
-        try:
-            senders = notify.configured_senders(
-                slack_url=(lambda: _slack_url(self.slack_conn_id)) if self.slack_conn_id else None,
-                sns_client=lambda: _sns_client(self.aws_conn_id),
-            )
-        except ValueError as e:
-            self.log.error("notification settings invalid (%s); logging only", e)
-            senders = [notify.LogSender()]
-        notify.notify_failure(context, senders)
+        notify.notify_failure(context, configured_senders(self.aws_conn_id, self.slack_conn_id))

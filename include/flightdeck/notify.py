@@ -1,4 +1,5 @@
-"""Failure notifications: one line in the log always; Slack and/or SNS when configured.
+"""Notifications (task failures; the monitor's drift and live-quality alerts): one line in the log always;
+Slack and/or SNS when configured.
 
     FLIGHTDECK_NOTIFY=log            (default) an ERROR line in the callback's log
     FLIGHTDECK_NOTIFY=slack          + POST to a Slack incoming webhook: FLIGHTDECK_SLACK_WEBHOOK_URL, or
@@ -83,12 +84,28 @@ def event_from_context(context: Mapping[str, Any]) -> FailureEvent:
     )
 
 
+class Notice(Protocol):
+    """What a channel sends: a FailureEvent, or another notice of the same shape (the monitor's alerts)."""
+
+    dag_id: str
+    task_id: str
+
+    @property
+    def subject(self) -> str:
+        """One line."""
+        ...
+
+    def text(self) -> str:
+        """The body."""
+        ...
+
+
 class Sender(Protocol):
     """One notification channel; `name` is its FLIGHTDECK_NOTIFY word."""
 
     name: str
 
-    def send(self, event: FailureEvent) -> None:
+    def send(self, event: Notice) -> None:
         """Deliver `event`; raise on failure (notify.send logs it and goes on to the next channel)."""
         ...
 
@@ -98,7 +115,7 @@ class LogSender:
 
     name = "log"
 
-    def send(self, event: FailureEvent) -> None:
+    def send(self, event: Notice) -> None:
         """Log the event's text as one line (newlines become " | ")."""
         log.error("NOTIFY %s", event.text().replace("\n", " | "))
 
@@ -114,7 +131,7 @@ class SlackWebhookSender:
         self.webhook_url = webhook_url
         self.timeout = timeout
 
-    def send(self, event: FailureEvent) -> None:
+    def send(self, event: Notice) -> None:
         """POST the event's subject and text; raises NotifyFailed when Slack answers 3xx or above."""
         resp = requests.post(
             self.webhook_url, json={"text": f"*{event.subject}*\n{event.text()}"}, timeout=self.timeout
@@ -134,7 +151,7 @@ class SnsSender:
         self.topic_arn = topic_arn
         self.client_factory = client_factory
 
-    def send(self, event: FailureEvent) -> None:
+    def send(self, event: Notice) -> None:
         """SNS Publish to the topic, with dag_id and task_id as message attributes for subscription filters.
 
         Raises botocore's ClientError when SNS refuses."""
@@ -184,7 +201,7 @@ def configured_senders(
     return out
 
 
-def send(event: FailureEvent, senders: Sequence[Sender]) -> dict[str, str]:
+def send(event: Notice, senders: Sequence[Sender]) -> dict[str, str]:
     """Send to every channel; a channel that fails is logged and reported, never raised."""
     results: dict[str, str] = {}
     for sender in senders:

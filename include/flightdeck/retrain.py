@@ -396,6 +396,9 @@ def promote(registered: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+ANY_CHAMPION_ASSET_URI = "flightdeck://models/champion"  # updated on every promotion, of any model
+
+
 def champion_asset_uri(model_name: str) -> str:
     """The Airflow Asset a deploy DAG can schedule on; an event is emitted on every promotion."""
     return f"flightdeck://models/{model_name}/champion"

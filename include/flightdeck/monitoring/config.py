@@ -42,9 +42,10 @@ class OnDrift:
 
 
 @dataclass(frozen=True)
-class LiveQuality:
+class LiveQualityGate:
     """The live-quality gate on late labels joined to captures."""
 
+    lookback_hours: float = 168.0  # captures this far back are joined to the labels landed since
     min_labeled_rows: int = 30
     rollback: bool = False  # below the gates' thresholds: deploy `previous` with blue_green
 
@@ -58,7 +59,7 @@ class MonitorConfig:
     min_rows: int = 30
     drift: DriftThresholds = field(default_factory=DriftThresholds)
     on_drift: OnDrift = field(default_factory=OnDrift)
-    live_quality: LiveQuality = field(default_factory=LiveQuality)
+    live_quality: LiveQualityGate = field(default_factory=LiveQualityGate)
     batch_check: BatchCheckAction = BatchCheckAction.WARN
 
 

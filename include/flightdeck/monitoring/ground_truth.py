@@ -1,0 +1,173 @@
+"""Ground truth that arrives after the predictions: labels joined to captured requests, live quality per version.
+
+Labels are landed like data: CSV or Parquet files under `s3://<data bucket>/labels/<model name>/`, one row per
+scored row, with the columns
+
+    request_id   the X-Request-ID the model server answered (it is in every response and capture record)
+    row          the row's index within that request (optional: 0, for one-row requests)
+    label        the true value (a class for classification, a number for regression)
+
+`join_labels` matches them to the capture rows (monitoring/capture.read_captures) on (request_id, row); a label
+without a captured row is counted, not guessed. `live_quality` scores each model version on its joined rows, in
+the metric names the gates use (accuracy and f1_macro, or rmse, mae and r2), overall and per hour of capture.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score, root_mean_squared_error
+
+from flightdeck.data.schema import Task
+from flightdeck.errors import FlightdeckError
+from flightdeck.metric_direction import LOWER_IS_BETTER
+
+LABELS_PREFIX = "labels"
+LABEL_COLUMNS = ("request_id", "row", "label")
+
+
+class LabelsError(FlightdeckError, ValueError):
+    """A labels file cannot be read or lacks the columns it needs (the message names the file and the column)."""
+
+
+def labels_prefix(model_name: str) -> str:
+    """Where the labels of `model_name` are landed in the data bucket: `labels/<model name>/`."""
+    return f"{LABELS_PREFIX}/{model_name}/"
+
+
+def read_labels(s3: Any, bucket: str, model_name: str) -> pd.DataFrame:
+    """Every labels file of `model_name` as one frame (request_id: str, row: int, label), later files winning
+    on a repeated (request_id, row). Raises LabelsError naming a file without request_id or label."""
+    frames = []
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=labels_prefix(model_name)):
+        keys.extend(sorted((o["LastModified"], o["Key"]) for o in page.get("Contents", [])))
+    for _, key in sorted(keys):
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if key.endswith(".parquet"):
+            frame = pd.read_parquet(io.BytesIO(body))
+        elif key.endswith(".csv"):
+            frame = pd.read_csv(io.BytesIO(body), dtype={"request_id": str})
+        else:
+            continue
+        missing = [c for c in ("request_id", "label") if c not in frame.columns]
+        if missing:
+            raise LabelsError(f"s3://{bucket}/{key}: missing column(s) {missing}; need {list(LABEL_COLUMNS)}")
+        if "row" not in frame.columns:
+            frame["row"] = 0
+        frames.append(frame[list(LABEL_COLUMNS)])
+    if not frames:
+        return pd.DataFrame({"request_id": pd.Series(dtype=str), "row": pd.Series(dtype=int), "label": []})
+    out = pd.concat(frames, ignore_index=True)
+    out["request_id"] = out["request_id"].astype(str)
+    out["row"] = out["row"].astype(int)
+    return out.drop_duplicates(["request_id", "row"], keep="last").reset_index(drop=True)
+
+
+def join_labels(captures: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The capture rows that have a label: capture columns plus `label` (inner join on request_id and row)."""
+    if captures.empty or labels.empty:
+        return captures.iloc[0:0].assign(label=pd.Series(dtype=object))
+    left = captures.assign(request_id=captures["request_id"].astype(str), row=captures["row"].astype(int))
+    return left.merge(labels, on=["request_id", "row"], how="inner")
+
+
+def task_metrics(task: Task, truth: Sequence[Any], predicted: Sequence[Any]) -> dict[str, float]:
+    """The metrics the gates use that need only predictions: classification accuracy and f1_macro; regression
+    rmse, mae and r2 (in the target's units). Labels and predictions compare as strings for classification,
+    so a class landed as 1 matches a prediction of "1"."""
+    if task is Task.REGRESSION:
+        y, p = np.asarray(truth, dtype=float), np.asarray(predicted, dtype=float)
+        return {
+            "rmse": float(root_mean_squared_error(y, p)),
+            "mae": float(mean_absolute_error(y, p)),
+            "r2": float(r2_score(y, p)) if len(y) > 1 else float("nan"),
+        }
+    y = [_label(v) for v in truth]
+    p = [_label(v) for v in predicted]
+    return {"accuracy": float(accuracy_score(y, p)), "f1_macro": float(f1_score(y, p, average="macro"))}
+
+
+def _label(value: Any) -> str:
+    """A class as text; 1.0 and 1 read the same (CSV turns integer labels into floats when a value is missing)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class QualityPoint:
+    """One hour of a version's joined rows and its metrics then."""
+
+    hour: str  # ISO-8601 UTC, the hour the requests were captured
+    rows: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class LiveQuality:
+    """A model version's live quality: its metrics on every joined row, per hour, and the gate's verdict."""
+
+    model_version: str
+    labeled_rows: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    series: list[QualityPoint] = field(default_factory=list)
+    below_threshold: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> {value, threshold}
+    verdict: str = "insufficient_labels"  # ok | below_threshold | insufficient_labels
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LiveQuality:
+        """The inverse of to_dict."""
+        return cls(**{**d, "series": [QualityPoint(**p) for p in d.get("series", [])]})
+
+
+def live_quality(
+    joined: pd.DataFrame, task: Task, thresholds: Mapping[str, float], min_labeled_rows: int
+) -> dict[str, LiveQuality]:
+    """model version -> its LiveQuality on `joined` (join_labels' output: model_version, time, prediction, label).
+
+    The gate: with at least `min_labeled_rows` joined rows, a metric on the wrong side of its threshold (a floor
+    for scores, a ceiling for errors, as the retrain's threshold gate reads `gates.thresholds`) makes the verdict
+    `below_threshold`; metrics without a threshold are reported only."""
+    out: dict[str, LiveQuality] = {}
+    if joined.empty:
+        return out
+    for version, rows in joined.groupby(joined["model_version"].astype(str), sort=True):
+        metrics = task_metrics(task, rows["label"].tolist(), rows["prediction"].tolist())
+        hours = pd.to_datetime(rows["time"], utc=True).dt.floor("h")
+        series = [
+            QualityPoint(
+                hour=hour.strftime("%Y-%m-%dT%H:00:00Z"),
+                rows=len(group),
+                metrics=task_metrics(task, group["label"].tolist(), group["prediction"].tolist()),
+            )
+            for hour, group in rows.groupby(hours, sort=True)
+        ]
+        below: dict[str, dict[str, float]] = {}
+        if len(rows) >= min_labeled_rows:
+            for metric, bound in thresholds.items():
+                value = metrics.get(metric)
+                if value is None or np.isnan(value):
+                    continue
+                ok = value <= bound if metric in LOWER_IS_BETTER else value >= bound
+                if not ok:
+                    below[metric] = {"value": round(value, 6), "threshold": float(bound)}
+        verdict = "insufficient_labels" if len(rows) < min_labeled_rows else ("below_threshold" if below else "ok")
+        out[str(version)] = LiveQuality(
+            model_version=str(version),
+            labeled_rows=len(rows),
+            metrics={k: round(v, 6) for k, v in metrics.items()},
+            series=series,
+            below_threshold=below,
+            verdict=verdict,
+        )
+    return out
