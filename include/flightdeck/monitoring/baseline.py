@@ -6,6 +6,11 @@ data's deciles (edges at quantiles 0.1 ... 0.9, open at both ends), so every bin
 training rows; a window of live traffic binned on the same edges gives the shares that the Population
 Stability Index compares (`psi`). Categories keep their training shares plus what an unseen value would be.
 Predictions: class shares (classification) or deciles of the predicted value (regression), on the holdout.
+
+Numeric columns (and regression predictions) also keep a reference sample: up to `REFERENCE_SAMPLE` of their
+non-null values, drawn without replacement with a fixed seed, so a two-sample test (Kolmogorov-Smirnov, in
+monitoring.drift) can compare a window with the training values and not only with their deciles. Profiles
+written before schema_version 2 have no sample; drift.compare then tests the decile bins instead.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import pandas as pd
 from flightdeck.data.schema import ColumnType, DatasetSchema, Task
 
 PROFILE_ARTIFACT = "baseline/profile.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: numeric profiles carry a reference `sample`
+REFERENCE_SAMPLE = 1000  # values kept per numeric column for two-sample tests (about 20 KB of JSON each)
 QUANTILES = tuple(i / 10 for i in range(1, 10))  # decile edges
 PSI_EPSILON = 1e-4  # share floor in PSI, so an empty bin on either side stays finite
 
@@ -40,6 +46,7 @@ class FeatureProfile:
     categories: dict[str, float] = field(default_factory=dict)
     mean: float | None = None
     std: float | None = None
+    sample: list[float] = field(default_factory=list)  # numeric: up to REFERENCE_SAMPLE values, sorted
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,16 @@ class DataProfile:
         raise KeyError(name)
 
 
-def _numeric(name: str, kind: str, values: pd.Series) -> FeatureProfile:
+def reference_sample(values: np.ndarray, size: int = REFERENCE_SAMPLE, seed: int = 0) -> list[float]:
+    """Up to `size` of `values` (non-null floats), drawn without replacement with `seed`, sorted: the same
+    rows every time for the same data, so a profile is reproducible. All of them when there are fewer."""
+    array = np.asarray(values, dtype=float)
+    if array.size > size:
+        array = np.random.default_rng(seed).choice(array, size=size, replace=False)
+    return [float(v) for v in np.sort(array)]
+
+
+def _numeric(name: str, kind: str, values: pd.Series, sample_size: int, seed: int) -> FeatureProfile:
     rows = len(values)
     present = pd.to_numeric(values, errors="coerce").dropna().astype(float)
     null_share = 1 - len(present) / rows if rows else 0.0
@@ -90,6 +106,7 @@ def _numeric(name: str, kind: str, values: pd.Series) -> FeatureProfile:
         shares=bin_shares(present, edges),
         mean=float(present.mean()) if len(present) else None,
         std=float(present.std(ddof=0)) if len(present) else None,
+        sample=reference_sample(present.to_numpy(), sample_size, seed),
     )
 
 
@@ -116,21 +133,35 @@ def bin_shares(values: Sequence[float] | pd.Series, edges: Sequence[float]) -> l
     return [round(float(c) / array.size, 6) for c in counts]
 
 
-def profile_frame(frame: pd.DataFrame, schema: DatasetSchema, predictions: Sequence[Any] | np.ndarray) -> DataProfile:
+def profile_column(
+    name: str, kind: ColumnType, values: pd.Series, *, sample_size: int = REFERENCE_SAMPLE, seed: int = 0
+) -> FeatureProfile:
+    """One column's profile: deciles, mean/std and a reference sample for number/integer columns, category
+    shares (of the values as strings) for categorical/boolean ones."""
+    if kind.is_numeric:
+        return _numeric(name, kind.value, values, sample_size, seed)
+    return _categorical(name, kind.value, values)
+
+
+def profile_frame(
+    frame: pd.DataFrame,
+    schema: DatasetSchema,
+    predictions: Sequence[Any] | np.ndarray | None,
+    *,
+    sample_size: int = REFERENCE_SAMPLE,
+    seed: int = 0,
+) -> DataProfile:
     """The profile of the training rows `frame` (the schema's features; the target is not profiled) and of
-    the model's `predictions` on the holdout. Raises KeyError for a feature missing from `frame`."""
-    features = []
-    for col in schema.features:
-        values = frame[col.name]
-        if col.type.is_numeric:
-            features.append(_numeric(col.name, col.type.value, values))
-        else:
-            features.append(_categorical(col.name, col.type.value, values))
-    predicted = pd.Series(np.asarray(predictions).ravel())
-    if schema.task == Task.CLASSIFICATION:
-        prediction = _categorical("prediction", ColumnType.CATEGORICAL.value, predicted)
-    else:
-        prediction = _numeric("prediction", ColumnType.NUMBER.value, predicted)
+    the model's `predictions` on the holdout (None: an empty prediction profile, 0 rows). Numeric columns keep
+    a reference sample of up to `sample_size` values drawn with `seed`. Raises KeyError for a feature missing
+    from `frame`."""
+    features = [
+        profile_column(col.name, col.type, frame[col.name], sample_size=sample_size, seed=seed)
+        for col in schema.features
+    ]
+    predicted = pd.Series(np.asarray(predictions if predictions is not None else []).ravel())
+    kind = ColumnType.CATEGORICAL if schema.task == Task.CLASSIFICATION else ColumnType.NUMBER
+    prediction = profile_column("prediction", kind, predicted, sample_size=sample_size, seed=seed)
     return DataProfile(task=schema.task.value, rows=len(frame), features=features, prediction=prediction)
 
 
