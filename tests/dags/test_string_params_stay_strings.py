@@ -117,6 +117,8 @@ def test_templated_strings_render_as_strings_in_every_task(odd):
     checked = 0
     for dag in bag.dags.values():
         for task in dag.tasks:
+            if getattr(task, "is_mapped", False):
+                continue  # a mapped task renders per expanded instance, from upstream XComs a test run lacks
             templates = {f: getattr(task, f, None) for f in task.template_fields}
             context = context_for(dag, task, value)
             task.render_template_fields(context)

@@ -5,8 +5,15 @@ from __future__ import annotations
 DAG_ID = "retrain"  # the `dag` fixture (tests/unit/conftest.py) loads dags/retrain.py
 
 
-def test_schedule_and_defaults(dag):
-    assert dag.schedule == "@daily"
+def test_schedule_is_daily_or_on_the_monitors_drift_asset(dag):
+    from airflow.sdk import AssetOrTimeSchedule
+
+    assert isinstance(dag.schedule, AssetOrTimeSchedule)
+    assert dag.schedule.timetable.expression == "0 0 * * *"  # @daily
+    assert [a.uri for a in dag.schedule.asset_condition.objects] == ["flightdeck://monitor/drift"]
+
+
+def test_defaults(dag):
     assert dag.catchup is False
     assert dag.start_date.year == 2026
     assert {"flightdeck", "retrain"} <= set(dag.tags)
@@ -33,10 +40,11 @@ def test_one_task_per_step_in_order(dag):
     assert gates == {"has_changes", "check_data", "threshold_gate", "champion_gate"}
 
 
-def test_promote_emits_through_the_champion_alias(dag):
+def test_promote_emits_through_the_champion_alias_and_the_any_champion_asset(dag):
     outlets = dag.get_task("promote").outlets
-    assert [type(o).__name__ for o in outlets] == ["AssetAlias"]
+    assert [type(o).__name__ for o in outlets] == ["AssetAlias", "Asset"]
     assert outlets[0].name == "flightdeck-champion"
+    assert outlets[1].uri == "flightdeck://models/champion"  # what continuous_deploy is scheduled on
 
 
 def test_sync_data_refuses_a_name_that_is_not_a_string():
