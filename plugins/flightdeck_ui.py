@@ -1,7 +1,8 @@
 """The Deployments page inside the Airflow UI (Airflow 3 plugin: a FastAPI app + a nav entry).
 
 Per deploy target: the live version (asked through the load balancer), the traffic split and health
-(from the target's backend), and the deployment history from the records in S3 with outcomes and
+(from the target's backend), the monitor's newest verdict on each serving version (drifted features, live
+quality, a link to its report), and the deployment history from the records in S3 with outcomes and
 rollback reasons, each row linking to its deploy DAG run and to the model's MLflow run. The data
 comes from flightdeck.lineage (the same answers as the `flightdeck` CLI). Mounted at /flightdeck/ on
 the API server; every route requires a logged-in Airflow user (Bearer token or the UI's cookie).
@@ -13,7 +14,7 @@ import logging
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from airflow.api_fastapi.core_api.security import requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
@@ -72,6 +73,22 @@ def _run_links(rows: list[dict[str, Any]], s: settings_mod.Settings) -> None:
             row["mlflow_url"] = lineage.mlflow_run_url(s.mlflow_uri, experiments[run_id], run_id)
 
 
+def _monitoring(store: rec.RecordStore, target: str, bucket: str) -> list[dict[str, Any]]:
+    """The newest monitor summary of each model version the target's current record says serves (none yet: [])."""
+    from flightdeck.monitoring import monitor
+
+    current = store.current(target)
+    served = {(m["name"], str(m["version"])) for m in (rec.served_models(current) if current else [])}
+    out = []
+    for name in sorted({n for n, _ in served}):
+        for summary in monitor.latest_summaries(store.s3, bucket, name):
+            if (summary.model_name, summary.model_version) in served:
+                row = summary.to_dict()
+                row["report_url"] = "report?" + urlencode({"uri": summary.report_html}) if summary.report_html else ""
+                out.append(row)
+    return out
+
+
 def _relative(url: str) -> str:
     """Airflow links relative to the page's host: the page is served by that same API server."""
     parts = urlsplit(url)
@@ -106,6 +123,7 @@ def collect(store: rec.RecordStore | None = None) -> dict[str, Any]:
                 "health_reason": verdict.reason,
                 "history": rows,
                 "rollbacks": sum(1 for r in rows if r["event"] == rec.EventKind.ROLLED_BACK),
+                "monitoring": _monitoring(store, target, s.data_bucket),
             }
         )
     return {"targets": targets, "mlflow_url": s.mlflow_uri, "generated_at": rec.now_iso()}
@@ -124,6 +142,23 @@ def deployments_page(request: Request) -> HTMLResponse:
 def deployments_json() -> JSONResponse:
     """GET /flightdeck/api/deployments: what the page shows, as JSON (`collect()`)."""
     return JSONResponse(collect())
+
+
+@app.get("/report", response_class=HTMLResponse)
+def monitor_report(uri: str) -> HTMLResponse:
+    """GET /flightdeck/report?uri=s3://<data bucket>/monitoring/...html: a monitor report (404 for anything else)."""
+    from flightdeck import s3
+    from flightdeck.monitoring import monitor
+
+    prefix = f"s3://{settings_mod.load().data_bucket}/{monitor.MONITORING_PREFIX}/"
+    if not uri.startswith(prefix) or not uri.endswith("/report.html") or ".." in uri:
+        return HTMLResponse("not a monitor report", status_code=404)
+    try:
+        body = monitor.read_report(s3.client(AWS_CONN_ID), uri)
+    except Exception as e:  # botocore's NoSuchKey and friends: the page says so
+        log.warning("monitor report %s unreadable: %s", uri, e)
+        return HTMLResponse("report not found", status_code=404)
+    return HTMLResponse(body.decode())
 
 
 class FlightdeckUiPlugin(AirflowPlugin):

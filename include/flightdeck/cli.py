@@ -6,6 +6,7 @@
     flightdeck run DAG_ID [--conf JSON] [--wait] [--timeout S]   trigger a DAG through the REST API (CI/CD)
     flightdeck clear DAG_ID RUN_ID TASK_ID [--downstream] [--wait]   the UI's "Clear" (retry, redeploy, roll back)
     flightdeck logs [--target local] [--no-upload]   save serving container logs (state folder + S3)
+    flightdeck monitor [--model NAME] [--json]   the monitor's newest drift verdict and live quality per version
     flightdeck rollback [--target local] [--to RUN_ID] [--wait]   redeploy the previous good deployment by
                                                  clearing its start_new task (with downstream)
     flightdeck dataset init NAME --from FILE --target COLUMN [--task T]   infer the schema, write params.yaml
@@ -167,6 +168,31 @@ def render_history(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(out) or "no deployments"
 
 
+def render_monitor(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """`flightdeck monitor`: per version its newest window, verdict, drifted features and live quality per hour."""
+    if not summaries:
+        return "no monitor reports yet (trigger the monitor DAG, or wait for its hourly run)"
+    lines: list[str] = []
+    for m in summaries:
+        targets = ", ".join(m["targets"]) or "not in a deployment record"
+        lines.append(f"{m['model_name']} v{m['model_version']}  ({targets})")
+        lines.append(f"  window     {m['window_start']} .. {m['window_end']}  {m['rows']} rows")
+        drifted = ", ".join(m["drifted_features"]) + (" + predictions" if m["prediction_drift"] else "")
+        lines.append(f"  verdict    {m['verdict']}" + (f": {drifted}" if drifted else ""))
+        lines += [f"  quality    {v}" for v in m["quality_violations"]]
+        quality = m.get("live_quality")
+        if quality:
+            metrics = "  ".join(f"{k} {v:.4f}" for k, v in sorted(quality["metrics"].items()))
+            lines.append(f"  live       {metrics}  ({quality['labeled_rows']} labels, {quality['verdict']})")
+            for point in quality["series"]:
+                per_hour = "  ".join(f"{k} {v:.4f}" for k, v in sorted(point["metrics"].items()))
+                lines.append(f"    {point['hour']}  {point['rows']:>5} labels  {per_hour}")
+        else:
+            lines.append("  live       no labels joined yet")
+        lines.append(f"  report     {m['report_html']}")
+    return "\n".join(lines)
+
+
 def _airflow(s: settings_mod.Settings) -> Any:
     from flightdeck.airflow_client import AirflowClient, AirflowError
 
@@ -299,7 +325,7 @@ def run_conf(text: str) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `flightdeck` argument parser: one subcommand each (status, diff, history, run, clear, rollback,
+    """The `flightdeck` argument parser: one subcommand each (status, diff, history, run, clear, rollback, monitor,
     logs, dataset); argument errors exit 2 with one line."""
     parser = _Parser(prog="flightdeck", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -334,7 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_logs = sub.add_parser("logs", help="save the target's serving container logs (state folder + S3)")
     p_logs.add_argument("--target", default="local", choices=TARGETS)
     p_logs.add_argument("--no-upload", action="store_true", help="state folder only")
-    for p in (p_status, p_diff, p_hist, p_run, p_clear, p_rb, p_logs):
+    p_mon = sub.add_parser(
+        "monitor", help="the monitor's newest verdict per model version: drift and live quality (late labels)"
+    )
+    p_mon.add_argument("--model", default="", help="one registered model (default: every watched one)")
+    for p in (p_status, p_diff, p_hist, p_run, p_clear, p_rb, p_logs, p_mon):
         p.add_argument("--json", action="store_true", help="machine-readable output")
     p_ds = sub.add_parser("dataset", help="your own data: init a dataset from a file, land files, schema, holdout")
     ds = p_ds.add_subparsers(dest="dataset_cmd", required=True)
@@ -603,6 +633,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             add_verdict(result)
             text = render_status(result)
             code = 1 if result["warnings"] else 0
+        elif args.cmd == "monitor":
+            from flightdeck.monitoring import monitor
+
+            summaries = monitor.latest_summaries(store.s3, s.data_bucket, args.model)
+            result = [m.to_dict() for m in summaries]
+            text, code = render_monitor(result), 0
         elif args.cmd == "diff":
             result = lineage.diff(args.run_a, args.run_b, store, target=args.target, settings=s)
             text, code = render_diff(result), 0
