@@ -27,6 +27,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from serving import auth
+from serving.capture import Capture, CaptureConfig
 from serving.model import LoadedModel, ModelLoadError, fetch_model, load_model_dir
 from serving.observability import AccessLog, Metrics, configure_logging
 from serving.openapi import build_openapi
@@ -55,6 +56,9 @@ def default_config() -> dict[str, Any]:
         "LOG_LEVEL": os.environ.get("SERVING_LOG_LEVEL", "INFO"),
         "MODEL": None,  # an already loaded LoadedModel (tests, embedding)
         **auth.config_from_env(),  # API_KEYS_FILE, API_KEYS, AUTH_OPEN_PATHS: off unless keys are set
+        # inference capture (serving/capture.py): CAPTURE_PERCENT, CAPTURE_S3_URI, ...; off unless a percent is set
+        "CAPTURE": CaptureConfig.from_env(),
+        "CAPTURE_S3_CLIENT": None,  # a factory of S3 clients (tests); default: boto3 from its environment
     }
 
 
@@ -69,6 +73,26 @@ def _load(config: Mapping[str, Any]) -> LoadedModel:
         lineage["model_uri"] = config["MODEL_URI"]
         return load_model_dir(local, max_rows=config["MAX_ROWS"], lineage=lineage)
     raise ModelLoadError(f"no model: {model_dir} holds no MLmodel and MODEL_URI is not set")
+
+
+def _capture(
+    settings: Mapping[str, Any], lineage: Mapping[str, Any], validator: Any, metrics: Metrics
+) -> Capture | None:
+    """The capture queue when CAPTURE's percent is above 0, else None (raises CaptureConfigError for a bad config)."""
+    config = settings.get("CAPTURE")
+    if config is None or not config.enabled:
+        return None
+    extra = {"client_factory": settings["CAPTURE_S3_CLIENT"]} if settings.get("CAPTURE_S3_CLIENT") else {}
+    capture = Capture(
+        config,
+        metrics,
+        str(lineage.get("model_name") or "unknown"),
+        str(lineage.get("model_version") or "unknown"),
+        [(spec.name, spec.type) for spec in validator.specs],
+        **extra,
+    )
+    log.info("capture: %s%% of scoring responses to %s", config.percent, config.s3_uri)
+    return capture
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -101,6 +125,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.extensions["flightdeck_model"] = model
     app.extensions["flightdeck_metrics"] = metrics
+    capture = _capture(settings, lineage, validator, metrics)
+    # gunicorn.conf.py starts its writer in each worker (post_worker_init) and flushes it at worker_exit
+    app.extensions["flightdeck_capture"] = capture
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -169,7 +196,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def openapi_view() -> Response:
         return Response(openapi, mimetype="application/json")
 
-    scoring = ScoringRoutes(app.wsgi_app, model, metrics, lineage, settings["MAX_CONTENT_LENGTH"])
+    scoring = ScoringRoutes(app.wsgi_app, model, metrics, lineage, settings["MAX_CONTENT_LENGTH"], capture)
     routes = {rule.rule for rule in app.url_map.iter_rules()} | set(scoring.routes)  # metric labels: a bounded set
     guarded = auth.wrap(scoring, settings)  # API keys when configured (serving/auth.py); 401s still observed
     app.wsgi_app = ObservedApp(guarded, metrics, routes, version, settings["ACCESS_LOG"])  # type: ignore[method-assign]

@@ -45,13 +45,30 @@ control_socket_disable = True  # same as --no-control-socket (the image passes b
 
 
 def post_worker_init(worker) -> None:  # gunicorn's hook signature
-    """Each worker answers health checks on SERVING_HEALTH_PORT from a thread (serving/health_port.py)."""
+    """Each worker answers health checks on SERVING_HEALTH_PORT from a thread (serving/health_port.py)
+    and, with capture on, runs its capture writer thread (serving/capture.py). Both start here, in the
+    worker: threads started in the preloaded master would not survive the fork."""
+    ext = worker.wsgi.extensions
     port = int(os.environ.get("SERVING_HEALTH_PORT") or 0)
     if port:
         from serving.health_port import serve
 
-        ext = worker.wsgi.extensions
         serve(port, ext["flightdeck_readiness"], ext["flightdeck_liveness"], os.environ.get("SERVING_HOST", "0.0.0.0"))
+    capture = ext.get("flightdeck_capture")
+    if capture is not None:
+        capture.start()
+
+
+def worker_exit(server, worker) -> None:  # gunicorn's hook signature
+    """gunicorn hook, run in the worker as it exits (SIGTERM: docker stop, ECS stopping the task, a
+    scale-in): write every capture record still queued, so a stopped container loses none it accepted.
+
+    The flush takes at most CAPTURE_EXIT_SECONDS (3 s): under the local target's `docker stop` timeout
+    (5 s, deploy/local.py), gunicorn's graceful_timeout (20 s) and ECS's stopTimeout (30 s)."""
+    capture = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("flightdeck_capture")
+    if capture:
+        written = capture.close()
+        worker.log.info("capture: %d records flushed at worker exit", written)
 
 
 def child_exit(server, worker) -> None:  # gunicorn's hook signature

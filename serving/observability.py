@@ -137,6 +137,35 @@ class Metrics:
         self.info.labels(model_name, model_version, predict_path).set(1)
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.rows_child = self.rows.labels(model_version)
+        # Inference capture (serving/capture.py). Unprefixed names: the monitor and its docs read them as is.
+        self.capture_records = Counter(
+            "capture_records_total",
+            "Captured records (one per request) written to S3",
+            ["model_version"],
+            registry=self.registry,
+        )
+        self.capture_drops = Counter(
+            "capture_dropped_total",
+            "Captured records lost: queue_full (the writer fell behind), write_failed (S3 refused the batch)",
+            ["reason", "model_version"],
+            registry=self.registry,
+        )
+        self._capture_written = self.capture_records.labels(model_version)
+        # both reasons exist from the start, so a scrape shows 0 rather than no series
+        self._capture_dropped = {
+            reason: self.capture_drops.labels(reason, model_version) for reason in ("queue_full", "write_failed")
+        }
+
+    def capture_written(self, n: int) -> None:
+        """Count `n` captured records written to S3 (serving.capture.CaptureCounters)."""
+        self._capture_written.inc(n)
+
+    def capture_dropped(self, reason: str, n: int) -> None:
+        """Count `n` captured records lost for `reason` ("queue_full" or "write_failed")."""
+        child = self._capture_dropped.get(reason)
+        if child is None:
+            child = self._capture_dropped[reason] = self.capture_drops.labels(reason, self.model_version)
+        child.inc(n)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request and record its latency (`seconds`, wall clock) by route, method and status."""

@@ -20,6 +20,7 @@ from werkzeug.exceptions import ClientDisconnected, MethodNotAllowed, RequestEnt
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_input_stream
 
+from serving.capture import Capture
 from serving.mlflow_protocol import (
     CONTENT_CSV,
     CONTENT_JSON,
@@ -150,8 +151,10 @@ class ScoringRoutes:
         metrics: Metrics,
         lineage: Mapping[str, Any],
         max_body_bytes: int,
+        capture: Capture | None = None,
     ) -> None:
         self.fallback = fallback
+        self.capture = capture  # records sampled 200 answers (serving/capture.py); None = off
         self.model = model
         self.validator = model.validator
         self.rows_metric = metrics.rows_child
@@ -236,6 +239,8 @@ class ScoringRoutes:
         if want_proba:
             payload["probabilities"] = self.model.predict_proba(batch)
             payload["classes"] = self.model.classes
+        if self.capture is not None:  # only now is the answer a 200
+            self.capture.offer(request_id, "/predict", batch.columns, batch.matrix, payload["predictions"])
         return payload, batch.n_rows, []
 
     def invocations(self, environ: dict[str, Any], request_id: str | None) -> tuple[dict[str, Any], int, Headers]:
@@ -277,8 +282,11 @@ class ScoringRoutes:
         if method == "predict_proba":
             predictions = self.model.predict_proba(batch)
             self.rows_metric.inc(batch.n_rows)
-            return {"predictions": predictions}, batch.n_rows, headers
-        return {"predictions": self._score(batch)}, batch.n_rows, headers
+        else:
+            predictions = self._score(batch)
+        if self.capture is not None:
+            self.capture.offer(request_id, "/invocations", batch.columns, batch.matrix, predictions)
+        return {"predictions": predictions}, batch.n_rows, headers
 
     def _json_input(self, key: str, payload: Any) -> Parsed:
         """The strict validator first (the hot path: exact columns and types); MLflow's reading otherwise."""
