@@ -41,6 +41,9 @@ from flightdeck.data.schema import infer as infer_schema
 from flightdeck.data.store import ObjectStore
 from flightdeck.data.validate import validate_batch
 from flightdeck.errors import FlightdeckError
+from flightdeck.monitoring import batch_check
+from flightdeck.monitoring.config import BatchCheckAction, MonitorConfig, monitor_config
+from flightdeck.monitoring.report import to_json as report_json
 from flightdeck.pipeline_config import DVC_YAML_PATH, DatasetConfig
 from flightdeck.reachability import ServiceUnavailable
 
@@ -334,7 +337,9 @@ def archive_key(prefix: str, landing_prefix: str, key: str, sha256: str) -> str:
     return f"{prefix}{sha256[:16]}/{key.removeprefix(landing_prefix)}"
 
 
-def _quarantine(store: ObjectStore, name: str, key: str, sha256: str, reason: str) -> str:
+def _quarantine(store: ObjectStore, name: str, key: str, sha256: str, reason: str, detail: str = "") -> str:
+    """Move `key` to quarantine: `reason` (one line) in the object's metadata and in `<path>.reason.txt`,
+    followed there by `detail` (e.g. a drift report as JSON). Returns the quarantine key."""
     names = prefixes(name)
     dst = archive_key(names["quarantine"], names["landing"], key, sha256)
     meta = {
@@ -342,7 +347,7 @@ def _quarantine(store: ObjectStore, name: str, key: str, sha256: str, reason: st
         "quarantined-at": datetime.now(UTC).isoformat(),
     }
     store.move(key, dst, metadata=meta)
-    store.write(dst + ".reason.txt", (reason + "\n").encode())
+    store.write(dst + ".reason.txt", (reason + "\n" + (detail + "\n" if detail else "")).encode())
     log.error("QUARANTINED s3://%s/%s -> s3://%s/%s: %s", store.bucket, key, store.bucket, dst, reason)
     return dst
 
@@ -441,19 +446,34 @@ class SyncResult(TypedDict):
     duplicates: list[dict[str, str]]
     quarantined: list[dict[str, str]]
     unseen_categories: dict[str, dict[str, dict[str, int]]]
+    drift_reference: str | None  # what valid batches were drift-checked against ("holdout <md5>"), or None
+    drifted_batches: list[batch_check.BatchDrift]  # batches the drift check flagged (merged or quarantined)
     schema: dict[str, Any] | None
     params_hash: str
     model_name: str
 
 
-def sync(cfg: DatasetConfig, store: ObjectStore | None = None, workspace: Workspace | None = None) -> SyncResult:
+def sync(
+    cfg: DatasetConfig,
+    store: ObjectStore | None = None,
+    workspace: Workspace | None = None,
+    *,
+    monitor: MonitorConfig | None = None,
+) -> SyncResult:
     """Validate landed batches, append the good ones to a candidate dataset and push it to the remote.
 
     Cost: each landed file is read and validated once; the candidate is the current file with the new
     rows appended (the history is not parsed), then hashed by DVC and pushed. Malformed batches are
     moved to quarantine at once. The candidate is not yet the dataset's current version: `commit()`
     makes it so after the data checks pass (so a failing candidate changes nothing).
+
+    Each valid batch is then drift-checked against the dataset's holdout (monitoring.batch_check, with
+    `monitor`: default params.yaml's `monitor` section): a flagged batch is listed in `drifted_batches` and,
+    under `batch_check: quarantine`, moved to quarantine with the drift report as its reason instead of
+    being merged. A first sync that cuts the holdout from the landed data has no reference: nothing is
+    drift-checked (`drift_reference` None).
     """
+    monitor = monitor or monitor_config()
     store = store or ObjectStore()
     store.ping()
     names = prefixes(cfg.key)
@@ -479,6 +499,8 @@ def sync(cfg: DatasetConfig, store: ObjectStore | None = None, workspace: Worksp
         duplicates=[],
         quarantined=[],
         unseen_categories={},
+        drift_reference=None,
+        drifted_batches=[],
         schema=schema.to_params() if schema else None,
         params_hash=cfg.params_hash,
         model_name=cfg.model_name,
@@ -495,6 +517,14 @@ def sync(cfg: DatasetConfig, store: ObjectStore | None = None, workspace: Worksp
     elif cfg.holdout.get("file"):
         result["holdout_version"], result["holdout_size"] = ws.holdout_from_file(str(cfg.holdout["file"]))
 
+    reference = None
+    if result["holdout_version"]:
+        reference = batch_check.reference_profile(read_typed(ws.holdout_path, schema), schema)
+        result["drift_reference"] = f"holdout {result['holdout_version']}"
+    else:
+        log.info(
+            "dataset %s: no holdout yet (it is cut from this data): landed batches are not drift-checked", cfg.name
+        )
     merged_before = manifest.merged_hashes
     seen_now: dict[str, str] = {}
     frames: list[pd.DataFrame] = []
@@ -523,6 +553,19 @@ def sync(cfg: DatasetConfig, store: ObjectStore | None = None, workspace: Worksp
             result["quarantined"].append({"key": key, "to": dst, "reason": check.reason})
             continue
         assert check.frame is not None
+        if reference is not None and result["drift_reference"]:
+            report = batch_check.check(check.frame, reference, schema, monitor)
+            if report.flagged:
+                where = result["drift_reference"]
+                result["drifted_batches"].append(batch_check.flagged_entry(key, report, monitor, where))
+                if monitor.batch_check is BatchCheckAction.QUARANTINE:
+                    reason = batch_check.summary(key, report, where) + " (monitor.batch_check: quarantine)"
+                    dst = _quarantine(store, cfg.key, key, sha, reason, detail=report_json(report))
+                    result["quarantined"].append({"key": key, "to": dst, "reason": reason})
+                    continue
+                log.warning("%s (monitor.batch_check: warn: merged)", batch_check.summary(key, report, where))
+            else:
+                log.info("batch %s: drift check %s against the %s", key, report.status.value, result["drift_reference"])
         log.info("batch %s valid: %d rows (sha256 %s...)", key, len(check.frame), sha[:16])
         seen_now[sha] = key
         frames.append(check.frame)
@@ -554,7 +597,8 @@ def sync(cfg: DatasetConfig, store: ObjectStore | None = None, workspace: Worksp
         _push(ws.root, [f"{DATASET_FILE}.dvc", f"{HOLDOUT_FILE}.dvc"], store)
         result["rows"] = manifest.rows + len(new_rows)
     log.info(
-        "sync %s: data_version=%s (previous %s), %d row(s), %d new batch(es), %d duplicate(s), %d quarantined",
+        "sync %s: data_version=%s (previous %s), %d row(s), %d new batch(es), %d duplicate(s), %d quarantined, "
+        "%d flagged by the drift check",
         cfg.name,
         result["data_version"],
         manifest.data_version,
@@ -562,6 +606,7 @@ def sync(cfg: DatasetConfig, store: ObjectStore | None = None, workspace: Worksp
         len(result["new_batches"]),
         len(result["duplicates"]),
         len(result["quarantined"]),
+        len(result["drifted_batches"]),
     )
     return result
 

@@ -23,15 +23,17 @@ The rule, per feature (the predictions use `prediction_psi_alert` instead of `ps
 Why both a size (PSI) and a test (p-value): a p-value alone flags a negligible shift in a huge window (against
 a large baseline, any difference in category shares is significant), so a significant test also needs
 PSI >= psi_warn, a shift that matters. (KS's power is bounded by the reference sample, REFERENCE_SAMPLE values:
-at p_value 0.001 it needs a shift in the distribution function of about 1.95 / sqrt(1000) = 0.06.) PSI alone is noisy in a small window: with n window rows and m baseline rows over k bins, the PSI of
-two samples of one distribution is about (1/n + 1/m) chi2(k - 1) (Yurdakul, "Statistical properties of the
+at p_value 0.001 it needs the distribution functions to differ by about 1.95 / sqrt(1000) = 0.06.)
+PSI alone is noisy in a small window: with n window rows and m baseline rows over k bins, the PSI of two
+samples of one distribution is about (1/n + 1/m) chi2(k - 1) (Yurdakul, "Statistical properties of the
 population stability index", Western Michigan University, 2018), so 30 rows over 10 bins average 0.3 by
 chance alone, above the usual psi_alert of 0.25. The binned chi-squared test measures that noise on the same
 bins, so the PSI leg only fires on a shift the window's size can show. From about 130 window rows (m >= 1000,
-10 bins) any PSI >= 0.25 is significant at p = 0.001 and the rule is simply "PSI >= psi_alert, or significant
-and PSI >= psi_warn". Each feature is tested at p_value, without correcting for the number of features: with
-30 features and p_value 0.001, about 3 % of windows of an unchanged population show one feature significant
-(and it still needs PSI >= psi_warn to be drift).
+10 bins) a PSI >= 0.25 is about always significant at p = 0.001, and the rule reads "PSI >= psi_alert, or
+significant and PSI >= psi_warn".
+Each feature is tested at p_value, without correcting for the number of features: with 30 features and
+p_value 0.001, about 3 % of windows of an unchanged population show one feature significant (and it still
+needs PSI >= psi_warn to be drift).
 
 Overall status: `insufficient_data` below `min_rows` window rows (nothing is judged), else `drift` when a
 feature or the predictions drifted, `warn` when one warned or data quality has a violation, `ok` otherwise.
