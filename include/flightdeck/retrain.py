@@ -59,12 +59,17 @@ def sync_data(
     model_name: str | None = None,
     namespace: str | None = None,
     aws_conn_id: str | None = "aws_default",
+    triggering_asset_events: Any = None,
 ) -> dict[str, Any]:
     """Step 1: validate landed batches (quarantine bad ones), merge, `dvc push`, report the data version.
 
     Empty strings (the DAG Params' defaults) mean "as configured". Names are strings whatever they look
     like ("2026", "None"); anything else is a caller's bug (a template rendered as a native object).
+    A run started by the monitor's drift Asset event (Airflow passes `triggering_asset_events`) and given
+    no names retrains the lineage that drifted: the event's dataset, namespace and model name.
     """
+    if not (dataset or model_name or namespace):
+        dataset, model_name, namespace = drifted_lineage(triggering_asset_events) or (dataset, model_name, namespace)
     for label, value in (("dataset", dataset), ("model_name", model_name), ("namespace", namespace)):
         if value is not None and not isinstance(value, str):
             raise TypeError(
@@ -76,6 +81,22 @@ def sync_data(
 
     cfg = pipeline_config.load(dataset or None, model_name=model_name or None, namespace=namespace or None)
     return data_sync.sync(cfg, ObjectStore(aws_conn_id=aws_conn_id))
+
+
+def drifted_lineage(triggering_asset_events: Any) -> tuple[str, str, str] | None:
+    """(dataset, model_name, namespace) of the first drifted model in the monitor's drift Asset events (the
+    extra of flightdeck.monitoring.steps.drift_event), or None when no such event started the run."""
+    from flightdeck.monitoring.steps import DRIFT_ASSET_URI
+
+    for asset, events in (triggering_asset_events or {}).items():
+        if getattr(asset, "uri", "").rstrip("/") != DRIFT_ASSET_URI:
+            continue
+        for event in events:
+            for model in (getattr(event, "extra", None) or {}).get("models", []):
+                if model.get("dataset"):
+                    log.info("started by drift on %s v%s", model.get("model_name"), model.get("model_version"))
+                    return str(model["dataset"]), str(model.get("model_name") or ""), str(model.get("namespace") or "")
+    return None
 
 
 def has_changes(synced: dict[str, Any], force: bool = False) -> bool:

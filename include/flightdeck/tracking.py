@@ -36,6 +36,7 @@ TAG_MODEL_URI = "flightdeck.model_uri"
 TAG_COMPLETE = "flightdeck.complete"
 TAG_OUTCOME = "flightdeck.outcome"
 TAG_TASK = "flightdeck.task"
+TAG_NAMESPACE = "flightdeck.namespace"  # the lineage's namespace ("" = the main one): what a drift retrain reruns
 
 # What the serving image needs to load the model: the sklearn stack pinned to what trained it, and
 # the flask-free MLflow client. Giving the list also skips MLflow's ~12 s requirement inference.
@@ -238,7 +239,13 @@ def log_training_run(cfg: DatasetConfig, workspace: Path, ctx: RunContext) -> di
     with mlflow_call("log the training run"):
         mlflow.set_experiment(cfg.experiment_name)
         run_name = f"{cfg.name}-{ctx.data_version[:8]}-{ctx.run_id[-19:]}"
-        run_tags = {**tags, TAG_GIT_SHA: settings_mod.git_sha(), TAG_ROLE: "training", TAG_TASK: schema.task.value}
+        run_tags = {
+            **tags,
+            TAG_GIT_SHA: settings_mod.git_sha(),
+            TAG_ROLE: "training",
+            TAG_TASK: schema.task.value,
+            TAG_NAMESPACE: cfg.namespace,
+        }
         with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
             mlflow.log_params(params)
             mlflow.log_params({f"best.{k}": str(v) for k, v in search["best_params"].items()})

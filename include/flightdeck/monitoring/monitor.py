@@ -103,6 +103,8 @@ class MonitorSummary:
     prediction_drift: bool = False
     quality_violations: list[str] = field(default_factory=list)  # data-quality findings, one line each
     live_quality: dict[str, Any] | None = None  # ground_truth.LiveQuality.to_dict() of this version
+    dataset: str = ""  # the training lineage (params.yaml dataset and namespace) of the version
+    namespace: str = ""
     report_json: str = ""  # s3:// URIs
     report_html: str = ""
     mlflow_run_id: str = ""
@@ -187,6 +189,8 @@ class TrainingFacts:
     task: Task
     thresholds: dict[str, float]
     baseline: DataProfile | None
+    dataset: str = ""  # the training run's dataset and namespace: the lineage a drift retrain reruns
+    namespace: str = ""
 
 
 def training_facts(model_name: str, model_version: str, tracking_uri: str) -> TrainingFacts:
@@ -195,7 +199,7 @@ def training_facts(model_name: str, model_version: str, tracking_uri: str) -> Tr
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from flightdeck.tracking import TAG_TASK
+    from flightdeck.tracking import TAG_DATASET, TAG_NAMESPACE, TAG_TASK
 
     client = MlflowClient(tracking_uri=tracking_uri)
     run_id = client.get_model_version(model_name, model_version).run_id
@@ -211,7 +215,14 @@ def training_facts(model_name: str, model_version: str, tracking_uri: str) -> Tr
     except (MlflowException, OSError) as e:
         log.warning("no baseline for %s v%s (run %s): %s", model_name, model_version, run_id, e)
     task = Task(run.data.tags.get(TAG_TASK) or (baseline.task if baseline else Task.CLASSIFICATION.value))
-    return TrainingFacts(run_id=run_id, task=task, thresholds=thresholds, baseline=baseline)
+    return TrainingFacts(
+        run_id=run_id,
+        task=task,
+        thresholds=thresholds,
+        baseline=baseline,
+        dataset=run.data.tags.get(TAG_DATASET, ""),
+        namespace=run.data.tags.get(TAG_NAMESPACE, ""),
+    )
 
 
 def _put(s3: Any, bucket: str, key: str, body: bytes, content_type: str) -> str:
@@ -286,6 +297,8 @@ def check(
         prediction_drift=prediction_drift,
         quality_violations=violations,
         live_quality=quality.to_dict() if quality else None,
+        dataset=facts.dataset,
+        namespace=facts.namespace,
     )
     document = {
         "summary": summary.to_dict(),

@@ -91,7 +91,13 @@ def drift_event(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     return {
         "models": [
-            {"model_name": m.model_name, "model_version": m.model_version, "drifted_features": m.drifted_features}
+            {
+                "model_name": m.model_name,
+                "model_version": m.model_version,
+                "dataset": m.dataset,
+                "namespace": m.namespace,
+                "drifted_features": m.drifted_features,
+            }
             for m in drifted
         ]
     }
