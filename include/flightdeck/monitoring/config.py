@@ -24,12 +24,12 @@ class BatchCheckAction(StrEnum):
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    """When a feature (or the predictions) counts as drifted."""
+    """When a feature (or the predictions) counts as drifted; the rule is monitoring.drift's docstring."""
 
-    psi_warn: float = 0.1  # PSI at or above: a moderate shift (reported)
-    psi_alert: float = 0.25  # PSI at or above: a major shift (drifted)
+    psi_warn: float = 0.1  # PSI at or above: a moderate shift (warn)
+    psi_alert: float = 0.25  # PSI at or above, the binned chi-squared test significant: a major shift (drift)
     p_value: float = 0.001  # two-sample test p-value below this (and PSI >= psi_warn): drifted
-    prediction_psi_alert: float = 0.25
+    prediction_psi_alert: float = 0.25  # psi_alert for the model's predictions
     max_null_share_increase: float = 0.1  # null share above baseline + this: a data-quality violation
 
 
