@@ -72,3 +72,25 @@ def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift(frame):
 def test_an_unseen_category_counts_in_the_psi():
     assert category_psi({"paris": 0.7, "lyon": 0.3}, {"paris": 0.7, "lyon": 0.3}) == 0
     assert category_psi({"paris": 0.7, "lyon": 0.3}, {"paris": 0.4, "lyon": 0.3, "nice": 0.3}) > 0.25
+
+
+def test_numeric_profiles_keep_a_bounded_seeded_reference_sample():
+    rng = np.random.default_rng(9)
+    frame = pd.DataFrame({"age": rng.normal(40, 10, 5000), "city": "paris", "label": "no"})
+    one = profile_frame(frame, SCHEMA, ["no"]).feature("age")
+    assert len(one.sample) == 1000 and one.sample == sorted(one.sample)
+    assert set(one.sample) <= set(frame["age"])  # drawn from the values, without replacement
+    assert profile_frame(frame, SCHEMA, ["no"]).feature("age").sample == one.sample  # same seed, same sample
+    assert profile_frame(frame, SCHEMA, ["no"], seed=1).feature("age").sample != one.sample
+    small = profile_frame(frame.head(40), SCHEMA, ["no"], sample_size=1000).feature("age")
+    assert sorted(small.sample) == sorted(frame["age"].head(40))  # fewer values than the bound: all of them
+    assert profile_frame(frame, SCHEMA, ["no"]).feature("city").sample == []
+
+
+def test_a_profile_written_before_reference_samples_still_loads(frame):
+    d = profile_frame(frame, SCHEMA, ["yes"]).to_dict()
+    d["schema_version"] = 1
+    for f in [*d["features"], d["prediction"]]:
+        del f["sample"]
+    old = DataProfile.from_dict(d)
+    assert old.schema_version == 1 and old.feature("age").sample == [] and old.feature("age").edges
