@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from html import escape
 from typing import Any, TypedDict
 
 from flightdeck import settings as settings_mod
@@ -41,7 +42,6 @@ from flightdeck.monitoring.config import MonitorConfig
 
 log = logging.getLogger(__name__)
 
-CAPTURE_PREFIX = "capture"
 MONITORING_PREFIX = "monitoring"
 EXPERIMENT = "flightdeck-monitoring"
 
@@ -140,7 +140,7 @@ def _iso(t: datetime) -> str:
 def captured_versions(s3: Any, bucket: str, model_name: str) -> list[str]:
     """Versions of `model_name` that have any capture (the `capture/<model>/<version>/` prefixes)."""
     versions: list[str] = []
-    prefix = f"{CAPTURE_PREFIX}/{model_name}/"
+    prefix = f"{capture_mod.CAPTURE_PREFIX}/{model_name}/"
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
         versions += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
     return sorted(versions, key=lambda v: (len(v), v))
@@ -172,7 +172,7 @@ def watched_versions(
     for name in {n for n, _ in serving} | ({model_name} if model_name else set()):
         for version in captured_versions(s3, bucket, name):
             if (name, version) not in serving and capture_mod.read_captures(
-                s3, bucket, CAPTURE_PREFIX, name, version, now - window, now
+                s3, bucket, capture_mod.CAPTURE_PREFIX, name, version, now - window, now
             ).shape[0]:
                 serving[(name, version)] = set()
     return [
@@ -254,14 +254,16 @@ def check(
     start = now - timedelta(hours=window_hours or cfg.window_hours)
     name, version = watched.model_name, watched.model_version
     facts = training_facts(name, version, s.mlflow_uri)
-    window = capture_mod.read_captures(s3, s.data_bucket, CAPTURE_PREFIX, name, version, start, now)
+    window = capture_mod.read_captures(s3, s.data_bucket, capture_mod.CAPTURE_PREFIX, name, version, start, now)
     log.info("%s v%s: %d captured rows between %s and %s", name, version, len(window), _iso(start), _iso(now))
 
     lookback_start = now - timedelta(hours=cfg.live_quality.lookback_hours)
     history = (
         window
         if lookback_start >= start
-        else capture_mod.read_captures(s3, s.data_bucket, CAPTURE_PREFIX, name, version, lookback_start, now)
+        else capture_mod.read_captures(
+            s3, s.data_bucket, capture_mod.CAPTURE_PREFIX, name, version, lookback_start, now
+        )
     )
     labels = gt.read_labels(s3, s.data_bucket, name)
     joined = gt.join_labels(history, labels)
@@ -280,11 +282,12 @@ def check(
     if facts.baseline is None:
         verdict, drifted, prediction_drift, violations = Verdict.NO_BASELINE, [], False, []
     else:
-        drift_report = drift_mod.compare(window, facts.baseline, cfg.drift, min_rows=cfg.min_rows)
-        verdict = Verdict(drift_report.status)
-        drifted = list(drift_report.drifted_features)
-        prediction_drift = bool(drift_report.prediction is not None and drift_report.prediction.status == "drift")
-        violations = drift_report.quality_lines()
+        features = window.drop(columns=[c for c in capture_mod.BASE_COLUMNS if c in window.columns])
+        drift_report = drift_mod.compare(features, facts.baseline, cfg.drift, min_rows=cfg.min_rows)
+        verdict = Verdict.DRIFT if drift_report.flagged else Verdict(drift_report.status.value)
+        drifted = drift_report.drifted_features
+        prediction_drift = drift_report.prediction_drifted
+        violations = drift_report.quality.violations
     summary = MonitorSummary(
         model_name=name,
         model_version=version,
@@ -306,11 +309,7 @@ def check(
         "training_run_id": facts.run_id,
         "thresholds": facts.thresholds,
     }
-    html = report_mod.render_html(
-        drift_report,
-        title=f"{name} v{version}: {_iso(start)} to {_iso(now)}",
-        sections=[_quality_section(quality, facts.thresholds)],
-    )
+    html = render_html(summary, drift_report, quality, facts.thresholds)
     json_uri = _put(
         s3, s.data_bucket, f"{base}/report.json", json.dumps(document, indent=1).encode(), "application/json"
     )
@@ -331,24 +330,59 @@ def check(
     return final
 
 
-def _quality_section(quality: gt.LiveQuality | None, thresholds: Mapping[str, float]) -> report_mod.Section:
-    """The live-quality part of the HTML report: metrics overall and per hour, against the gates' thresholds."""
+def render_html(
+    summary: MonitorSummary,
+    drift_report: drift_mod.DriftReport | None,
+    quality: gt.LiveQuality | None,
+    thresholds: Mapping[str, float],
+) -> str:
+    """The report page: monitoring/report.to_html's drift page for the window, followed by the live-quality
+    section (metrics on every joined label, then per hour, against the gates' thresholds)."""
+    title = f"{summary.model_name} v{summary.model_version}: {summary.window_start} to {summary.window_end}"
+    context = {
+        "verdict": summary.verdict,
+        "targets": ", ".join(summary.targets) or "none recorded",
+        "training lineage": f"{summary.dataset or '?'} (namespace {summary.namespace or 'main'})",
+    }
+    if drift_report is not None:
+        page = report_mod.to_html(drift_report, title=title, context=context)
+    else:
+        page = (
+            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title></head>'
+            f"<body><h1>{escape(title)}</h1><p>No baseline: the version's training run has no "
+            f"{escape(PROFILE_ARTIFACT)}, so its traffic cannot be compared.</p></body></html>"
+        )
+    return page.replace("</body>", _quality_html(quality, thresholds) + "</body>", 1)
+
+
+def _quality_html(quality: gt.LiveQuality | None, thresholds: Mapping[str, float]) -> str:
     if quality is None:
-        return report_mod.Section("Live quality", ["No labels joined to this window's captures yet."], [])
-    head = [
-        f"{quality.labeled_rows} labeled rows; verdict {quality.verdict}",
-        *(f"{m}: {v['value']:.4f} is past its threshold {v['threshold']}" for m, v in quality.below_threshold.items()),
-    ]
+        return '<h2>Live quality</h2><p class="live-quality">No labels joined to this version\'s captures yet.</p>'
     metrics = sorted(quality.metrics)
-    rows = [["all", str(quality.labeled_rows), *(f"{quality.metrics[m]:.4f}" for m in metrics)]]
-    rows += [[p.hour, str(p.rows), *(f"{p.metrics.get(m, float('nan')):.4f}" for m in metrics)] for p in quality.series]
-    header = ["hour", "rows", *(f"{m} (threshold {thresholds[m]})" if m in thresholds else m for m in metrics)]
-    return report_mod.Section("Live quality", head, [header, *rows])
+    head = "".join(f"<th>{escape(m)}{f' (threshold {thresholds[m]})' if m in thresholds else ''}</th>" for m in metrics)
+    rows = [("all labels", quality.labeled_rows, quality.metrics)] + [
+        (p.hour, p.rows, p.metrics) for p in quality.series
+    ]
+    body = "".join(
+        f"<tr><td>{escape(str(when))}</td><td>{n}</td>"
+        + "".join(f"<td>{values.get(m, float('nan')):.4f}</td>" for m in metrics)
+        + "</tr>"
+        for when, n, values in rows
+    )
+    below = "".join(
+        f"<li>{escape(m)} {v['value']:.4f} is past its threshold {v['threshold']}</li>"
+        for m, v in quality.below_threshold.items()
+    )
+    return (
+        f'<h2>Live quality</h2><p class="live-quality">{quality.labeled_rows} labeled rows; verdict '
+        f"<b>{escape(quality.verdict)}</b></p>{f'<ul>{below}</ul>' if below else ''}"
+        f"<table><tr><th>hour (UTC)</th><th>labels</th>{head}</tr>{body}</table>"
+    )
 
 
 def _log_run(
     summary: MonitorSummary,
-    drift_report: Any,
+    drift_report: drift_mod.DriftReport | None,
     quality: gt.LiveQuality | None,
     document: Mapping[str, Any],
     html: str,
