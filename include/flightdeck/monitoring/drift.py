@@ -39,11 +39,14 @@ Overall status: `insufficient_data` below `min_rows` window rows (nothing is jud
 feature or the predictions drifted, `warn` when one warned or data quality has a violation, `ok` otherwise.
 `DriftReport.flagged` (drift or a data-quality violation) is what the batch check and the monitor act on.
 
-Statistics library: scipy.stats (scipy 1.17 is in the lock already, as scikit-learn's dependency). Evidently
-and whylogs are not in requirements.txt; either would add a dependency tree to the Airflow image's lock (Evidently
-brings its own UI and plotting stack, whylogs its protobuf-based profile format) for the same two tests and a
-PSI we already compute on the baseline's own bins, which both tools would recompute from raw reference data the
-baseline profile does not hold.
+Statistics library: scipy.stats (scipy 1.17.1 is in requirements.txt already, as scikit-learn's dependency).
+Evidently and whylogs are not in requirements.txt, and neither would come alone: Evidently's setup.py lists
+plotly, statsmodels, nltk, fastapi, uvicorn, typer and a pinned pydantic among its install requirements (its UI
+and dashboards), whylogs' pyproject its sketching library (whylogs-sketching), protobuf and whylabs-client. Each
+would have to be resolved against the Airflow/MLflow lock for what is here two tests and a PSI. They also work
+from their own inputs: Evidently compares a reference DataFrame with the current one, whylogs compares its own
+sketch profiles; the reference here is the baseline profile MLflow already holds for each version (bins,
+shares, a bounded sample), so the tests run on it directly.
 """
 
 from __future__ import annotations
