@@ -119,6 +119,13 @@ def _run(step: Callable[..., Any], params: dict, run_id: str, *args: int) -> Any
             title="Rolling on ec2: percent kept in service",
         ),
         "aws_conn_id": Param(DEFAULTS.aws_conn_id, type="string", title="AWS connection (ecs, ec2)"),
+        "capture_percent": Param(
+            DEFAULTS.capture_percent,
+            type="number",
+            minimum=0,
+            maximum=100,
+            title="Capture: % of requests recorded to S3 (0 = off)",
+        ),
     },
 )
 def deploy():

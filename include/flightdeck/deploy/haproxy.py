@@ -51,6 +51,24 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class S3Relay:
+    """A TCP relay in the LB's HAProxy: serving containers on Docker's bridge reach an S3 endpoint that listens on
+    this machine's loopback only (the embedded SeaweedFS) at bind_host:bind_port, the bridge's gateway address.
+
+    The model server's inference capture writes through it (serving/capture.py); see `local.s3_relay_for`."""
+
+    bind_host: str  # the Docker bridge network's gateway IP, e.g. 172.17.0.1
+    bind_port: int
+    target_host: str  # the S3 endpoint's host and port on this machine
+    target_port: int
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL a container uses (AWS_ENDPOINT_URL_S3)."""
+        return f"http://{self.bind_host}:{self.bind_port}"
+
+
+@dataclass(frozen=True)
 class LbConfig:
     """Where one load balancer lives: its public address, slot ports and state files."""
 
@@ -66,6 +84,8 @@ class LbConfig:
     # HAProxy buffer size: a request body up to this size is buffered whole, and can be retried on
     # another server (L7 retries need the request in the buffer). ~400 rows of 30 features as JSON.
     buffer_bytes: int = 256 * 1024
+    # S3 for the containers when it listens on loopback only (None: no relay; on AWS the task role reaches S3)
+    s3_relay: S3Relay | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -158,6 +178,21 @@ backend {BACKEND}
     option httpchk GET /readyz
     http-check expect status 200
 {servers}
+{_relay_section(cfg.s3_relay)}"""
+
+
+def _relay_section(relay: S3Relay | None) -> str:
+    """The `listen` section of the S3 relay: plain TCP (S3's own HTTP, signatures untouched), no checks, no retries."""
+    if relay is None:
+        return ""
+    return f"""
+listen s3_relay
+    mode tcp
+    bind {relay.bind_host}:{relay.bind_port}
+    timeout client 60s
+    timeout server 60s
+    no option http-buffer-request
+    server s3 {relay.target_host}:{relay.target_port} no-check
 """
 
 

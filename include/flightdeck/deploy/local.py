@@ -13,6 +13,7 @@ revision is reported the difference; see `slot_counts` for an LB restart.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from flightdeck.deploy.backend import (
     RollSpec,
     TargetHealth,
 )
-from flightdeck.deploy.haproxy import COUNTERS, HAProxy, HealthCheck, LbConfig
+from flightdeck.deploy.haproxy import COUNTERS, HAProxy, HealthCheck, LbConfig, S3Relay
 from flightdeck.errors import FlightdeckError
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 CONTAINER_PORT = 8080
 HEALTH_PORT = 8081  # the serving image's SERVING_HEALTH_PORT: where HAProxy's checks go
 KEYS_MOUNT = "/run/secrets/serving-api-keys"  # where the API keys file appears in a serving container
+S3_RELAY_OFFSET = 99  # the LB's S3 relay listens on the bridge gateway at port_base + 99 (slots use +1.., +101..)
 WEIGHT_SCALE = 2  # HAProxy weights run 0..256: percent x 2 keeps 1% steps with room for replicas
 STANDBY_WEIGHT = 1  # a 0% revision named in set_weights(standby=...): a redispatch target for retries
 L_TARGET, L_REV, L_SLOT, L_SPEC, L_LB = (
@@ -79,19 +81,63 @@ def slot_counts(book: Mapping | None, now: Mapping[str, int], instance: str) -> 
     return {k: carried[k] + now[k] - (base[k] if same else 0) for k in COUNTERS}
 
 
+def s3_relay_for(client: docker.DockerClient, lb: LbConfig) -> S3Relay | None:
+    """The S3 relay an LB needs so its containers reach S3, or None when S3 is not on this machine (AWS: the
+    task's own credentials and network reach it) or Docker's `bridge` network has no gateway address.
+
+    SeaweedFS listens on 127.0.0.1 and containers sit on the bridge, so HAProxy relays TCP from the bridge's
+    gateway IP (at lb.port_base + S3_RELAY_OFFSET) to the endpoint. Raises docker.errors.DockerException
+    when the engine does not answer."""
+    endpoint = settings_mod.load().s3_endpoint
+    if not settings_mod.is_local_endpoint(endpoint):
+        return None
+    url = urlparse(endpoint)
+    try:
+        gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    except (KeyError, IndexError, TypeError):
+        log.warning("docker's bridge network has no gateway: containers cannot reach S3 at %s", endpoint)
+        return None
+    default_port = 443 if url.scheme == "https" else 80
+    return S3Relay(gateway, lb.port_base + S3_RELAY_OFFSET, url.hostname or "127.0.0.1", url.port or default_port)
+
+
 class LocalBackend:
     """Backend over Docker SDK containers and HAProxy's runtime API."""
 
     rolls_in_place = False  # every strategy starts a new revision beside the live one
 
     def __init__(
-        self, lb: LbConfig, name: str = "local", client: docker.DockerClient | None = None, drain_timeout: float = 5.0
+        self,
+        lb: LbConfig,
+        name: str = "local",
+        client: docker.DockerClient | None = None,
+        drain_timeout: float = 5.0,
+        relay_s3: bool = True,
     ) -> None:
+        """`relay_s3`: give `lb` an S3 relay (s3_relay_for) when it has none and S3 is on this machine."""
         self.name = name
+        self.docker = client or docker.from_env()
+        if relay_s3 and lb.s3_relay is None:
+            relay = s3_relay_for(self.docker, lb)
+            if relay is not None:
+                lb = dataclasses.replace(lb, s3_relay=relay)
         self.lb = lb
         self.haproxy = HAProxy(lb)
-        self.docker = client or docker.from_env()
         self.drain_timeout = drain_timeout
+
+    def s3_env(self, spec: RevisionSpec) -> dict[str, str]:
+        """What a container of `spec` needs to write captures to a local S3: the relay's endpoint and the local
+        keys (added at container start, never to the spec, whose env lands in deployment records). Empty when
+        the revision does not capture or S3 is not local (on AWS the task role writes)."""
+        relay = self.lb.s3_relay
+        if relay is None or not spec.env.get("CAPTURE_S3_URI"):
+            return {}
+        env = settings_mod.environment()
+        out = {"AWS_ENDPOINT_URL_S3": relay.url, "AWS_DEFAULT_REGION": env.get("AWS_DEFAULT_REGION", "us-east-1")}
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            if env.get(name):
+                out[name] = env[name]
+        return out
 
     # -- helpers ---------------------------------------------------------------------------------
     @property
@@ -124,6 +170,12 @@ class LocalBackend:
                 "carried": dict.fromkeys(COUNTERS, 0),
             }
         self._write_json(self._counters_path, books)
+
+    def _running_config(self) -> str:
+        try:
+            return self.lb.cfg_path.read_text()
+        except OSError:
+            return ""
 
     def _read_json(self, path: Path) -> dict:
         try:
@@ -182,6 +234,9 @@ class LocalBackend:
             if keys and not Path(keys).is_file():
                 raise FileNotFoundError(f"FLIGHTDECK_SERVING_API_KEYS_FILE {keys} is not a file")
             auth_env = {"SERVING_API_KEYS_FILE": KEYS_MOUNT} if keys else {}
+            s3_env = self.s3_env(spec)  # the spec's own env (e.g. another AWS_ENDPOINT_URL_S3) wins over it
+            if s3_env and "listen s3_relay" not in self._running_config():
+                log.warning("the running HAProxy has no S3 relay (started before it existed): restart the LB")
             auth_volumes = {str(Path(keys).resolve()): {"bind": KEYS_MOUNT, "mode": "ro"}} if keys else None
             taken: list[tuple[int, str]] = []
             for i, slot in enumerate(self._free_slots(spec.replicas)):
@@ -197,7 +252,7 @@ class LocalBackend:
                         L_SLOT: str(slot),
                         L_SPEC: json.dumps(spec.to_dict()),
                     },
-                    environment={**spec.env, **auth_env},
+                    environment={**s3_env, **spec.env, **auth_env},
                     volumes=auth_volumes,
                     ports={
                         f"{CONTAINER_PORT}/tcp": ("127.0.0.1", self.lb.slot_port(slot)),
@@ -404,7 +459,7 @@ def platform_lb(check: HealthCheck | None = None) -> LbConfig:
     s = settings_mod.load()
     url = urlparse(s.lb_url)
     port_base = int(os.environ.get("FLIGHTDECK_LB_SLOT_BASE") or 8400)
-    return LbConfig(
+    lb = LbConfig(
         state_dir=s.state_dir / "deploy" / "lb",
         bind_host=url.hostname or "127.0.0.1",
         bind_port=url.port or 8090,
@@ -412,6 +467,12 @@ def platform_lb(check: HealthCheck | None = None) -> LbConfig:
         slots=16,
         check=check or HealthCheck(),
     )
+    try:  # the relay is part of the config HAProxy starts with (lb_service.start renders this LbConfig)
+        relay = s3_relay_for(docker.from_env(), lb)
+    except docker.errors.DockerException as e:
+        log.warning("docker unavailable, the LB starts without an S3 relay for capture: %s", e)
+        relay = None
+    return dataclasses.replace(lb, s3_relay=relay)
 
 
 def platform_backend() -> LocalBackend:

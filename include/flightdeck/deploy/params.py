@@ -17,11 +17,17 @@ from flightdeck.deploy import controller as ctl
 from flightdeck.deploy.backend import RollPlan, ScalingMetric, ScalingSpec
 from flightdeck.deploy.targets import TARGETS
 from flightdeck.errors import FlightdeckError
+from flightdeck.monitoring.config import monitor_config
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a container environment variable's name
 MAX_SHIFT_STEPS = 4  # the DAG has this many shift tasks; a plan uses the first N of them
 # a target-tracking target that is a sane start: 60 % CPU; 1000 requests per target per minute
 SCALING_TARGET_DEFAULTS = {ScalingMetric.CPU: 60.0, ScalingMetric.REQUEST_COUNT_PER_TARGET: 1000.0}
+
+
+def _capture_percent_default() -> float:
+    """params.yaml `monitor.capture_percent` (raises pipeline_config.ConfigError for a malformed section)."""
+    return float(monitor_config().capture_percent)
 
 
 class InvalidParams(FlightdeckError, ValueError):
@@ -56,6 +62,8 @@ class DeployParams:
     # rolling in place on ec2: the instance refresh keeps this percent of the group in service
     min_healthy_percent: int = 100
     aws_conn_id: str = "aws_default"  # the Airflow connection of the ecs/ec2 target's AWS account
+    # inference capture: percent of the model server's 200 scoring answers recorded to S3 (0 = off)
+    capture_percent: float = field(default_factory=_capture_percent_default)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeployParams:
@@ -92,6 +100,8 @@ class DeployParams:
         for key, value in (self.env or {}).items():  # one line each: the EC2 target writes them to a file
             if not ENV_NAME.fullmatch(str(key)) or "\n" in str(value) or "\r" in str(value):
                 raise InvalidParams(f"env: {key!r} must be a variable name with a one-line value")
+        if not 0 <= float(self.capture_percent) <= 100:
+            raise InvalidParams(f"capture_percent must be 0..100, got {self.capture_percent!r}")
         if not 0 <= int(self.min_healthy_percent) <= 100:
             raise InvalidParams(f"min_healthy_percent must be 0..100, got {self.min_healthy_percent!r}")
 

@@ -27,6 +27,7 @@ from flightdeck.deploy.records import Event, EventKind, ImageInfo, ModelInfo, Ou
 from flightdeck.deploy.registry_tags import tag_models
 from flightdeck.deploy.targets import AWS_TARGETS, backend_for
 from flightdeck.errors import FlightdeckError
+from flightdeck.monitoring.capture import capture_env
 
 __all__ = ["MAX_SHIFT_STEPS", "Deploy", "DeployFailed", "StepNotInPlan"]
 
@@ -265,6 +266,7 @@ class Deploy:
                 "IMAGE_REF": pinned,
                 "IMAGE_TAG": image.get("tag") or "",
                 "IMAGE_DIGEST": image.get("digest") or "",
+                **capture_env(float(self.p.capture_percent), self.settings.data_bucket),
                 **{str(k): str(v) for k, v in (self.p.env or {}).items()},
             }
             spec = RevisionSpec(
