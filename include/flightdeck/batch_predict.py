@@ -36,8 +36,10 @@ import json
 import logging
 import math
 import re
+import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -420,6 +422,18 @@ def read_chunks(path: Path, fmt: InputFormat, chunk_rows: int) -> Iterator[tuple
     yield (previous if previous is not None else schema.empty_table()), True
 
 
+def _serving_importable() -> None:
+    """Make the model server's package (`serving/`, beside `include/` in the repo and in the Airflow image's
+    /opt/flightdeck) importable: Airflow's task processes have the installed flightdeck on sys.path, not the
+    project root. The evaluator is the server's own code, imported, never copied."""
+    try:
+        import serving  # noqa: F401
+    except ImportError:
+        root = Path(__file__).resolve().parents[2]
+        if (root / "serving" / "model.py").is_file() and str(root) not in sys.path:
+            sys.path.append(str(root))
+
+
 # ---- scoring one chunk with the server's evaluator ---------------------------------------------
 
 
@@ -439,6 +453,7 @@ def score_chunk(model: LoadedModel, columns: dict[str, list[Any]], *, text: bool
 
     Raises RequestError only for a refusal that is not about rows (413 too_many_rows: a chunk larger than
     the validator's max_rows)."""
+    _serving_importable()
     from serving.mlflow_protocol import coerce
     from serving.schema import RequestError
 
@@ -490,6 +505,7 @@ def typed_text_columns(table: pa.Table, signature_types: Mapping[str, str]) -> p
     """CSV text columns of rows the server accepted, cast to their signature's Arrow type (double ->
     float64, long -> int64, boolean -> bool, ...); pandas' NA strings become nulls. A column Arrow cannot
     cast the way the server's coercion read it (e.g. "1_000", " 7") stays text: values are never changed."""
+    _serving_importable()
     from serving.mlflow_protocol import CSV_NA
 
     na = pa.array(sorted(CSV_NA), pa.string())
@@ -729,12 +745,19 @@ def load_model(job: Job, dest: Path, tracking_uri: str | None = None) -> LoadedM
 
     Raises flightdeck.images.ModelFilesMissing (no MLmodel) and serving.model.ModelLoadError (not servable)."""
     from flightdeck import images
+
+    _serving_importable()
     from serving.model import load_model_dir
 
     ref = images.ModelRef(job.model_name, job.model_version, run_id=job.run_id, alias=job.alias)
     path = images.download_model(ref, dest, tracking_uri=tracking_uri)
     lineage = {"model_name": job.model_name, "model_version": job.model_version, "run_id": job.run_id}
-    return load_model_dir(path, max_rows=job.options.chunk_rows, lineage=lineage)
+    with warnings.catch_warnings():
+        # skops lists its trusted types by walking every imported module; with Airflow imported (the S3 hook)
+        # that is thousands of DeprecatedImportWarning (a FutureWarning) lines in the task log, none about the model
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_model_dir(path, max_rows=job.options.chunk_rows, lineage=lineage)
 
 
 def score(job: Job, s3: Any = None, tracking_uri: str | None = None) -> ScoreSummary:
@@ -963,3 +986,46 @@ def manifest_step(job: Mapping[str, Any], summary: ScoreSummary | None = None) -
 
     Raises IncompleteJob when parts are missing."""
     return asdict(write_manifest(Job.from_dict(dict(job)), summary))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m flightdeck.batch_predict --input KEY_OR_PREFIX [--model-name N] [--model champion] ...`:
+    resolve, score and write the manifest in this process (the DAG's three tasks); prints the manifest's
+    counts as JSON. Exit 0 when done, 2 when the job cannot run as asked."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flightdeck.batch_predict", description=main.__doc__)
+    parser.add_argument("--input", required=True, help="s3://bucket/key-or-prefix, or a key/prefix in the data bucket")
+    parser.add_argument("--model-name", default="", help="registered model (default: FLIGHTDECK_MODEL_NAME)")
+    parser.add_argument("--model", default="champion", help="a version number or an alias")
+    parser.add_argument("--output", default="", help="output root (default s3://<data bucket>/predictions)")
+    parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
+    parser.add_argument("--probabilities", action="store_true", help="add probability_<class> columns")
+    parser.add_argument("--id-column", default="", help="carry only this input column")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("botocore", "urllib3", "airflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    params = {
+        "input": args.input,
+        "model_name": args.model_name,
+        "model": args.model,
+        "output": args.output,
+        "chunk_rows": args.chunk_rows,
+        "return_probabilities": args.probabilities,
+        "id_column": args.id_column,
+    }
+    try:
+        job = resolve_step(params)
+        summary = score_step(job)
+        manifest = manifest_step(job, summary)
+    except BatchPredictError as exc:
+        print(f"batch_predict: {exc}")
+        return 2
+    keys = ("job_id", "output", "rows_in", "rows_out", "rows_rejected", "chunks")
+    print(json.dumps({k: manifest[k] for k in keys} | {"rows_per_second": summary["rows_per_second"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
