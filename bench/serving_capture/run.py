@@ -272,8 +272,9 @@ def render(results: dict[str, Any]) -> str:
         f"Goal: at most 10 % throughput cost at 1 row. Worst route here: {worst:+.1f} % "
         f"({'met' if worst <= 10 else 'not met'}).",
         "",
-        f"The capturing server answered {cap['served']:.0f} requests under load; /metrics afterwards: "
-        f"{cap['written']:.0f} records written to S3, {cap['dropped_queue_full']:.0f} dropped (queue full), "
+        f"The capturing server answered {cap['served']:.0f} requests in the measured runs (and more in a 3 s "
+        f"warm-up); its /metrics afterwards: {cap['written']:.0f} records written to S3 (warm-up included), "
+        f"{cap['dropped_queue_full']:.0f} dropped (queue full), "
         f"{cap['dropped_write_failed']:.0f} dropped (write failed).",
         "",
         "Raw numbers: bench/serving_capture/results.json",
@@ -287,7 +288,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating off/on rounds per route")
     parser.add_argument("--out", default=str(Path(__file__).parent))
+    parser.add_argument("--render", metavar="RESULTS_JSON", help="only re-render RESULTS.md from a results.json")
     args = parser.parse_args()
+    if args.render:
+        (Path(args.out) / "RESULTS.md").write_text(render(json.loads(Path(args.render).read_text())))
+        return
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     meta = {
