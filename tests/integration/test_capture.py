@@ -92,7 +92,13 @@ def backend(image, platform):
 
 @pytest.fixture(scope="module")
 def s3_client(platform):
-    return s3.client()
+    client = s3.client()
+    yield client
+    prefix = f"{CAPTURE_PREFIX}/{MODEL_NAME}/"  # this run's captures only
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket="flightdeck-data", Prefix=prefix):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket="flightdeck-data", Delete={"Objects": keys})
 
 
 def _spec(image: str, version: str, **env: str) -> RevisionSpec:
