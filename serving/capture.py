@@ -282,7 +282,7 @@ class Capture:
         gunicorn worker."""
         if self._thread is not None and self._thread.is_alive():
             return
-        try:  # boto3's import and client set-up here, before the worker serves (and gc.freeze in gunicorn.conf.py)
+        try:  # boto3's import and client set-up here, before the worker serves its first request
             self._get_client()
         except Exception:  # a broken environment: every write will fail and be counted
             log.exception("capture: no S3 client; records will be dropped as write_failed")

@@ -12,7 +12,6 @@ The app is preloaded: the model is read once in the master and shared by the for
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import tempfile
@@ -58,11 +57,6 @@ def post_worker_init(worker) -> None:  # gunicorn's hook signature
     capture = ext.get("flightdeck_capture")
     if capture is not None:
         capture.start()
-    # Everything loaded so far (the model, sklearn, numpy, boto3's service models: ~150k objects) lives as long
-    # as the worker: out of the collector's reach, a full collection scans only what requests allocate. Without
-    # it capture's records, alive for up to a flush interval, push objects into the old generation and each full
-    # collection walks the whole heap again (~50-150 ms here). The `gc.freeze` documentation's fork use case.
-    gc.freeze()
 
 
 def worker_exit(server, worker) -> None:  # gunicorn's hook signature
