@@ -17,7 +17,7 @@ A job is three steps (dags/batch_predict.py wires them as tasks):
    Each chunk is one Parquet object, `part-<file index>-<chunk index>.parquet`, written whole by one PUT
    (S3 PUTs are atomic) with its row counts in the object metadata; its rejects, if any, are written just
    before it. A re-run (an Airflow retry, or the same job triggered again) lists the parts already there
-   and skips them (a file whose last part is present is not even downloaded), so a run killed midway and
+   and skips them (a file whose parts are all present is not downloaded), so a run killed midway and
    run again ends with the same bytes under the same keys and no duplicate rows.
 3. `write_manifest`: `_manifest.json`, written last, from the parts present in S3: model name, version,
    run id and the alias asked, the input's data version, row counts per file and in all, the parts, times.
