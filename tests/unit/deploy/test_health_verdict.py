@@ -133,6 +133,9 @@ class _Store:
     def list(self, target: str) -> list:
         return []
 
+    def current(self, target: str) -> None:  # no record: nothing serves, so no monitor summary is looked up
+        return None
+
 
 def _status(weights, health, live: bool, deployed: bool) -> dict[str, Any]:
     """A `lineage.status` answer as the local target gives it, its traffic read through lineage.traffic."""
