@@ -14,9 +14,9 @@ import pytest
 from flightdeck import pipeline_config
 from flightdeck.data import land
 from flightdeck.data import sync as data_sync
-from flightdeck.data.store import ObjectStore
 from flightdeck.monitoring.config import BatchCheckAction, MonitorConfig
 from flightdeck.monitoring.drift import DriftReport, Status
+from tests.support.object_store import private_store
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +28,7 @@ WARN = MonitorConfig(batch_check=BatchCheckAction.WARN)
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """The real S3 (fails, never skips, when it is down) and a private state dir for the DVC workspace."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLIGHTDECK_STATE_DIR", str(tmp_path_factory.mktemp("state")))
-        s = ObjectStore()
-        s.ping()
-        yield s
+    yield from private_store(tmp_path_factory.mktemp("state"))
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from flightdeck.data import onboard
 from flightdeck.data import sync as data_sync
 from flightdeck.data.schema import read_typed
 from flightdeck.data.store import ObjectStore
+from tests.support.object_store import private_store
 from tests.support.own_data import csv_bytes, customers, parquet_bytes
 
 pytestmark = pytest.mark.integration
@@ -28,11 +29,8 @@ NAME = "owncsv"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLIGHTDECK_STATE_DIR", str(tmp_path_factory.mktemp("state")))
-        s = ObjectStore()
-        s.ping()
-        yield s
+    """The real S3 (fails, never skips, when it is down) and a private state dir for the DVC workspace."""
+    yield from private_store(tmp_path_factory.mktemp("state"))
 
 
 @pytest.fixture(scope="module")
