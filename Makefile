@@ -6,7 +6,7 @@ ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status urls demo test test-fast lint lock bench bench-serving bench-serving-tabular bench-retrain bench-deploy bench-data-scale bench-batch-predict land-batch clean
+.PHONY: help install up down status urls demo test test-fast lint lock bench bench-serving bench-serving-tabular bench-retrain bench-deploy bench-data-scale bench-batch-predict bench-serving-capture land-batch clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -58,7 +58,7 @@ lock: ## recompile requirements.txt from requirements.in (uv resolves in seconds
 land-batch: up ## land the next batch of raw data in S3 (BATCH=degraded|malformed for the bad ones)
 	@$(ENV) $(PY) scripts/land_batch.py $(if $(BATCH),--kind $(BATCH),)
 
-bench: bench-serving bench-serving-tabular bench-retrain bench-deploy bench-data-scale bench-batch-predict ## every benchmark (prints figures)
+bench: bench-serving bench-serving-tabular bench-retrain bench-deploy bench-data-scale bench-batch-predict bench-serving-capture ## every benchmark (prints figures)
 
 bench-serving: up ## our model server vs `mlflow models serve`
 	@$(ENV) $(PY) bench/serving/run.py
@@ -77,6 +77,9 @@ bench-data-scale: up ## 10k/100k/1M-row datasets through land -> sync -> check -
 
 bench-batch-predict: up ## batch_predict of 1M rows (Parquet, CSV) from S3: rows/s and peak RSS beside the evaluator alone
 	@$(ENV) $(PY) bench/batch_predict/run.py
+
+bench-serving-capture: up ## the model server with capture on vs off at 1 row: the throughput cost
+	@$(ENV) $(PY) bench/serving_capture/run.py
 
 clean: down ## stop the platform and delete its state (all local data!)
 	rm -rf .flightdeck
