@@ -49,7 +49,7 @@ def _write(s3, version: str, items: list[_Item]) -> Capture:
         CaptureConfig(percent=100, s3_uri=f"s3://{BUCKET}/capture"), counts, "m", version, columns, lambda: s3
     )
     for item in items:
-        capture.queue.put_nowait(item)
+        capture.pending.append(item)
     assert capture.flush_now() == len(items) == counts.written
     return capture
 
@@ -99,3 +99,57 @@ def test_the_window_is_half_open_and_only_its_hours_are_listed(s3):
     assert count_records(s3, BUCKET, "capture", "m", "5", T0.replace(tzinfo=None), end.replace(tzinfo=None)) == 3
     empty = read_captures(s3, BUCKET, "capture", "m", "6", start, end)
     assert empty.empty and {"request_id", "row", "time", "model_version", "prediction"} <= set(empty.columns)
+
+
+def test_stacked_matrices_keep_integers_and_nulls_and_files_of_format_1_are_still_read(s3):
+    import json
+
+    import numpy as np
+
+    at = T0.timestamp() - 60
+    columns = [("visits", "long"), ("spend", "double")]
+    capture = Capture(
+        CaptureConfig(percent=100, s3_uri=f"s3://{BUCKET}/capture"), Counts(), "m", "7", columns, lambda: s3
+    )
+    capture.pending.extend(
+        [
+            _Item("a", at, "/predict", [], np.array([[3.0, 10.5], [7.0, np.nan]]), [1, 0]),  # the numeric fast path
+            _Item("b", at + 1, "/predict", [], np.array([[np.nan, 2.0]]), [1]),  # an optional integer left out
+            _Item("c", at + 2, "/invocations", [[4], [1.25]], None, [[0.2, 0.8]]),  # a mixed batch: columns
+            _Item("d", at + 3, "/predict", [], np.array([[5.0, 0.5]]), [0]),
+        ]
+    )
+    matrices_only = [capture.pending[i] for i in (0, 1, 3)]  # one stacked array: the writer's fast path
+    assert json.loads(capture.serialize(matrices_only))["columns"] == {
+        "visits": [3, 7, None, 5],
+        "spend": [10.5, None, 2.0, 0.5],
+    }
+    assert json.loads(capture.serialize(matrices_only[::2]))["columns"]["visits"] == [3, 7, 5]  # int64, no null
+    assert capture.flush_now() == 4
+    [obj] = s3.list_objects_v2(Bucket=BUCKET, Prefix="capture/m/7/")["Contents"]
+    [line] = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().splitlines()
+    assert json.loads(line)["columns"] == {"visits": [3, 7, None, 4, 5], "spend": [10.5, None, 2.0, 1.25, 0.5]}
+    old = {  # format 1: one line per request, ISO time
+        "request_id": "z",
+        "time": "2026-12-07T13:59:30.250Z",
+        "model_name": "m",
+        "model_version": "7",
+        "route": "/predict",
+        "columns": {"visits": [8], "spend": [1.5]},
+        "predictions": [1],
+    }
+    s3.put_object(Bucket=BUCKET, Key="capture/m/7/2026-12-07/13/1796651970250-h-1-0.jsonl", Body=json.dumps(old))
+    frame = read_captures(s3, BUCKET, "capture", "m", "7", T0 - timedelta(minutes=5), T0)
+    assert frame["request_id"].tolist() == ["a", "a", "b", "c", "d", "z"]
+    assert frame["row"].tolist() == [0, 1, 0, 0, 0, 0]
+    assert frame["visits"].tolist()[:2] == [3, 7] and pd_isna(frame["visits"].iloc[2]) and frame["visits"].iloc[5] == 8
+    assert frame["prediction"].tolist() == [1, 0, 1, [0.2, 0.8], 0, 1]
+    assert frame["time"].iloc[0] == T0 - timedelta(minutes=1)
+    assert frame["time"].iloc[5] == datetime(2026, 12, 7, 13, 59, 30, 250000, tzinfo=UTC)
+    assert count_records(s3, BUCKET, "capture", "m", "7", T0 - timedelta(minutes=5), T0) == 5
+
+
+def pd_isna(value: object) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))

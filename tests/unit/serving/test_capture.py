@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ KEY = re.compile(
     r"^capture/(?P<name>[^/]+)/(?P<version>[^/]+)/(?P<date>\d{4}-\d{2}-\d{2})/(?P<hour>\d{2})/"
     r"(?P<ms>\d{13})-(?P<host>[^/]+)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$"
 )
-TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
 class FakeS3:
@@ -43,8 +43,33 @@ class FakeS3:
         self.objects[(Bucket, Key)] = Body
         return {}
 
-    def records(self) -> list[dict[str, Any]]:
+    def blocks(self) -> list[dict[str, Any]]:
+        """The lines written (CaptureBlocks)."""
         return [orjson.loads(line) for body in self.objects.values() for line in body.splitlines()]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per captured request, cut out of the blocks."""
+        return [r for block in self.blocks() for r in _requests(block)]
+
+
+def _requests(block: dict[str, Any]) -> list[dict[str, Any]]:
+    """The requests of a CaptureBlock: request_id, time_ms, route, model_name, model_version, columns, predictions."""
+    out, at = [], 0
+    for rid, ms, route, rows in zip(block["request_id"], block["time_ms"], block["route"], block["rows"], strict=True):
+        cut = slice(at, at + rows)
+        out.append(
+            {
+                "request_id": rid,
+                "time_ms": ms,
+                "route": route,
+                "model_name": block["model_name"],
+                "model_version": block["model_version"],
+                "columns": {k: v[cut] for k, v in block["columns"].items()},
+                "predictions": block["predictions"][cut],
+            }
+        )
+        at += rows
+    return out
 
 
 class Counts:
@@ -120,7 +145,7 @@ def test_sampling_records_about_the_configured_percent():
     for i in range(n):
         capture.offer(str(i), "/predict", [[float(i)]], None, [0])
     # binomial(4000, 0.3): mean 1200, sd 29; 5 sd either side
-    assert 1055 <= capture.queue.qsize() <= 1345
+    assert 1055 <= len(capture.pending) <= 1345
     assert counts.dropped == {}
 
 
@@ -171,17 +196,30 @@ def test_records_follow_the_contract_for_a_numeric_matrix_and_for_mixed_columns(
     m = KEY.match(key)
     assert m, key
     assert m["pid"] == str(os.getpid()) and m["seq"] == "0"
+    [block] = s3.blocks()
+    assert set(block) == {
+        "format",
+        "model_name",
+        "model_version",
+        "request_id",
+        "time_ms",
+        "route",
+        "rows",
+        "columns",
+        "predictions",
+    }
+    assert block["format"] == 2 and block["rows"] == [3]
     [record] = s3.records()
     version = str(app.extensions["flightdeck_model"].lineage.get("model_version") or "unknown")
     assert m["version"] == version == record["model_version"]
-    assert TIME.match(record["time"]) and record["time"][:10] == m["date"] and record["time"][11:13] == m["hour"]
-    assert abs(int(m["ms"]) / 1000 - time.time()) < 60
+    stamp = datetime.fromtimestamp(record["time_ms"] / 1000, UTC)
+    assert type(record["time_ms"]) is int and f"{stamp:%Y-%m-%d}" == m["date"] and f"{stamp:%H}" == m["hour"]
+    assert int(m["ms"]) == record["time_ms"] and abs(record["time_ms"] / 1000 - time.time()) < 60
     assert record["request_id"] == "req-1" and record["route"] == "/predict"
     assert list(record["columns"]) == list(app.extensions["flightdeck_model"].validator.order)
     sent = lr_model.records(0, 3)
     assert record["columns"] == {c: [row[c] for row in sent] for c in record["columns"]}
     assert record["predictions"] == resp.get_json()["predictions"]
-    assert set(record) == {"request_id", "time", "model_name", "model_version", "route", "columns", "predictions"}
 
     s3 = FakeS3()
     app, capture = _app(mixed_model, s3)
@@ -204,7 +242,7 @@ def test_a_batch_never_spans_two_utc_hours():
     capture = Capture(CaptureConfig(percent=100, s3_uri="s3://b/cap"), Counts(), "m", "2", [("x", "long")], lambda: s3)
     hour = 3600 * 490_000
     for i, t in enumerate((hour - 2.0, hour - 1.0, hour + 0.5)):
-        capture.queue.put_nowait(_item(str(i), t))
+        capture.pending.append(_item(str(i), t))
     assert capture.flush_now() == 3
     hours = sorted(key.split("/")[4] for _, key in s3.objects)
     assert len(s3.objects) == 2 and hours[0] != hours[1]
@@ -297,6 +335,8 @@ def test_sigterm_flushes_every_accepted_record_before_gunicorn_exits(lr_model, t
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         server.shutdown()
-    records = [orjson.loads(line) for body in _S3Handler.store.values() for line in body.splitlines()]
+    records = [
+        r for body in _S3Handler.store.values() for line in body.splitlines() for r in _requests(orjson.loads(line))
+    ]
     assert len(records) == n, log_path.read_text()[-3000:]
     assert all(path.startswith("/flightdeck-data/capture/unknown/5/") for path in _S3Handler.store)
