@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 NS = f"mon-{uuid.uuid4().hex[:8]}"
 MODEL = f"e2e-monitor-{NS}"
-SHIFTED = ["mean texture", "worst smoothness"]
+SHIFTED = ["mean_texture", "worst_smoothness"]
 REQUESTS, ROWS = 80, 5  # 400 rows of traffic
 LABELED = 300
 FAST = {"bake_seconds": 6, "step_seconds": 4, "healthy_timeout_seconds": 60, "min_requests": 10}
@@ -71,9 +71,11 @@ def live(airflow, platform, version) -> str:
 def traffic(platform, live) -> pd.DataFrame:
     """400 rows through the load balancer (two features shifted by 3 standard deviations), each answer's
     request id and prediction kept; then labels landed for the first 300 rows."""
-    from sklearn.datasets import load_breast_cancer
+    from flightdeck.data import generate
 
-    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    cfg = pipeline_config.load("breast_cancer", model_name=MODEL, namespace=NS)
+    source = generate.load_source(cfg)  # the table as the dataset names its columns
+    X, y = source.drop(columns=[cfg.target]), source[cfg.target]
     idx = np.random.default_rng(11).choice(len(X), REQUESTS * ROWS, replace=True)
     sent = X.iloc[idx].reset_index(drop=True)
     for col in SHIFTED:
