@@ -197,7 +197,8 @@ def test_the_deployments_page_shows_the_drifted_features(browser, platform, moni
     browser.get(f"{platform.airflow_url}/flightdeck/")
     ARTIFACTS.mkdir(exist_ok=True)
     row = browser.find_element(By.CSS_SELECTOR, f"#target-local tr.monitor-row[data-version='{live}']")
-    browser.execute_script("arguments[0].scrollIntoView()", row)
+    table = browser.find_element(By.CSS_SELECTOR, "#target-local [data-field=monitoring]")
+    browser.execute_script("window.scrollTo(0, arguments[0].getBoundingClientRect().top + window.scrollY - 200)", table)
     browser.save_screenshot(str(ARTIFACTS / "deployments-monitoring.png"))
     assert row.get_attribute("data-verdict") == "drift"
     assert all(f in row.find_element(By.CSS_SELECTOR, "td.drifted").text for f in SHIFTED)
