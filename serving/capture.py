@@ -19,8 +19,9 @@ The contract (the `monitor` DAG and flightdeck.monitoring.capture read it; chang
   One entry per request in `request_id`, `time_ms` (milliseconds since the epoch, UTC), `route` and
   `rows` (its number of input rows); one entry per input row, the block's requests one after another, in
   each list of `columns` (the validated inputs in the signature's column order: integer columns as
-  integers, a missing optional value as null) and in `predictions` (a label, a value, or a list of class
-  probabilities for /invocations' predict_proba). A block holds at most BLOCK_RECORDS requests.
+  integers, a missing optional value as null) and in `predictions` (a label or a value; an /invocations
+  answer of class probabilities, `predict_method: predict_proba`, is not captured). A block holds at most
+  BLOCK_RECORDS requests.
   Format 1, written before format 2 and still read by the reader, had one line per request: {"request_id",
   "time" (ISO-8601 UTC, ms), "model_name", "model_version", "route", "columns", "predictions"} (a CaptureRecord).
 
@@ -275,8 +276,11 @@ class Capture:
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._stop = threading.Event()
+        self._exit_deadline = 0.0  # time.monotonic() by which close() must be done (set before _stop)
         self._thread: threading.Thread | None = None
         self._last_written = 0  # records the writer thread wrote once stopping (for close's count)
+        self._in_flight = 0  # records of the batch _write holds now (taken off the queue, not yet settled)
+        self._abandoned = False  # close() gave up on the writer and counted its in-flight batch as dropped
         self._host = socket.gethostname()
 
     # -- the request path ---------------------------------------------------------------------
@@ -315,11 +319,17 @@ class Capture:
         Returns the number of records written by this call and the writer's last batches."""
         budget = self.config.exit_seconds if timeout is None else timeout
         deadline = time.monotonic() + budget
+        self._exit_deadline = deadline
         self._stop.set()
         written = 0
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
             written += self._last_written
+            if self._thread.is_alive() and self._in_flight:
+                # a PUT still in flight past the budget: the worker exits with it, so count it lost now
+                self._abandoned = True
+                log.warning("capture: %d records in flight at exit, dropped", self._in_flight)
+                self.counters.capture_dropped(DropReason.WRITE_FAILED, self._in_flight)
         written += self.flush_now(deadline)
         return written
 
@@ -465,8 +475,22 @@ class Capture:
             self.counters.capture_dropped(DropReason.WRITE_FAILED, n)
             return 0
         key = self.key_for(batch[0][1], self._next_seq())
+        self._in_flight = n
+        try:
+            return self._put(batch, key, body, deadline)
+        finally:
+            self._in_flight = 0
+
+    def _put(self, batch: Sequence[Sequence[Any]], key: str, body: bytes, deadline: float | None) -> int:
+        """_write's attempts for one serialized batch: len(batch) when written, 0 when dropped (counted, unless
+        close() already counted it as abandoned)."""
+        n = len(batch)
         error: Exception | None = None
         for attempt in range(self.config.write_attempts):
+            if deadline is None and self._stop.is_set():
+                # the worker is exiting while this batch was in flight: its retries get the exit budget, so
+                # close() sees the writer done (and the records written or counted) before the worker ends
+                deadline = self._exit_deadline
             if attempt:
                 pause = 0.5 * 2 ** (attempt - 1)
                 if deadline is not None and time.monotonic() + pause >= deadline:
@@ -479,10 +503,11 @@ class Capture:
             except Exception as exc:  # botocore's errors and anything a client factory raises
                 error = exc
                 continue
-            self.counters.capture_written(n)
+            self.counters.capture_written(n)  # written after all: the object is in S3
             return n
-        log.warning("capture: %d records dropped, s3://%s/%s not written: %s", n, self.bucket, key, error)
-        self.counters.capture_dropped(DropReason.WRITE_FAILED, n)
+        if not self._abandoned:
+            log.warning("capture: %d records dropped, s3://%s/%s not written: %s", n, self.bucket, key, error)
+            self.counters.capture_dropped(DropReason.WRITE_FAILED, n)
         return 0
 
 

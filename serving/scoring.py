@@ -284,7 +284,8 @@ class ScoringRoutes:
             self.rows_metric.inc(batch.n_rows)
         else:
             predictions = self._score(batch)
-        if self.capture is not None:
+        # Captures hold predictions (what drift and live quality compare); a probabilities answer is not recorded.
+        if self.capture is not None and method == "predict":
             self.capture.offer(request_id, "/invocations", batch.columns, batch.matrix, predictions)
         return {"predictions": predictions}, batch.n_rows, headers
 

@@ -131,6 +131,47 @@ def test_close_writes_every_record_the_writer_had_not_written_yet(lr_model):
     assert capture._thread is not None and not capture._thread.is_alive()
 
 
+def test_an_invocations_probabilities_answer_is_not_captured_as_predictions(lr_model):
+    s3 = FakeS3()
+    app, capture = _app(lr_model, s3)
+    client = app.test_client()
+    split = {"dataframe_records": lr_model.records(0, 2)}
+    proba = client.post("/invocations", json={**split, "params": {"predict_method": "predict_proba"}})
+    plain = client.post("/invocations", json=split)
+    assert proba.status_code == plain.status_code == 200
+    capture.close()
+    assert [r["request_id"] for r in s3.records()] == [plain.headers["X-Request-ID"]]
+    assert s3.records()[0]["predictions"] == lr_model.expected(0, 2)
+
+
+def test_a_write_in_flight_at_exit_stops_retrying_at_the_exit_deadline_and_is_counted(lr_model):
+    class SlowFailingS3(FakeS3):
+        def put_object(self, **kwargs: Any) -> None:
+            time.sleep(0.4)
+            raise OSError("S3 unreachable")
+
+    counts = Counts()
+    from serving.capture import Capture
+
+    capture = Capture(
+        CaptureConfig(percent=100, s3_uri="s3://b/capture", flush_seconds=0.05, exit_seconds=1.0, write_attempts=6),
+        counts,
+        "m",
+        "1",
+        [("x", "double")],
+        client_factory=SlowFailingS3,
+    )
+    capture.start()
+    capture.offer("r1", "/predict", [[1.0]], None, [0])
+    time.sleep(0.3)  # the writer has taken the record and is in its first attempt
+    t0 = time.monotonic()
+    capture.close()
+    assert time.monotonic() - t0 < 1.5  # close keeps to its budget: 6 attempts with backoff would take ~8 s
+    assert counts.written == 0 and counts.dropped == {"write_failed": 1}  # lost, and counted before exit
+    capture._thread.join(3)  # the writer ends its last attempt without a new one, and counts nothing twice
+    assert not capture._thread.is_alive() and counts.dropped == {"write_failed": 1}
+
+
 def test_sampling_records_about_the_configured_percent():
     counts = Counts()
     capture = Capture(
