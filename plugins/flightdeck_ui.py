@@ -78,14 +78,19 @@ def _monitoring(store: rec.RecordStore, target: str, bucket: str) -> list[dict[s
     from flightdeck.monitoring import monitor
 
     current = store.current(target)
-    served = {(m["name"], str(m["version"])) for m in (rec.served_models(current) if current else [])}
+    served = sorted({(m["name"], str(m["version"])) for m in (rec.served_models(current) if current else [])})
     out = []
-    for name in sorted({n for n, _ in served}):
-        for summary in monitor.latest_summaries(store.s3, bucket, name):
-            if (summary.model_name, summary.model_version) in served:
-                row = summary.to_dict()
-                row["report_url"] = "report?" + urlencode({"uri": summary.report_html}) if summary.report_html else ""
-                out.append(row)
+    for name, version in served:
+        try:
+            summary = monitor.latest_summary(store.s3, bucket, name, version)
+        except Exception as e:  # S3 or a malformed latest.json: a note on the row, not a broken page
+            log.warning("monitor summary of %s v%s unreadable: %s", name, version, e)
+            out.append({"model_name": name, "model_version": version, "error": f"{type(e).__name__}: {e}"})
+            continue
+        if summary is not None:
+            row = summary.to_dict()
+            row["report_url"] = "report?" + urlencode({"uri": summary.report_html}) if summary.report_html else ""
+            out.append(row)
     return out
 
 
@@ -144,21 +149,31 @@ def deployments_json() -> JSONResponse:
     return JSONResponse(collect())
 
 
+# The report is data from S3 served on the Airflow UI's origin: sandboxed (no script, no same-origin access,
+# no outside fetches), so a page planted in the bucket cannot act with the viewer's session.
+REPORT_HEADERS = {
+    "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "X-Content-Type-Options": "nosniff",
+}
+REPORT_KEY = re.compile(r"monitoring/[A-Za-z0-9][A-Za-z0-9._-]*/[0-9]+/[0-9]{8}T[0-9]{6}Z/report\.html")
+
+
 @app.get("/report", response_class=HTMLResponse)
 def monitor_report(uri: str) -> HTMLResponse:
-    """GET /flightdeck/report?uri=s3://<data bucket>/monitoring/...html: a monitor report (404 for anything else)."""
+    """GET /flightdeck/report?uri=s3://<data bucket>/monitoring/<model>/<version>/<time>/report.html: a monitor
+    report, sandboxed (REPORT_HEADERS); 404 for any other URI or a report that cannot be read."""
     from flightdeck import s3
     from flightdeck.monitoring import monitor
 
-    prefix = f"s3://{settings_mod.load().data_bucket}/{monitor.MONITORING_PREFIX}/"
-    if not uri.startswith(prefix) or not uri.endswith("/report.html") or ".." in uri:
-        return HTMLResponse("not a monitor report", status_code=404)
+    prefix = f"s3://{settings_mod.load().data_bucket}/"
+    if not uri.startswith(prefix) or not REPORT_KEY.fullmatch(uri[len(prefix) :]):
+        return HTMLResponse("not a monitor report", status_code=404, headers=REPORT_HEADERS)
     try:
-        body = monitor.read_report(s3.client(AWS_CONN_ID), uri)
+        body = monitor.read_report(s3.client(AWS_CONN_ID), uri).decode("utf-8", errors="replace")
     except Exception as e:  # botocore's NoSuchKey and friends: the page says so
         log.warning("monitor report %s unreadable: %s", uri, e)
-        return HTMLResponse("report not found", status_code=404)
-    return HTMLResponse(body.decode())
+        return HTMLResponse("report not found", status_code=404, headers=REPORT_HEADERS)
+    return HTMLResponse(body, headers=REPORT_HEADERS)
 
 
 class FlightdeckUiPlugin(AirflowPlugin):

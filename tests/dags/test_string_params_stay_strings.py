@@ -34,6 +34,12 @@ class FakeTI:
         return {"roll": {"cluster": v, "service": v, "task_definition": v}, "version": v, "model_name": v}
 
 
+class FakeDagRun:
+    """Enough of a DagRun for templates that read when the run was due (the monitor's window end)."""
+
+    run_after = "2026-12-07T14:00:00+00:00"
+
+
 def string_params(dag: Any) -> list[str]:
     """The DAG's free-text string Params (type string, no enum)."""
     names = []
@@ -76,7 +82,7 @@ def context_for(dag: Any, task: Any, value: str) -> dict[str, Any]:
         "task": task,
         "run_id": f"manual__{value}",
         "ti": FakeTI(value),
-        "dag_run": None,
+        "dag_run": FakeDagRun(),
         "conf": None,
         "var": {},
     }

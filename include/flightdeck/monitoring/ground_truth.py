@@ -8,15 +8,19 @@ scored row, with the columns
     label        the true value (a class for classification, a number for regression)
 
 `join_labels` matches them to the capture rows (monitoring/capture.read_captures) on (request_id, row); a label
-without a captured row is counted, not guessed. `live_quality` scores each model version on its joined rows, in
+without a captured row joins nothing. A file that cannot be read (not CSV/Parquet, no request_id or label column)
+is skipped with a warning naming it, so one bad file does not stop the monitor.
+`live_quality` scores each model version on its joined rows, in
 the metric names the gates use (accuracy and f1_macro, or rmse, mae and r2), overall and per hour of capture.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -27,12 +31,15 @@ from flightdeck.data.schema import Task
 from flightdeck.errors import FlightdeckError
 from flightdeck.metric_direction import LOWER_IS_BETTER
 
+log = logging.getLogger(__name__)
+
 LABELS_PREFIX = "labels"
+TRUTH = "__truth__"  # the joined label's column (a feature may itself be called `label`)
 LABEL_COLUMNS = ("request_id", "row", "label")
 
 
 class LabelsError(FlightdeckError, ValueError):
-    """A labels file cannot be read or lacks the columns it needs (the message names the file and the column)."""
+    """A labels file cannot be read or lacks the columns it needs (the message says which)."""
 
 
 def labels_prefix(model_name: str) -> str:
@@ -40,27 +47,43 @@ def labels_prefix(model_name: str) -> str:
     return f"{LABELS_PREFIX}/{model_name}/"
 
 
-def read_labels(s3: Any, bucket: str, model_name: str) -> pd.DataFrame:
-    """Every labels file of `model_name` as one frame (request_id: str, row: int, label), later files winning
-    on a repeated (request_id, row). Raises LabelsError naming a file without request_id or label."""
+def _labels_file(key: str, body: bytes) -> pd.DataFrame:
+    """One labels file as (request_id, row, label) rows with both keys and a label present. Raises LabelsError
+    for a file that is not CSV/Parquet or lacks request_id or label (the message names the file's columns)."""
+    if not key.endswith((".parquet", ".csv")):
+        raise LabelsError("not a .csv or .parquet file")
+    try:
+        if key.endswith(".parquet"):
+            frame = pd.read_parquet(io.BytesIO(body))
+        else:
+            frame = pd.read_csv(io.BytesIO(body), dtype={"request_id": str})
+    except (ValueError, OSError) as e:  # pandas' and pyarrow's parse errors
+        raise LabelsError(f"unreadable: {e}") from None
+    missing = [c for c in ("request_id", "label") if c not in frame.columns]
+    if missing:
+        raise LabelsError(f"missing column(s) {missing}; need {list(LABEL_COLUMNS)}, has {list(frame.columns)}")
+    if "row" not in frame.columns:
+        frame["row"] = 0
+    frame = frame[list(LABEL_COLUMNS)].dropna()  # a row without its request, index or label joins nothing
+    return frame.assign(row=pd.to_numeric(frame["row"], errors="coerce")).dropna()
+
+
+def read_labels(s3: Any, bucket: str, model_name: str, since: datetime | None = None) -> pd.DataFrame:
+    """The labels files of `model_name` (modified at or after `since`, when given) as one frame (request_id: str,
+    row: int, label), later files winning on a repeated (request_id, row). A file that cannot be read is
+    skipped with a warning naming it and why (the monitor goes on with the others); rows missing a key or the
+    label are left out."""
     frames = []
     keys = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=labels_prefix(model_name)):
-        keys.extend(sorted((o["LastModified"], o["Key"]) for o in page.get("Contents", [])))
+        keys.extend(
+            (o["LastModified"], o["Key"]) for o in page.get("Contents", []) if not since or o["LastModified"] >= since
+        )
     for _, key in sorted(keys):
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        if key.endswith(".parquet"):
-            frame = pd.read_parquet(io.BytesIO(body))
-        elif key.endswith(".csv"):
-            frame = pd.read_csv(io.BytesIO(body), dtype={"request_id": str})
-        else:
-            continue
-        missing = [c for c in ("request_id", "label") if c not in frame.columns]
-        if missing:
-            raise LabelsError(f"s3://{bucket}/{key}: missing column(s) {missing}; need {list(LABEL_COLUMNS)}")
-        if "row" not in frame.columns:
-            frame["row"] = 0
-        frames.append(frame[list(LABEL_COLUMNS)])
+        try:
+            frames.append(_labels_file(key, s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        except LabelsError as e:
+            log.warning("labels file s3://%s/%s skipped: %s", bucket, key, e)
     if not frames:
         return pd.DataFrame({"request_id": pd.Series(dtype=str), "row": pd.Series(dtype=int), "label": []})
     out = pd.concat(frames, ignore_index=True)
@@ -70,11 +93,13 @@ def read_labels(s3: Any, bucket: str, model_name: str) -> pd.DataFrame:
 
 
 def join_labels(captures: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """The capture rows that have a label: capture columns plus `label` (inner join on request_id and row)."""
+    """The capture rows that have a label: capture columns plus the label in column TRUTH (inner join on
+    request_id and row)."""
+    right = labels.rename(columns={"label": TRUTH})
     if captures.empty or labels.empty:
-        return captures.iloc[0:0].assign(label=pd.Series(dtype=object))
+        return captures.iloc[0:0].assign(**{TRUTH: pd.Series(dtype=object)})
     left = captures.assign(request_id=captures["request_id"].astype(str), row=captures["row"].astype(int))
-    return left.merge(labels, on=["request_id", "row"], how="inner")
+    return left.merge(right, on=["request_id", "row"], how="inner")
 
 
 def task_metrics(task: Task, truth: Sequence[Any], predicted: Sequence[Any]) -> dict[str, float]:
@@ -133,7 +158,7 @@ class LiveQuality:
 def live_quality(
     joined: pd.DataFrame, task: Task, thresholds: Mapping[str, float], min_labeled_rows: int
 ) -> dict[str, LiveQuality]:
-    """model version -> its LiveQuality on `joined` (join_labels' output: model_version, time, prediction, label).
+    """model version -> its LiveQuality on `joined` (join_labels' output: model_version, time, prediction, TRUTH).
 
     The gate: with at least `min_labeled_rows` joined rows, a metric on the wrong side of its threshold (a floor
     for scores, a ceiling for errors, as the retrain's threshold gate reads `gates.thresholds`) makes the verdict
@@ -142,13 +167,13 @@ def live_quality(
     if joined.empty:
         return out
     for version, rows in joined.groupby(joined["model_version"].astype(str), sort=True):
-        metrics = task_metrics(task, rows["label"].tolist(), rows["prediction"].tolist())
+        metrics = task_metrics(task, rows[TRUTH].tolist(), rows["prediction"].tolist())
         hours = pd.to_datetime(rows["time"], utc=True).dt.floor("h")
         series = [
             QualityPoint(
                 hour=hour.strftime("%Y-%m-%dT%H:00:00Z"),
                 rows=len(group),
-                metrics=task_metrics(task, group["label"].tolist(), group["prediction"].tolist()),
+                metrics=task_metrics(task, group[TRUTH].tolist(), group["prediction"].tolist()),
             )
             for hour, group in rows.groupby(hours, sort=True)
         ]

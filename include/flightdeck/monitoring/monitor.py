@@ -105,6 +105,7 @@ class MonitorSummary:
     live_quality: dict[str, Any] | None = None  # ground_truth.LiveQuality.to_dict() of this version
     dataset: str = ""  # the training lineage (params.yaml dataset and namespace) of the version
     namespace: str = ""
+    previous_verdict: str = ""  # the verdict of the version's check before this window ("" = its first)
     report_json: str = ""  # s3:// URIs
     report_html: str = ""
     mlflow_run_id: str = ""
@@ -122,6 +123,12 @@ class MonitorSummary:
     def drifted(self) -> bool:
         """True when the window drifted (features, predictions or data quality)."""
         return self.verdict == Verdict.DRIFT
+
+    @property
+    def newly_drifted(self) -> bool:
+        """True when this window drifted and the window before did not: what alerts and starts a retrain (a
+        drift that persists is in every report, but announced once)."""
+        return self.drifted and self.previous_verdict != Verdict.DRIFT
 
     @property
     def below_live_threshold(self) -> bool:
@@ -143,7 +150,8 @@ def captured_versions(s3: Any, bucket: str, model_name: str) -> list[str]:
     prefix = f"{capture_mod.CAPTURE_PREFIX}/{model_name}/"
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
         versions += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
-    return sorted(versions, key=lambda v: (len(v), v))
+    # "unknown": a server that could not tell its version; no registry version to judge it against
+    return sorted((v for v in versions if v.isdigit()), key=lambda v: (len(v), v))
 
 
 def watched_versions(
@@ -265,7 +273,7 @@ def check(
             s3, s.data_bucket, capture_mod.CAPTURE_PREFIX, name, version, lookback_start, now
         )
     )
-    labels = gt.read_labels(s3, s.data_bucket, name)
+    labels = gt.read_labels(s3, s.data_bucket, name, since=lookback_start)
     joined = gt.join_labels(history, labels)
     quality = gt.live_quality(joined, facts.task, facts.thresholds, cfg.live_quality.min_labeled_rows).get(version)
     log.info(
@@ -289,6 +297,7 @@ def check(
         prediction_drift = drift_report.prediction_drifted
         violations = drift_report.quality.violations
     summary = MonitorSummary(
+        previous_verdict=_previous_verdict(s3, s.data_bucket, name, version, _iso(now)),
         model_name=name,
         model_version=version,
         targets=list(watched.targets),
@@ -355,6 +364,17 @@ def render_html(
     return page.replace("</body>", _quality_html(quality, thresholds) + "</body>", 1)
 
 
+def _previous_verdict(s3: Any, bucket: str, model_name: str, model_version: str, window_end: str) -> str:
+    """The verdict before the window ending `window_end`: latest.json's, or the one it carried forward when
+    latest.json is this same window's (a retried check); "" when the version has none yet."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=latest_key(model_name, model_version))["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return ""
+    latest = MonitorSummary.from_dict(json.loads(body))
+    return latest.previous_verdict if latest.window_end == window_end else latest.verdict
+
+
 def _quality_html(quality: gt.LiveQuality | None, thresholds: Mapping[str, float]) -> str:
     if quality is None:
         return '<h2>Live quality</h2><p class="live-quality">No labels joined to this version\'s captures yet.</p>'
@@ -408,22 +428,51 @@ def _log_run(
         "verdict": summary.verdict,
         "targets": ",".join(summary.targets),
     }
-    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(tracking_uri).get_experiment_by_name(EXPERIMENT)
+    earlier = MlflowClient(tracking_uri).search_runs(
+        [experiment.experiment_id],
+        f"tags.model_name = '{summary.model_name}' and tags.model_version = '{summary.model_version}' "
+        f"and tags.window_end = '{summary.window_end}'",
+        max_results=1,
+    )
+    tags["window_end"] = summary.window_end
+    # a retried check of the same window logs into the run its earlier try made, not a second one
+    with mlflow.start_run(run_id=earlier[0].info.run_id if earlier else None, run_name=run_name, tags=tags) as run:
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN is not a metric MLflow keeps
         mlflow.log_text(json.dumps(document, indent=1), "report.json")
         mlflow.log_text(html, "report.html")
         return run.info.run_id
 
 
+def _prefixes(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """The names one level below `prefix` (S3 CommonPrefixes with Delimiter "/")."""
+    out: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        out += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    return out
+
+
+def latest_summary(s3: Any, bucket: str, model_name: str, model_version: str) -> MonitorSummary | None:
+    """The newest summary of one version (its latest.json), or None when it has not been checked yet."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=latest_key(model_name, model_version))["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    return MonitorSummary.from_dict(json.loads(body))
+
+
 def latest_summaries(s3: Any, bucket: str, model_name: str = "") -> list[MonitorSummary]:
-    """The newest summary of every version that has one (of `model_name`, or of every model), by name and version."""
+    """The newest summary of every checked version (of `model_name`, or of every model), by name and version.
+    Reads one latest.json per version (listing model and version prefixes, never the reports)."""
+    names = [model_name] if model_name else _prefixes(s3, bucket, f"{MONITORING_PREFIX}/")
     out = []
-    prefix = f"{MONITORING_PREFIX}/{model_name}/" if model_name else f"{MONITORING_PREFIX}/"
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            if obj["Key"].endswith("/latest.json"):
-                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                out.append(MonitorSummary.from_dict(json.loads(body)))
+    for name in names:
+        for version in _prefixes(s3, bucket, f"{MONITORING_PREFIX}/{name}/"):
+            summary = latest_summary(s3, bucket, name, version)
+            if summary is not None:
+                out.append(summary)
     return sorted(out, key=lambda m: (m.model_name, len(m.model_version), m.model_version))
 
 
@@ -451,11 +500,12 @@ class MonitorAlert:
 
 
 def alerts(summaries: Iterable[MonitorSummary], *, dag_id: str, run_id: str) -> list[MonitorAlert]:
-    """One alert per drifted version and one per version below its live-quality threshold."""
+    """One alert per version that drifted in this window after a window that did not, and one per version below
+    its live-quality threshold."""
     out = []
     for m in summaries:
         where = f"targets {', '.join(m.targets) or '(none recorded)'}; report {m.report_html}"
-        if m.drifted:
+        if m.newly_drifted:
             lines = [f"drifted features: {', '.join(m.drifted_features) or 'none'}"]
             if m.prediction_drift:
                 lines.append("the predictions drifted")

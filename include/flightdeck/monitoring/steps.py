@@ -29,7 +29,12 @@ def _window_hours(window_hours: Any) -> float:
     return value if value > 0 else monitor_config().window_hours
 
 
-def find_versions(model_name: str = "", window_hours: Any = 0) -> list[dict[str, Any]]:
+def _end(now: str) -> datetime:
+    """The window's end: `now` (ISO-8601, e.g. the run's `run_after`) or, empty, the current time."""
+    return datetime.fromisoformat(now.replace("Z", "+00:00")).astimezone(UTC) if now else datetime.now(UTC)
+
+
+def find_versions(model_name: str = "", window_hours: Any = 0, now: str = "") -> list[dict[str, Any]]:
     """The versions to check: what the deployment records say serves, plus versions with captures in the
     window (monitor.watched_versions), as WatchedVersionDict."""
     from flightdeck import s3
@@ -40,7 +45,12 @@ def find_versions(model_name: str = "", window_hours: Any = 0) -> list[dict[str,
     client = s3.client(AWS_CONN_ID)
     store = rec.RecordStore(client, s.deploy_bucket)
     found = monitor.watched_versions(
-        store, client, s.data_bucket, model_name=model_name, window=timedelta(hours=_window_hours(window_hours))
+        store,
+        client,
+        s.data_bucket,
+        model_name=model_name,
+        now=_end(now),
+        window=timedelta(hours=_window_hours(window_hours)),
     )
     for w in found:
         log.info("watching %s v%s (serving on: %s)", w.model_name, w.model_version, ", ".join(w.targets) or "-")
@@ -50,12 +60,13 @@ def find_versions(model_name: str = "", window_hours: Any = 0) -> list[dict[str,
 
 
 def check_version(watched: dict[str, Any], window_hours: Any = 0, now: str = "") -> dict[str, Any]:
-    """monitor.check of one watched version; `now`: the window's end (ISO-8601, default the current time)."""
+    """monitor.check of one watched version; `now`: the window's end (ISO-8601, default the current time). The DAG
+    passes its run's `run_after`, so a retried check judges the same window and writes the same keys."""
     from flightdeck import s3
     from flightdeck.monitoring import monitor
     from flightdeck.monitoring.config import monitor_config
 
-    end = datetime.fromisoformat(now.replace("Z", "+00:00")) if now else datetime.now(UTC)
+    end = _end(now)
     summary = monitor.check(
         monitor.WatchedVersion.from_dict(watched),
         monitor_config(),
@@ -66,25 +77,31 @@ def check_version(watched: dict[str, Any], window_hours: Any = 0, now: str = "")
     return summary.to_dict()
 
 
+def _summaries(summaries: Any) -> list[Any]:
+    """MonitorSummary objects of the checks that finished (a failed mapped check has no summary: None)."""
+    from flightdeck.monitoring import monitor
+
+    return [monitor.MonitorSummary.from_dict(s) for s in (summaries or []) if s]
+
+
 def alerts(summaries: list[dict[str, Any]], dag_id: str, run_id: str) -> list[Any]:
-    """The MonitorAlerts to send: drift (when params.yaml `monitor.on_drift.notify`) and live quality (always)."""
+    """The MonitorAlerts to send: new drift (when params.yaml `monitor.on_drift.notify`) and live quality (always)."""
     from flightdeck.monitoring import monitor
     from flightdeck.monitoring.config import monitor_config
 
     cfg = monitor_config()
-    found = monitor.alerts([monitor.MonitorSummary.from_dict(s) for s in summaries], dag_id=dag_id, run_id=run_id)
+    found = monitor.alerts(_summaries(summaries), dag_id=dag_id, run_id=run_id)
     return [a for a in found if a.kind != "drift" or cfg.on_drift.notify]
 
 
 def drift_event(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The extra of the drift Asset event when a watched version drifted and `monitor.on_drift.retrain` is on;
-    None when no event should start a retrain."""
-    from flightdeck.monitoring import monitor
+    """The extra of the drift Asset event when a watched version newly drifted (its window before did not) and
+    `monitor.on_drift.retrain` is on; None when no event should start a retrain."""
     from flightdeck.monitoring.config import monitor_config
 
-    drifted = [m for m in map(monitor.MonitorSummary.from_dict, summaries) if m.drifted]
+    drifted = [m for m in _summaries(summaries) if m.newly_drifted]
     if not drifted:
-        log.info("no drift: no retrain event")
+        log.info("no new drift (none, or the same as the window before): no retrain event")
         return None
     if not monitor_config().on_drift.retrain:
         log.info("drift on %s, but monitor.on_drift.retrain is off: no retrain event", [m.model_name for m in drifted])
@@ -109,7 +126,7 @@ def rollback_confs(summaries: list[dict[str, Any]]) -> list[dict[str, str]]:
     from flightdeck.monitoring import monitor
     from flightdeck.monitoring.config import monitor_config
 
-    confs = monitor.rollback_conf(monitor.MonitorSummary.from_dict(s) for s in summaries)
+    confs = monitor.rollback_conf(_summaries(summaries))
     if confs and not monitor_config().live_quality.rollback:
         log.warning("live quality below threshold on %s; rollback is off (monitor.live_quality.rollback)", confs)
         return []

@@ -46,10 +46,28 @@ def test_labels_from_csv_and_parquet_files_later_file_wins(s3):
     assert got == {("0001", 0): 0, ("0001", 1): 0, ("x", 0): 1}  # request ids stay text: "0001", not 1
 
 
-def test_a_labels_file_without_request_id_is_refused_by_name(s3):
+def test_a_bad_labels_file_is_skipped_by_name_and_the_good_ones_still_read(s3, caplog):
     s3.put_object(Bucket=BUCKET, Key="labels/m/bad.csv", Body=b"id,label\n1,0\n")
-    with pytest.raises(gt.LabelsError, match="bad.csv.*request_id"):
-        gt.read_labels(s3, BUCKET, "m")
+    s3.put_object(Bucket=BUCKET, Key="labels/m/notes.txt", Body=b"hello")
+    s3.put_object(Bucket=BUCKET, Key="labels/m/good.csv", Body=b"request_id,row,label\na,0,1\nb,,1\nc,0,\n")
+    labels = gt.read_labels(s3, BUCKET, "m")
+    assert labels[["request_id", "row"]].values.tolist() == [["a", 0]]  # rows missing a key or label left out
+    assert "labels/m/bad.csv skipped: missing column(s) ['request_id']" in caplog.text
+    assert "labels/m/notes.txt skipped: not a .csv or .parquet file" in caplog.text
+
+
+def test_labels_landed_before_the_lookback_are_not_read(s3):
+    from datetime import UTC, datetime, timedelta
+
+    s3.put_object(Bucket=BUCKET, Key="labels/m/old.csv", Body=b"request_id,label\na,1\n")
+    assert len(gt.read_labels(s3, BUCKET, "m", since=datetime.now(UTC) - timedelta(hours=1))) == 1
+    assert gt.read_labels(s3, BUCKET, "m", since=datetime.now(UTC) + timedelta(hours=1)).empty
+
+
+def test_a_feature_called_label_does_not_collide_with_the_truth():
+    captures = _captures("1", 2, [1, 0]).assign(label=["x", "y"])  # a feature named `label`
+    joined = gt.join_labels(captures, pd.DataFrame({"request_id": ["1-r0"], "row": [1], "label": [0]}))
+    assert joined["label"].tolist() == ["y"] and joined[gt.TRUTH].tolist() == [0]
 
 
 def test_join_keeps_only_captured_rows_with_a_label():
@@ -62,7 +80,7 @@ def test_join_keeps_only_captured_rows_with_a_label():
 def test_live_accuracy_per_version_and_per_hour_with_the_threshold_verdict():
     good = _captures("1", 8, [1] * 8)
     bad = _captures("2", 8, [0] * 8)
-    joined = pd.concat([good, bad]).assign(label=1)
+    joined = pd.concat([good, bad]).assign(**{gt.TRUTH: 1})
     quality = gt.live_quality(joined, Task.CLASSIFICATION, {"accuracy": 0.85}, min_labeled_rows=8)
     assert quality["1"].metrics["accuracy"] == 1.0 and quality["1"].verdict == "ok"
     assert quality["2"].metrics["accuracy"] == 0.0 and quality["2"].verdict == "below_threshold"
@@ -81,18 +99,17 @@ def test_live_accuracy_per_version_and_per_hour_with_the_threshold_verdict():
 
 
 def test_too_few_labels_give_no_verdict():
-    joined = _captures("1", 4, [0] * 4).assign(label=1)
+    joined = _captures("1", 4, [0] * 4).assign(**{gt.TRUTH: 1})
     quality = gt.live_quality(joined, Task.CLASSIFICATION, {"accuracy": 0.85}, min_labeled_rows=30)
     assert quality["1"].verdict == "insufficient_labels" and quality["1"].below_threshold == {}
 
 
 def test_regression_rmse_is_a_ceiling():
-    joined = _captures("1", 6, [10.0] * 6).assign(label=[10.0, 10.0, 10.0, 10.0, 40.0, 40.0])
+    joined = _captures("1", 6, [10.0] * 6).assign(**{gt.TRUTH: [10.0, 10.0, 10.0, 10.0, 40.0, 40.0]})
     quality = gt.live_quality(joined, Task.REGRESSION, {"rmse": 5.0, "r2": -100.0}, min_labeled_rows=6)
     assert quality["1"].metrics["rmse"] == pytest.approx(((2 * 30**2) / 6) ** 0.5, rel=1e-6)
     assert set(quality["1"].below_threshold) == {"rmse"}
 
 
 def test_integer_labels_match_text_predictions():
-    joined = _captures("1", 2, ["1", "0"]).assign(label=[1.0, 0.0])
-    assert gt.task_metrics(Task.CLASSIFICATION, joined["label"], joined["prediction"])["accuracy"] == 1.0
+    assert gt.task_metrics(Task.CLASSIFICATION, [1.0, 0.0], ["1", "0"])["accuracy"] == 1.0

@@ -66,6 +66,19 @@ def test_drift_starts_a_retrain_only_when_configured(cfg):
     assert steps.drift_event([_summary("ok"), _summary("insufficient_data")]) is None
 
 
+def test_a_drift_that_persists_is_announced_once(cfg):
+    cfg(on_drift=OnDrift(retrain=True, notify=True))
+    again = [_summary("drift", previous_verdict="drift")]
+    assert steps.drift_event(again) is None
+    assert steps.alerts(again, "monitor", "run2") == []
+    assert steps.drift_event([_summary("drift", previous_verdict="warn")]) is not None
+
+
+def test_a_failed_check_leaves_no_summary_and_the_others_still_count(cfg):
+    cfg(on_drift=OnDrift(retrain=True))
+    assert steps.drift_event([None, _summary("drift")])["models"][0]["model_version"] == "3"
+
+
 def test_drift_alerts_follow_on_drift_notify_and_live_quality_alerts_always_go(cfg):
     summaries = [_summary("drift", quality="below_threshold")]
     cfg(on_drift=OnDrift(notify=True))
