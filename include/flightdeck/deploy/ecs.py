@@ -47,6 +47,7 @@ class EcsConfig:
     cpu: str = "256"
     memory: str = "512"
     execution_role_arn: str = ""
+    task_role_arn: str = ""  # the serving task's own role: what writes captures to S3 ("" = capture is off)
     container_port: int = 8080
     health_port: int = 8081  # the image's SERVING_HEALTH_PORT: ALB checks that do not queue behind scoring
     log_group: str = "/flightdeck/serving"
@@ -76,6 +77,7 @@ class EcsConfig:
             launch_type=e("FLIGHTDECK_ECS_LAUNCH_TYPE", "FARGATE"),
             network_mode=e("FLIGHTDECK_ECS_NETWORK_MODE", "awsvpc"),
             execution_role_arn=e("FLIGHTDECK_ECS_EXECUTION_ROLE_ARN", ""),
+            task_role_arn=e("FLIGHTDECK_ECS_TASK_ROLE_ARN", ""),
             region=e("AWS_DEFAULT_REGION", "us-east-1"),
             api_keys_secret_arn=settings_mod.load().serving_api_keys_secret_arn,
         )
@@ -189,6 +191,8 @@ class EcsBackend(ListenerTraffic):
             container["memory"] = int(c.memory)
         if c.execution_role_arn:
             kwargs["executionRoleArn"] = c.execution_role_arn
+        if c.task_role_arn:
+            kwargs["taskRoleArn"] = c.task_role_arn
         arn = self.ecs.register_task_definition(**kwargs)["taskDefinition"]["taskDefinitionArn"]
         log.info("registered task definition %s (%s)", arn, spec.image)
         return arn

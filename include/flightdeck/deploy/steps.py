@@ -266,7 +266,7 @@ class Deploy:
                 "IMAGE_REF": pinned,
                 "IMAGE_TAG": image.get("tag") or "",
                 "IMAGE_DIGEST": image.get("digest") or "",
-                **capture_env(float(self.p.capture_percent), self.settings.data_bucket),
+                **capture_env(self._capture_percent(), self.settings.data_bucket),
                 **{str(k): str(v) for k, v in (self.p.env or {}).items()},
             }
             spec = RevisionSpec(
@@ -295,6 +295,18 @@ class Deploy:
             ),
         )
         return spec
+
+    def _capture_percent(self) -> float:
+        """The run's capture_percent, or 0 on ECS without a task role (FLIGHTDECK_ECS_TASK_ROLE_ARN): a task
+        with no credentials of its own could only count every record as write_failed."""
+        percent = float(self.p.capture_percent)
+        if percent and self.target == "ecs":
+            from flightdeck.deploy.ecs import EcsConfig
+
+            if not EcsConfig.from_env().task_role_arn:
+                log.warning("capture off: the ECS task has no role to write to S3 (set FLIGHTDECK_ECS_TASK_ROLE_ARN)")
+                return 0.0
+        return percent
 
     def _service_to_roll(self) -> str:
         """On a target that rolls in place, strategy rolling updates the one live revision in place (ECS:

@@ -51,6 +51,15 @@ def test_capture_off_passes_zero_and_no_destination(store):
     assert env["CAPTURE_PERCENT"] == "0" and "CAPTURE_S3_URI" not in env
 
 
+def test_ecs_captures_only_with_a_task_role_to_write_with(store, monkeypatch):
+    monkeypatch.delenv("FLIGHTDECK_ECS_TASK_ROLE_ARN", raising=False)
+    env = _register(store, capture_percent=100, target="ecs")["env"]
+    assert env["CAPTURE_PERCENT"] == "0" and "CAPTURE_S3_URI" not in env  # no credentials: off, not failing
+    monkeypatch.setenv("FLIGHTDECK_ECS_TASK_ROLE_ARN", "arn:aws:iam::123456789012:role/flightdeck-serving-task")
+    d = Deploy("manual__cap2", {"model": "none", "image": IMAGE, "capture_percent": 100, "target": "ecs"}, store=store)
+    assert d._capture_percent() == 100.0
+
+
 def test_the_s3_relay_is_a_tcp_listen_haproxy_accepts(tmp_path):
     relay = S3Relay("172.17.0.1", 8779, "127.0.0.1", 8333)
     cfg = LbConfig(state_dir=tmp_path, bind_port=18690, port_base=18690, slots=2, s3_relay=relay)
