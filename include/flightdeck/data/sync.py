@@ -43,6 +43,7 @@ from flightdeck.data.validate import validate_batch
 from flightdeck.errors import FlightdeckError
 from flightdeck.monitoring import batch_check
 from flightdeck.monitoring.config import BatchCheckAction, MonitorConfig, monitor_config
+from flightdeck.monitoring.drift import Status
 from flightdeck.monitoring.report import to_json as report_json
 from flightdeck.pipeline_config import DVC_YAML_PATH, DatasetConfig
 from flightdeck.reachability import ServiceUnavailable
@@ -564,6 +565,13 @@ def sync(
                     result["quarantined"].append({"key": key, "to": dst, "reason": reason})
                     continue
                 log.warning("%s (monitor.batch_check: warn: merged)", batch_check.summary(key, report, where))
+            elif report.status is Status.INSUFFICIENT_DATA:
+                log.warning(
+                    "batch %s: %d rows, fewer than monitor.min_rows (%d): merged without a drift check",
+                    key,
+                    report.rows,
+                    report.min_rows,
+                )
             else:
                 log.info("batch %s: drift check %s against the %s", key, report.status.value, result["drift_reference"])
         log.info("batch %s valid: %d rows (sha256 %s...)", key, len(check.frame), sha[:16])
