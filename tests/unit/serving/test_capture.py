@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -20,6 +18,7 @@ import requests
 
 from serving.app import create_app
 from serving.capture import Capture, CaptureConfig, CaptureConfigError
+from tests.support.gunicorn import running_gunicorn
 
 REPO = Path(__file__).resolve().parents[3]
 KEY = re.compile(
@@ -320,12 +319,7 @@ def test_sigterm_flushes_every_accepted_record_before_gunicorn_exits(lr_model, t
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = 8157
     env = {
-        **os.environ,
-        "SERVING_MODEL_DIR": str(lr_model.path),
-        "PORT": str(port),
-        "SERVING_HOST": "127.0.0.1",
         "SERVING_WORKERS": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
         "CAPTURE_PERCENT": "100",
         "CAPTURE_S3_URI": "s3://flightdeck-data/capture",
         "CAPTURE_FLUSH_SECONDS": "3600",
@@ -336,45 +330,22 @@ def test_sigterm_flushes_every_accepted_record_before_gunicorn_exits(lr_model, t
         "AWS_DEFAULT_REGION": "us-east-1",
         "MODEL_VERSION": "5",
     }
-    log_path = tmp_path / "gunicorn.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "-c",
-                "serving/gunicorn.conf.py",
-                "serving.app:create_app()",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log_path.read_text()[-2000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
-        n = 60
-        for i in range(n):
-            resp = requests.post(
-                f"http://127.0.0.1:{port}/predict",
-                json={"rows": lr_model.records(i, 1)},
-                headers={"Connection": "close"},  # new connections: both workers get some
-                timeout=10,
-            )
-            assert resp.status_code == 200
-        assert _S3Handler.store == {}  # nothing was due yet
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        with running_gunicorn(tmp_path, lr_model.path, port, **env) as gunicorn:
+            proc, log_path = gunicorn.proc, gunicorn.log_path
+            n = 60
+            for i in range(n):
+                resp = requests.post(
+                    f"http://127.0.0.1:{port}/predict",
+                    json={"rows": lr_model.records(i, 1)},
+                    headers={"Connection": "close"},  # new connections: both workers get some
+                    timeout=10,
+                )
+                assert resp.status_code == 200
+            assert _S3Handler.store == {}  # nothing was due yet
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
         server.shutdown()
     records = [
         r for body in _S3Handler.store.values() for line in body.splitlines() for r in _requests(orjson.loads(line))

@@ -4,66 +4,17 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.support.gunicorn import running_gunicorn
+
 PORT = 8151
 
 
-@contextmanager
-def _gunicorn(tmp_path: Path, model_dir: Path, port: int, ready_url: str | None = None, **env: str) -> Iterator[Path]:
-    """gunicorn with the real config serving `model_dir` on 127.0.0.1:`port` (`env` on top), once
-    `ready_url` (default: /readyz on `port`) answers 200 or 120 s have passed; yields its log file and
-    stops its whole process group on the way out."""
-    log_path = tmp_path / "gunicorn.log"
-    ready_url = ready_url or f"http://127.0.0.1:{port}/readyz"
-    env = {
-        **os.environ,
-        "SERVING_MODEL_DIR": str(model_dir),
-        "PORT": str(port),
-        "SERVING_HOST": "127.0.0.1",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
-        **env,
-    }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "-c",
-                "serving/gunicorn.conf.py",
-                "serving.app:create_app()",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log_path.read_text()[-2000:]
-            try:
-                if requests.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
-        yield log_path
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
 def test_two_workers_report_metrics_for_the_whole_server(lr_model, tmp_path):
-    with _gunicorn(tmp_path, lr_model.path, PORT, SERVING_WORKERS="2", SERVING_THREADS="2", MODEL_VERSION="3"):
+    with running_gunicorn(tmp_path, lr_model.path, PORT, SERVING_WORKERS="2", SERVING_THREADS="2", MODEL_VERSION="3"):
         n = 40
         for i in range(n):
             # A fresh connection each time so the kernel spreads requests over both workers.
@@ -92,7 +43,8 @@ def test_one_thread_worker_keeps_connections_alive_and_serves_them_all(lr_model,
     import json
 
     port = PORT + 1
-    with _gunicorn(tmp_path, lr_model.path, port, SERVING_WORKERS="1", SERVING_THREADS="1") as log_path:
+    with running_gunicorn(tmp_path, lr_model.path, port, SERVING_WORKERS="1", SERVING_THREADS="1") as server:
+        log_path = server.log_path
         conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(3)]
         sockets = []
         for i in range(12):
@@ -144,7 +96,7 @@ def test_health_port_answers_while_the_only_worker_is_held_by_a_stalled_client(l
     import threading
 
     port, health = PORT + 2, PORT + 3
-    with _gunicorn(
+    with running_gunicorn(
         tmp_path,
         lr_model.path,
         port,
@@ -152,7 +104,8 @@ def test_health_port_answers_while_the_only_worker_is_held_by_a_stalled_client(l
         SERVING_HEALTH_PORT=str(health),
         SERVING_WORKERS="1",
         SERVING_READ_TIMEOUT="1",
-    ) as log_path:
+    ) as server:
+        log_path = server.log_path
         stalled_answer: list[bytes] = []
 
         def stalled() -> None:
