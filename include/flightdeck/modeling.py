@@ -249,6 +249,22 @@ def predict(model: Any, X: pd.DataFrame) -> np.ndarray:
     return np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out).ravel()
 
 
+def prediction_metrics(task: Task, y: Any, predicted: Any) -> dict[str, float]:
+    """The task's metrics that need only the predictions: classification accuracy and f1_macro; regression
+    rmse, mae, r2 (rmse and mae in the target's units). `metrics` adds the probability-based ones; the
+    monitor's live quality (monitoring/ground_truth.py) uses these alone."""
+    if task is Task.REGRESSION:
+        return {
+            "rmse": float(root_mean_squared_error(y, predicted)),
+            "mae": float(mean_absolute_error(y, predicted)),
+            "r2": float(r2_score(y, predicted)),
+        }
+    return {
+        "accuracy": float(accuracy_score(y, predicted)),
+        "f1_macro": float(f1_score(y, predicted, average="macro")),
+    }
+
+
 def metrics(
     model: Any, X: pd.DataFrame, y: np.ndarray, task: Task, predicted: np.ndarray | None = None
 ) -> dict[str, float]:
@@ -259,16 +275,9 @@ def metrics(
     when multiclass) and log_loss; regression: rmse, mae, r2 (rmse and mae in the target's units).
     """
     predicted = predict(model, X) if predicted is None else predicted
+    out = prediction_metrics(task, y, predicted)
     if task is Task.REGRESSION:
-        return {
-            "rmse": float(root_mean_squared_error(y, predicted)),
-            "mae": float(mean_absolute_error(y, predicted)),
-            "r2": float(r2_score(y, predicted)),
-        }
-    out = {
-        "accuracy": float(accuracy_score(y, predicted)),
-        "f1_macro": float(f1_score(y, predicted, average="macro")),
-    }
+        return out
     if hasattr(model, "predict_proba") and is_classifier(model):
         proba = model.predict_proba(X)
         classes = list(model.classes_)

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score, root_mean_squared_error
 
 from flightdeck.data.schema import Task
 from flightdeck.errors import FlightdeckError
 from flightdeck.metric_direction import LOWER_IS_BETTER
+from flightdeck.modeling import prediction_metrics
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +107,9 @@ def task_metrics(task: Task, truth: Sequence[Any], predicted: Sequence[Any]) -> 
     rmse, mae and r2 (in the target's units). Labels and predictions compare as strings for classification,
     so a class landed as 1 matches a prediction of "1"."""
     if task is Task.REGRESSION:
-        y, p = np.asarray(truth, dtype=float), np.asarray(predicted, dtype=float)
-        return {
-            "rmse": float(root_mean_squared_error(y, p)),
-            "mae": float(mean_absolute_error(y, p)),
-            "r2": float(r2_score(y, p)) if len(y) > 1 else float("nan"),
-        }
-    y = [_label(v) for v in truth]
-    p = [_label(v) for v in predicted]
-    return {"accuracy": float(accuracy_score(y, p)), "f1_macro": float(f1_score(y, p, average="macro"))}
+        # r2 of a single row is nan (scikit-learn warns); live_quality leaves a nan metric unjudged
+        return prediction_metrics(task, np.asarray(truth, dtype=float), np.asarray(predicted, dtype=float))
+    return prediction_metrics(task, [_label(v) for v in truth], [_label(v) for v in predicted])
 
 
 def _label(value: Any) -> str:

@@ -146,10 +146,7 @@ def _iso(t: datetime) -> str:
 
 def captured_versions(s3: Any, bucket: str, model_name: str) -> list[str]:
     """Versions of `model_name` that have any capture (the `capture/<model>/<version>/` prefixes)."""
-    versions: list[str] = []
-    prefix = f"{capture_mod.CAPTURE_PREFIX}/{model_name}/"
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-        versions += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    versions = _prefixes(s3, bucket, f"{capture_mod.CAPTURE_PREFIX}/{model_name}/")
     # "unknown": a server that could not tell its version; no registry version to judge it against
     return sorted((v for v in versions if v.isdigit()), key=lambda v: (len(v), v))
 
@@ -367,11 +364,9 @@ def render_html(
 def _previous_verdict(s3: Any, bucket: str, model_name: str, model_version: str, window_end: str) -> str:
     """The verdict before the window ending `window_end`: latest.json's, or the one it carried forward when
     latest.json is this same window's (a retried check); "" when the version has none yet."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=latest_key(model_name, model_version))["Body"].read()
-    except s3.exceptions.NoSuchKey:
+    latest = latest_summary(s3, bucket, model_name, model_version)
+    if latest is None:
         return ""
-    latest = MonitorSummary.from_dict(json.loads(body))
     return latest.previous_verdict if latest.window_end == window_end else latest.verdict
 
 
