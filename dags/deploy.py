@@ -121,10 +121,10 @@ def _run(step: Callable[..., Any], params: dict, run_id: str, *args: int) -> Any
         "aws_conn_id": Param(DEFAULTS.aws_conn_id, type="string", title="AWS connection (ecs, ec2)"),
         "capture_percent": Param(
             DEFAULTS.capture_percent,
-            type="number",
+            type=["null", "number"],
             minimum=0,
             maximum=100,
-            title="Capture: % of requests recorded to S3 (0 = off)",
+            title="Capture: % of requests recorded to S3 (0 = off; empty: params.yaml monitor.capture_percent)",
         ),
     },
 )

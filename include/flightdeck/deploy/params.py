@@ -25,11 +25,6 @@ MAX_SHIFT_STEPS = 4  # the DAG has this many shift tasks; a plan uses the first 
 SCALING_TARGET_DEFAULTS = {ScalingMetric.CPU: 60.0, ScalingMetric.REQUEST_COUNT_PER_TARGET: 1000.0}
 
 
-def _capture_percent_default() -> float:
-    """params.yaml `monitor.capture_percent` (raises pipeline_config.ConfigError for a malformed section)."""
-    return float(monitor_config().capture_percent)
-
-
 class InvalidParams(FlightdeckError, ValueError):
     """A deploy param out of its allowed values; the message names it."""
 
@@ -62,8 +57,9 @@ class DeployParams:
     # rolling in place on ec2: the instance refresh keeps this percent of the group in service
     min_healthy_percent: int = 100
     aws_conn_id: str = "aws_default"  # the Airflow connection of the ecs/ec2 target's AWS account
-    # inference capture: percent of the model server's 200 scoring answers recorded to S3 (0 = off)
-    capture_percent: float = field(default_factory=_capture_percent_default)
+    # inference capture: percent of the model server's 200 scoring answers recorded to S3 (0 = off); None =
+    # params.yaml monitor.capture_percent, read by `resolve` when a run starts (not when the DAG file is parsed)
+    capture_percent: float | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeployParams:
@@ -73,13 +69,16 @@ class DeployParams:
 
     @classmethod
     def resolve(cls, params: Mapping[str, Any]) -> DeployParams:
-        """A run's params over the defaults, `model_name` filled from settings, validated.
+        """A run's params over the defaults, `model_name` filled from settings and `capture_percent` from
+        params.yaml when not given, validated.
 
         Raises InvalidParams for a strategy, target or canary step count out of range.
         """
         p = cls.from_dict(params)
         if not p.model_name:
             p = cls.from_dict({**p.to_dict(), "model_name": settings_mod.load().model_name})
+        if p.capture_percent is None:
+            p = cls.from_dict({**p.to_dict(), "capture_percent": float(monitor_config().capture_percent)})
         p.validate()
         return p
 
@@ -100,7 +99,7 @@ class DeployParams:
         for key, value in (self.env or {}).items():  # one line each: the EC2 target writes them to a file
             if not ENV_NAME.fullmatch(str(key)) or "\n" in str(value) or "\r" in str(value):
                 raise InvalidParams(f"env: {key!r} must be a variable name with a one-line value")
-        if not 0 <= float(self.capture_percent) <= 100:
+        if self.capture_percent is not None and not 0 <= float(self.capture_percent) <= 100:
             raise InvalidParams(f"capture_percent must be 0..100, got {self.capture_percent!r}")
         if not 0 <= int(self.min_healthy_percent) <= 100:
             raise InvalidParams(f"min_healthy_percent must be 0..100, got {self.min_healthy_percent!r}")

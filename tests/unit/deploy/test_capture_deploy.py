@@ -34,7 +34,8 @@ def _register(store, **params) -> dict:
 
 
 def test_the_capture_percent_param_defaults_to_params_yaml_and_refuses_out_of_range():
-    assert DEFAULTS.capture_percent == monitor_config().capture_percent
+    assert DEFAULTS.capture_percent is None  # read when a run starts, not when the DAG file is parsed
+    assert DeployParams.resolve({}).capture_percent == monitor_config().capture_percent
     with pytest.raises(InvalidParams, match="capture_percent"):
         DeployParams.resolve({"capture_percent": 101})
 
