@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -159,3 +159,21 @@ def test_the_report_is_in_s3_mlflow_and_the_latest_summary(platform, checked):
     assert run.data.tags["model_name"] == MODEL and run.data.tags["verdict"] == "drift"
     assert run.data.metrics["rows"] == 400 and run.data.metrics["drifted_features"] == 2
     assert "live_accuracy" in run.data.metrics
+
+
+def test_a_late_check_of_an_older_window_leaves_the_latest_summary(platform, checked):
+    """An older window checked after a newer one (a scheduled run queued behind a manual one) writes its own
+    report but does not replace the newer latest.json the page, the CLI and the next alert read."""
+    summary, _, _, _, client = checked
+    older = monitor.check(
+        monitor.WatchedVersion(MODEL, summary.model_version, ("local",)),
+        MonitorConfig(),
+        s3=client,
+        settings=settings_mod.load(),
+        now=datetime.fromisoformat(summary.window_end) - timedelta(hours=3),
+        log_to_mlflow=False,
+    )
+    assert older.rows == 0 and older.window_end < summary.window_end
+    assert json.loads(monitor.read_report(client, older.report_json))["summary"]["rows"] == 0
+    [latest] = monitor.latest_summaries(client, platform.data_bucket, MODEL)
+    assert (latest.window_end, latest.verdict) == (summary.window_end, "drift")

@@ -293,8 +293,9 @@ def check(
         drifted = drift_report.drifted_features
         prediction_drift = drift_report.prediction_drifted
         violations = drift_report.quality.violations
+    latest = latest_summary(s3, s.data_bucket, name, version)
     summary = MonitorSummary(
-        previous_verdict=_previous_verdict(s3, s.data_bucket, name, version, _iso(now)),
+        previous_verdict=_previous_verdict(latest, _iso(now)),
         model_name=name,
         model_version=version,
         targets=list(watched.targets),
@@ -324,7 +325,8 @@ def check(
     final = MonitorSummary.from_dict(
         {**summary.to_dict(), "report_json": json_uri, "report_html": html_uri, "mlflow_run_id": run_id}
     )
-    _put(s3, s.data_bucket, latest_key(name, version), json.dumps(final.to_dict()).encode(), "application/json")
+    if latest is None or latest.window_end <= final.window_end:  # a late check of an older window leaves it
+        _put(s3, s.data_bucket, latest_key(name, version), json.dumps(final.to_dict()).encode(), "application/json")
     log.info(
         "%s v%s: %s%s; report %s",
         name,
@@ -361,10 +363,9 @@ def render_html(
     return page.replace("</body>", _quality_html(quality, thresholds) + "</body>", 1)
 
 
-def _previous_verdict(s3: Any, bucket: str, model_name: str, model_version: str, window_end: str) -> str:
-    """The verdict before the window ending `window_end`: latest.json's, or the one it carried forward when
-    latest.json is this same window's (a retried check); "" when the version has none yet."""
-    latest = latest_summary(s3, bucket, model_name, model_version)
+def _previous_verdict(latest: MonitorSummary | None, window_end: str) -> str:
+    """The verdict before the window ending `window_end`, from the version's `latest` summary: its verdict, or
+    the one it carried forward when it is this same window's (a retried check); "" when the version has none."""
     if latest is None:
         return ""
     return latest.previous_verdict if latest.window_end == window_end else latest.verdict
