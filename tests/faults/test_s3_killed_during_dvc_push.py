@@ -107,7 +107,8 @@ def test_dvc_push_killed_by_an_s3_crash_is_rerun_without_loss_or_duplicates(plat
         f"\nDVC remote objects: before {len(before)}, after the killed push {len(after_fault)} "
         f"(+{len(set(after_fault) - set(before))}), after the re-run {len(after)} (+{len(new)}); "
         f"expected objects {sorted(expected)}; S3 restarted in {restarted_in:.1f} s; "
-        f"uploads tried into the dead S3: {len(tried_dead)} ({sorted(set(tried_dead))}); test {time.monotonic() - t0:.1f} s"
+        f"uploads tried into the dead S3: {len(tried_dead)} ({sorted(set(tried_dead))}); "
+        f"test {time.monotonic() - t0:.1f} s"
     )
     assert synced["new_batches"] == [f"{prefixes(cfg.key)['landing']}batch-0001.csv"]
     assert len(after) == len(set(after))

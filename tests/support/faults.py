@@ -122,13 +122,19 @@ def restart(key: str, timeout_s: float | None = None) -> float:
         _ours(platform, pid)
     process.stop(service)  # a dead group: removes the stale pid file
     _keep_log(service)
-    up: dict[str, Callable[[], None]] = {"s3": platform.s3_up, "mlflow": platform.mlflow_up, "airflow": platform.airflow_up}
+    up: dict[str, Callable[[], None]] = {
+        "s3": platform.s3_up,
+        "mlflow": platform.mlflow_up,
+        "airflow": platform.airflow_up,
+    }
     up[key]()  # s3_up returns once the buckets answer
     timeout = timeout_s or HEALTH_TIMEOUT_S[key]
     if key == "mlflow":
         assert service.health is not None
         if not process.wait_until(service.health, timeout, interval_s=0.5):
-            raise AssertionError(f"MLflow not healthy {timeout} s after its restart: {process.log_tail(service.log_file)}")
+            raise AssertionError(
+                f"MLflow not healthy {timeout} s after its restart: {process.log_tail(service.log_file)}"
+            )
     elif key == "airflow":
         from flightdeck.provisioning import wait_airflow
 
