@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: help install up down status urls demo test test-fast lint lock bench bench-serving bench-serving-tabular bench-retrain bench-deploy bench-data-scale bench-batch-predict bench-serving-capture land-batch clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
 # --compile-bytecode: every task, DVC stage and test process imports pandas, scikit-learn and MLflow;
 # without .pyc files (uv writes none by default, and PYTHONDONTWRITEBYTECODE keeps Python from caching
@@ -80,6 +80,10 @@ bench-batch-predict: up ## batch_predict of 1M rows (Parquet, CSV) from S3: rows
 
 bench-serving-capture: up ## the model server with capture on vs off at 1 row: the throughput cost
 	@$(ENV) $(PY) bench/serving_capture/run.py
+
+.PHONY: compose-e2e
+compose-e2e: install ## docker-compose.yaml for real: build, up (healthy), retrain + deploy via its REST API, a prediction, down; phase times
+	@$(PY) scripts/compose/e2e.py $(COMPOSE_E2E_ARGS)
 
 clean: down ## stop the platform and delete its state (all local data!)
 	rm -rf .flightdeck
