@@ -79,6 +79,44 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('SERVING_HEALTH_PORT', '8081'), timeout=2).status != 200)"]
 CMD ["gunicorn", "-c", "serving/gunicorn.conf.py", "--no-control-socket", "serving.app:create_app()"]
 
+# ---- train image ----
+
+# The retrain DAG's train step off the worker (params.yaml train.runner: container | ecs): `dvc repro` in a
+# workspace rebuilt from S3, then the MLflow run, exactly as the worker does it (flightdeck.train_runner).
+# The lock (requirements.txt: the same versions as the worker) in a venv, the package on PYTHONPATH so that
+# its REPO_ROOT is /opt/flightdeck (params.yaml, dvc.yaml). No git, compilers or pip in the runtime stage.
+# include/flightdeck/images.py builds it content-addressed and pushes it like the serving image.
+# It sits before the airflow target: the legacy builder builds every stage above the target, and the
+# airflow stage installs apt packages and the lock again.
+#   docker build --target train -t flightdeck-train .
+FROM python:3.11-slim AS train-deps
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
+COPY requirements.txt /tmp/req/requirements.txt
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-compile --no-deps -r /tmp/req/requirements.txt \
+ && /opt/venv/bin/pip uninstall -y -q pip setuptools \
+ && find /opt/venv -type d -name tests -prune -exec rm -rf {} + \
+ && find /opt/venv -name '*.pyi' -delete
+
+FROM python:3.11-slim AS train
+RUN useradd --system --uid 10002 --user-group --create-home --home-dir /home/train --shell /usr/sbin/nologin train
+COPY --from=train-deps /opt/venv /opt/venv
+COPY params.yaml dvc.yaml /opt/flightdeck/
+COPY include /opt/flightdeck/include
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/flightdeck/include \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    FLIGHTDECK_STATE_DIR=/tmp/flightdeck-state \
+    AIRFLOW_HOME=/tmp/airflow \
+    OMP_NUM_THREADS=1
+LABEL org.opencontainers.image.title="flightdeck-train" \
+      org.opencontainers.image.description="Flightdeck train step: dvc repro + the MLflow run (flightdeck.train_runner)"
+WORKDIR /opt/flightdeck
+USER 10002:10002
+ENTRYPOINT ["python", "-m", "flightdeck.train_runner"]
+CMD ["--help"]
+
 # ---- airflow image ----
 
 # The platform image: Airflow 3 (api-server, scheduler, dag-processor, triggerer), MLflow and the SeaweedFS S3
@@ -105,7 +143,7 @@ COPY plugins /opt/flightdeck/plugins
 COPY scripts /opt/flightdeck/scripts
 RUN /opt/venv/bin/pip install --no-deps -e /opt/flightdeck \
  && useradd --uid 50000 --gid 0 --create-home --home-dir /opt/airflow airflow \
- && mkdir -p /opt/flightdeck/state && chown -R 50000:0 /opt/flightdeck /opt/airflow
+ && mkdir -p /opt/flightdeck/state /opt/airflow/shared /opt/airflow/s3-data && chown -R 50000:0 /opt/flightdeck /opt/airflow
 ENV PATH=/opt/venv/bin:$PATH \
     AIRFLOW_HOME=/opt/airflow \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/flightdeck/dags \

@@ -387,3 +387,57 @@ def pin_given(ref: str, client: docker.DockerClient | None = None) -> dict[str, 
         digest, pinned = "", client.images.get(ref).id
     log.info("given image %s pinned as %s", ref, pinned)
     return {"tag": ref, "pinned": pinned, "digest": digest, "reused": True, "given": True}
+
+
+TRAIN_TARGET = "train"
+TRAIN_REPOSITORY = "flightdeck-train"
+
+
+def ensure_train_image(
+    *,
+    registry: str | None = None,
+    repository: str = TRAIN_REPOSITORY,
+    dockerfile: Path | None = None,
+    push: bool = True,
+    workdir: Path | None = None,
+    client: docker.DockerClient | None = None,
+) -> BuiltImage:
+    """The `train` image of this checkout (the Dockerfile's train target: the lock, include/, params.yaml,
+    dvc.yaml), tagged `<registry>/<repository>:<first 12 hex of its inputs hash>` (registry default
+    $FLIGHTDECK_REGISTRY) and pushed there unless `push` is False.
+
+    Content-addressed like the serving image: an image labelled with the same inputs hash is reused, and a
+    push the registry already holds is skipped, so calling this before every train step costs a hash of the
+    context. Raises docker.errors.BuildError (the log's tail is logged) and PushFailed."""
+    client = client or docker.from_env()
+    dockerfile = dockerfile or settings_mod.REPO_ROOT / "Dockerfile"
+    registry = registry or settings_mod.load().registry
+    with tempfile.TemporaryDirectory(prefix="fd-train-build-", dir=workdir) as tmp:
+        ctx = assemble_context(dockerfile, None, Path(tmp) / "ctx", target=TRAIN_TARGET)
+        inputs = hash_tree([ctx], ctx, {"TARGET": TRAIN_TARGET})
+        tag = f"{registry}/{repository}:{inputs[:12]}"
+        found = client.images.list(filters={"label": f"{LABEL_INPUTS}={inputs}"})
+        if found:
+            image = found[0]
+            image.tag(tag.rsplit(":", 1)[0], tag.rsplit(":", 1)[1])
+            log.info("reusing train image %s for inputs %s", image.short_id, inputs[:12])
+            built = BuiltImage(tag=tag, image_id=image.id, inputs_hash=inputs, reused=True, labels=dict(image.labels))
+        else:
+            labels = {
+                "org.opencontainers.image.title": "flightdeck-train",
+                "org.opencontainers.image.revision": settings_mod.git_sha(),
+                "org.opencontainers.image.ref.name": tag,
+                LABEL_INPUTS: inputs,
+            }
+            t0 = time.monotonic()
+            try:
+                image, _ = client.images.build(
+                    path=str(ctx), tag=tag, target=TRAIN_TARGET, labels=labels, rm=True, forcerm=True
+                )
+            except docker.errors.BuildError as e:
+                tail = [c.get("stream", c.get("error", "")).rstrip() for c in e.build_log][-40:]
+                log.error("docker build of %s failed; last build output:\n%s", tag, "\n".join(x for x in tail if x))
+                raise
+            log.info("built train image %s (%s) in %.1fs", tag, image.short_id, time.monotonic() - t0)
+            built = BuiltImage(tag=tag, image_id=image.id, inputs_hash=inputs, reused=False, labels=labels)
+    return push_image(built, client=client) if push else built

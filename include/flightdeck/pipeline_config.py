@@ -24,6 +24,7 @@ from flightdeck.errors import FlightdeckError
 PARAMS_PATH = settings_mod.REPO_ROOT / "params.yaml"
 DVC_YAML_PATH = settings_mod.REPO_ROOT / "dvc.yaml"
 STAGE_SECTIONS = ("prepare", "train", "evaluate", "gates")
+RUNNER_KEY = "runner"  # params.yaml train.runner: worker | container | ecs (flightdeck.train_runner)
 
 
 class ConfigError(FlightdeckError, ValueError):
@@ -150,6 +151,9 @@ def _stage_params(raw: dict[str, Any], block: dict[str, Any], name: str, task: T
         stages["gates"]["thresholds"] = own_thresholds
     where = f"datasets.{name}"
     train, evaluate = stages["train"], stages["evaluate"]
+    # Where the step runs is not a model parameter: it stays out of DVC's params, their hash and the MLflow
+    # params, so the same data and params give the same run on any runner (train_runner.configured_runner).
+    train.pop(RUNNER_KEY, None)
     defaults = TASK_DEFAULTS[task]
     train["scoring"] = train.get("scoring") or defaults["scoring"]
     evaluate["primary_metric"] = evaluate.get("primary_metric") or defaults["primary_metric"]

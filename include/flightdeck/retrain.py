@@ -203,8 +203,40 @@ def train(
     dag_id: str = "manual",
     run_id: str | None = None,
     aws_conn_id: str | None = "aws_default",
+    runner: str | None = None,
 ) -> dict[str, Any]:
-    """Step 2: the DVC pipeline (prepare -> train -> evaluate) and one MLflow run for its outputs."""
+    """Step 2: the DVC pipeline (prepare -> train -> evaluate) and one MLflow run for its outputs, on the
+    runner params.yaml `train.runner` names when this step starts (`runner` overrides it): `worker` here
+    (train_in_process), `container` in a local container of the train image, `ecs` as an ECS task
+    (flightdeck.train_runner). Returns the same summary dict from each: mlflow_run_id, model_uri, metrics,
+    dataset, namespace, model_name, data_version, holdout_version, holdout_size, params_hash, schema, dag_id,
+    run_id.
+
+    Raises DvcReproFailed, ServiceUnavailable (S3 or MLflow down), pipeline_config.ConfigError (unknown
+    runner), train_runner.TrainContainerFailed / TrainTaskFailed (the step failed off the worker)."""
+    from flightdeck import train_runner
+
+    choice = train_runner.resolve_runner(runner)
+    run_id = run_id or f"manual__{uuid.uuid4().hex[:12]}"
+    if choice is train_runner.Runner.WORKER:
+        return train_in_process(synced, dag_id=dag_id, run_id=run_id, aws_conn_id=aws_conn_id)
+    request = train_runner.TrainRequest(synced=synced, dag_id=dag_id, run_id=run_id, git_sha=settings.git_sha())
+    log.info("train.runner %s: training off the worker (request %s)", choice.value, request.token)
+    if choice is train_runner.Runner.CONTAINER:
+        return train_runner.train_in_container(request, aws_conn_id=aws_conn_id)
+    return train_runner.train_on_ecs(request, aws_conn_id=aws_conn_id)
+
+
+def train_in_process(
+    synced: dict[str, Any],
+    *,
+    dag_id: str = "manual",
+    run_id: str | None = None,
+    aws_conn_id: str | None = "aws_default",
+) -> dict[str, Any]:
+    """The train step in this process (the `worker` runner, and what the train container runs): rebuild the
+    workspace at the run's data version, `dvc repro`, log the MLflow run (tracking.log_training_run). Returns
+    the summary dict train() documents. Raises DvcReproFailed and ServiceUnavailable."""
     from flightdeck import tracking
     from flightdeck.data import sync as data_sync
     from flightdeck.data.store import ObjectStore
