@@ -241,7 +241,16 @@ def main() -> int:
         t = time.monotonic()
         if not args.no_build:  # the legacy builder: classic Dockerfiles, no BuildKit here
             benv = {**env, "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "1"}
-            sh([*compose_cmd(), "build", "postgres", "registry", "airflow-init"], benv)
+            for attempt in (1, 2, 3):  # a Docker engine restarted mid-build fails the step (exit 137, EOF):
+                if (
+                    sh([*compose_cmd(), "build", "postgres", "registry", "airflow-init"], benv, check=False).returncode
+                    == 0
+                ):
+                    break  # the layers built so far are cached, so the next attempt carries on from there
+                if attempt == 3:
+                    raise SystemExit("docker-compose build failed 3 times")
+                log.warning("build failed (attempt %d); retrying in 10 s", attempt)
+                time.sleep(10)
         times["build (postgres, registry, airflow images)"] = time.monotonic() - t
 
         t = time.monotonic()

@@ -1,6 +1,6 @@
 """docker-compose.yaml: valid for Compose (its own schema check, `config`), and shaped like Airflow's official
 file: an x-airflow-common anchor, healthchecks, depends_on conditions, images from this repo's Dockerfile.
-The stack is not started here (its ports are the running platform's)."""
+The stack is not started here (`make compose-e2e` starts it, on ports of its own: scripts/compose/e2e.py)."""
 
 from __future__ import annotations
 
@@ -111,24 +111,52 @@ def test_every_service_has_a_healthcheck_and_waits_on_healthy_dependencies(resol
     assert {"postgres", "airflow-init", "airflow-apiserver", "deploy-lb"} <= set(sched)
 
 
-def test_images_build_from_this_dockerfile(resolved, raw):
-    stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.M | re.I)
+def _stages(dockerfile: Path) -> list[str]:
+    return re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", dockerfile.read_text(), re.M | re.I)
+
+
+def test_images_build_from_this_repo(resolved):
+    """Airflow (and s3, mlflow) from the root Dockerfile's `airflow` target; Postgres and the registry from
+    Debian packages on the same offline base (scripts/compose/Dockerfile): no image from Docker Hub."""
+    stages = _stages(ROOT / "Dockerfile")
     assert {"serving", "airflow"} <= set(stages)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.index("# ---- airflow image ----") < dockerfile.index("AS airflow")
     built = {}
     for svc in resolved["services"].values():
         if "build" in svc:
-            assert Path(svc["build"]["context"]) == ROOT
-            assert svc["build"].get("dockerfile", "Dockerfile") == "Dockerfile"
-            assert svc["build"]["target"] in stages
-            built[svc["image"]] = svc["build"]["target"]
-    assert built == {"flightdeck-airflow:latest": "airflow"}
-    # s3 and mlflow run from that same image; the rest are upstream images
+            path = Path(svc["build"]["context"]) / svc["build"].get("dockerfile", "Dockerfile")
+            assert svc["build"]["target"] in _stages(path)
+            built[svc["image"]] = (str(path.relative_to(ROOT)), svc["build"]["target"])
+    assert built == {
+        "flightdeck-airflow:latest": ("Dockerfile", "airflow"),
+        "flightdeck-postgres:latest": ("scripts/compose/Dockerfile", "postgres"),
+        "flightdeck-registry:latest": ("scripts/compose/Dockerfile", "registry"),
+    }
     for name in ("s3", "mlflow"):
-        assert resolved["services"][name]["image"] in built
-    for name, image in (("postgres", "postgres:"), ("registry", "registry:")):
-        assert resolved["services"][name]["image"].startswith(image)
+        assert resolved["services"][name]["image"] == "flightdeck-airflow:latest"
+    bases = re.findall(r"^FROM\s+(\S+)", (ROOT / "scripts" / "compose" / "Dockerfile").read_text(), re.M)
+    assert set(bases) == {"python:3.11-slim"}, bases
+
+
+def test_every_host_port_is_a_variable_the_e2e_moves(raw):
+    """Host networking: a fixed port would collide with the embedded platform on the same machine, so every
+    port the stack binds is a FLIGHTDECK_*_PORT (or _BASE) variable, and scripts/compose/e2e.py moves each."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compose_e2e", ROOT / "scripts" / "compose" / "e2e.py")
+    e2e = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(e2e)
+    used = set(re.findall(r"\$\{(FLIGHTDECK_\w+_(?:PORT|BASE)):-", COMPOSE.read_text()))
+    assert used == set(e2e.PORTS), used ^ set(e2e.PORTS)
+    env = raw["x-airflow-common"]["environment"]
+    for key in (
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
+        "AIRFLOW__API__PORT",
+    ):
+        assert env[key].startswith("${FLIGHTDECK_"), key
 
 
 def test_addresses_match_what_the_code_reads(resolved):
