@@ -213,13 +213,20 @@ def train(
     run_id.
 
     Raises DvcReproFailed, ServiceUnavailable (S3 or MLflow down), pipeline_config.ConfigError (unknown
-    runner), train_runner.TrainContainerFailed / TrainTaskFailed (the step failed off the worker)."""
+    runner; user code from train.code_path off the worker), train_runner.TrainContainerFailed /
+    TrainTaskFailed (the step failed off the worker)."""
     from flightdeck import train_runner
 
     choice = train_runner.resolve_runner(runner)
     run_id = run_id or f"manual__{uuid.uuid4().hex[:12]}"
     if choice is train_runner.Runner.WORKER:
         return train_in_process(synced, dag_id=dag_id, run_id=run_id, aws_conn_id=aws_conn_id)
+    code_path = run_config(synced).params["train"].get("code_path")
+    if code_path:
+        raise pipeline_config.ConfigError(
+            f"train.code_path {code_path!r} (your training code) is not in the train image: train this dataset "
+            f"with train.runner: worker, or bake the code into the image (train.runner is {choice.value})"
+        )
     request = train_runner.TrainRequest(synced=synced, dag_id=dag_id, run_id=run_id, git_sha=settings.git_sha())
     log.info("train.runner %s: training off the worker (request %s)", choice.value, request.token)
     if choice is train_runner.Runner.CONTAINER:

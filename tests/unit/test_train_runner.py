@@ -231,3 +231,18 @@ def test_ecs_config_from_env_needs_an_image_and_falls_back_to_the_deploy_target(
     )
     assert cfg.cluster == "deploy-cluster" and cfg.subnets == ("subnet-t",) and cfg.region == "eu-west-1"
     assert cfg.task_role_arn == ""  # never the serving task's role
+
+
+def test_user_code_datasets_are_refused_off_the_worker(monkeypatch):
+    """train.code_path lives in the checkout, not in the train image: say so instead of failing in the container."""
+    real = retrain.run_config
+
+    def with_user_code(synced):
+        cfg = real(synced)
+        cfg.params["train"]["code_path"] = "examples/my_model"
+        return cfg
+
+    monkeypatch.setattr(retrain, "run_config", with_user_code)
+    monkeypatch.setattr(train_runner, "train_in_container", lambda *a, **k: pytest.fail("must not run"))
+    with pytest.raises(pipeline_config.ConfigError, match=r"train.code_path 'examples/my_model'.*runner: worker"):
+        retrain.train(SYNCED, run_id="r1", runner="container")
