@@ -6,7 +6,7 @@ ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status urls demo test test-fast lint lock bench bench-serving bench-serving-tabular bench-retrain bench-deploy bench-data-scale bench-batch-predict bench-serving-capture land-batch clean
+.PHONY: help install up down status urls demo test test-celery test-fast lint lock bench bench-serving bench-serving-tabular bench-retrain bench-deploy bench-data-scale bench-batch-predict bench-serving-capture land-batch clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -44,6 +44,17 @@ test: up ## install, start (or reuse) the platform, run every test
 	@$(ENV) $(PY) -m pytest -p no:cacheprovider -ra --durations=25 --timeout=1200 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): a failure, not a pass" >&2; fi; \
 	exit $$rc
+
+# Celery mode: the same platform with Airflow on Postgres, Redis and Celery workers (its own state folder,
+# the same ports: the embedded platform is stopped first). Runs the retrain and deploy e2e suites there and
+# the Celery-only tests (marker celery), then stops that platform.
+CELERY_TESTS ?= tests/e2e/test_celery_mode.py tests/e2e/test_retrain.py tests/e2e/test_deploy.py
+test-celery: install ## the retrain and deploy e2e suites and the Celery-only tests on FLIGHTDECK_EXECUTOR=celery
+	@$(ENV) $(PY) -m flightdeck.supervisor down >/dev/null
+	@export FLIGHTDECK_EXECUTOR=celery FLIGHTDECK_STATE_DIR= FLIGHTDECK_WORKSPACE_DIR=; $(ENV) \
+	$(PY) -m flightdeck.supervisor up && \
+	$(PY) -m pytest -p no:cacheprovider -ra --durations=10 --timeout=1200 $(CELERY_TESTS) $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m flightdeck.supervisor down; exit $$rc
 
 test-fast: install ## the tests that need no running platform (DAG integrity and unit tests)
 	@$(ENV) $(PY) -m pytest -p no:cacheprovider -ra tests/dags tests/unit $(PYTEST_ARGS)

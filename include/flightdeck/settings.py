@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,6 +28,22 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_S3_ACCESS_KEY = "flightdeck"
 LOCAL_S3_SECRET_KEY = "flightdeck-secret"
 _LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+class Executor(StrEnum):
+    """How the embedded platform runs Airflow (FLIGHTDECK_EXECUTOR).
+
+    LOCAL: `airflow standalone`, LocalExecutor, SQLite; MLflow on SQLite.
+    CELERY: api-server, scheduler, dag-processor, triggerer and FLIGHTDECK_CELERY_WORKERS Celery workers, on
+    Debian's postgresql (Airflow's metadata and MLflow's backend store) and redis-server (the broker)."""
+
+    LOCAL = "local"
+    CELERY = "celery"
+
+
+# Each mode keeps its own state folder: MLflow's store differs (SQLite or Postgres), and S3 data or deployment
+# records that name runs of one store must not meet the other.
+STATE_FOLDER = {Executor.LOCAL: ".flightdeck", Executor.CELERY: ".flightdeck-celery"}
 
 
 def _env(name: str, default: str) -> str:
@@ -65,7 +82,12 @@ def environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         out[name] = env.get(name) or default
         return out[name]
 
-    put("FLIGHTDECK_STATE_DIR", str(REPO_ROOT / ".flightdeck"))
+    executor = put("FLIGHTDECK_EXECUTOR", Executor.LOCAL.value)
+    if executor not in {e.value for e in Executor}:
+        raise ValueError(f"FLIGHTDECK_EXECUTOR={executor!r}: choose one of {', '.join(e.value for e in Executor)}")
+    state = put("FLIGHTDECK_STATE_DIR", str(REPO_ROOT / STATE_FOLDER[Executor(executor)]))
+    # The DVC workspaces: a cache rebuilt from S3 (data/sync.py); each Celery worker gets its own.
+    put("FLIGHTDECK_WORKSPACE_DIR", str(Path(state) / "workspace"))
     s3_port = put("FLIGHTDECK_S3_PORT", "8333")
     mlflow_port = put("FLIGHTDECK_MLFLOW_PORT", "5001")
     airflow_port = put("FLIGHTDECK_AIRFLOW_PORT", "8080")
@@ -91,6 +113,10 @@ def environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     put("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     put("FLIGHTDECK_SERVING_API_KEYS_FILE", "")  # off: the model endpoint needs no key (README, serving)
     put("FLIGHTDECK_SERVING_API_KEYS_SECRET_ARN", "")
+    if executor == Executor.CELERY:
+        put("FLIGHTDECK_POSTGRES_PORT", "5432")
+        put("FLIGHTDECK_REDIS_PORT", "6379")
+        put("FLIGHTDECK_CELERY_WORKERS", "2")
     return {k: v for k, v in out.items() if v}
 
 
@@ -128,6 +154,7 @@ class Settings:
     """A snapshot of the platform's addresses; build one with `load()`."""
 
     state_dir: Path
+    workspace_dir: Path  # DVC workspaces (scratch: rebuilt from S3 when missing)
     s3_endpoint: str
     aws_region: str
     data_bucket: str
@@ -153,6 +180,7 @@ def load() -> Settings:
     e = environment()
     return Settings(
         state_dir=Path(e["FLIGHTDECK_STATE_DIR"]),
+        workspace_dir=Path(e["FLIGHTDECK_WORKSPACE_DIR"]),
         s3_endpoint=e["FLIGHTDECK_S3_ENDPOINT"],
         aws_region=e["AWS_DEFAULT_REGION"],
         data_bucket=e["FLIGHTDECK_DATA_BUCKET"],
@@ -178,6 +206,15 @@ def serving_client_headers(s: Settings | None = None) -> dict[str, str]:
         if line.strip() and not line.strip().startswith("#"):
             return {"Authorization": f"Bearer {line.strip()}"}
     return {}
+
+
+def worker_hostname() -> str:
+    """The host name Airflow records for a task instance (`[core] hostname_callable`): FLIGHTDECK_WORKER_NAME,
+    which each Celery worker of the embedded platform gets (several share this machine), else the FQDN as
+    Airflow's default callable gives it."""
+    import socket
+
+    return os.environ.get("FLIGHTDECK_WORKER_NAME") or socket.getfqdn()
 
 
 def git_sha() -> str:

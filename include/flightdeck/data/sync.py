@@ -15,9 +15,10 @@ Batches are identified by content (sha256), never by name: a file landed again u
 with new rows is a new batch; a byte-identical copy of a merged batch is archived, not merged twice.
 Every landed file ends merged (processed/), in quarantine/ with its reason, or still in landing/.
 
-The DVC workspace is `<state_dir>/workspace/<dataset>`, a `dvc init --no-scm` repo: the task never
-touches the project's git checkout, and the workspace is disposable (cache and scratch only): the state
-of record is the remote plus the manifest, so any worker can rebuild it with a pull.
+The DVC workspace is `<workspace_dir>/<dataset>` (FLIGHTDECK_WORKSPACE_DIR, default `<state_dir>/workspace`;
+each Celery worker has its own), a `dvc init --no-scm` repo: the task never touches the project's git
+checkout, and the workspace is disposable (cache and scratch only): the state of record is the remote plus
+the manifest, so any worker can rebuild it with a pull.
 """
 
 from __future__ import annotations
@@ -243,7 +244,7 @@ class Workspace:
     def __init__(self, cfg: DatasetConfig, store: ObjectStore, root: Path | None = None) -> None:
         self.cfg = cfg
         self.store = store
-        self.root = root or settings_mod.load().state_dir / "workspace" / cfg.key
+        self.root = root or settings_mod.load().workspace_dir / cfg.key
 
     @property
     def dataset_path(self) -> Path:

@@ -4,6 +4,9 @@
     image -> Airflow 3 standalone (API server, scheduler, dag processor, triggerer) -> the local deploy
     target's load balancer (HAProxy, through the deploy code's own CLI, LB_MODULE).
 
+With FLIGHTDECK_EXECUTOR=celery (celery_mode.py) Postgres and Redis start after S3, MLflow keeps its runs in
+Postgres, and Airflow runs as separate components with Celery workers instead of standalone.
+
 Every service runs in its own process group (process.py), logs to $FLIGHTDECK_STATE_DIR/logs, keeps its pid
 file in $FLIGHTDECK_STATE_DIR/run and its data under $FLIGHTDECK_STATE_DIR. `up` twice is safe: a running
 service is left alone; a port held by something else is an error naming the port, the service and the
@@ -26,6 +29,8 @@ from pathlib import Path
 
 from flightdeck import settings
 from flightdeck.errors import FlightdeckError
+from flightdeck.settings import Executor
+from flightdeck.supervisor import celery_mode
 from flightdeck.supervisor.process import (
     Service,
     SupervisorError,
@@ -50,6 +55,9 @@ REGISTRY_START_TIMEOUT_S = 20
 MLFLOW_HEALTH_TIMEOUT_S = 300
 AIRFLOW_HEALTH_TIMEOUT_S = 300
 AIRFLOW_GRACE_S = 30
+POSTGRES_START_TIMEOUT_S = 60
+REDIS_START_TIMEOUT_S = 20
+WORKERS_START_TIMEOUT_S = 120
 DOCKERD_GRACE_S = 30
 DEFAULT_GRACE_S = 20
 
@@ -147,8 +155,25 @@ def registry_config(env: Mapping[str, str]) -> str:
     )
 
 
+def mlflow_backend_store(env: Mapping[str, str]) -> str:
+    """MLflow's backend store: SQLite in the state folder, or the `mlflow` database in Celery mode."""
+    if env.get("FLIGHTDECK_EXECUTOR") == Executor.CELERY:
+        return celery_mode.database_url(env, "mlflow")
+    return f"sqlite:///{Path(env['FLIGHTDECK_STATE_DIR']) / 'mlflow' / 'mlflow.db'}"
+
+
+def airflow_keys(env: Mapping[str, str]) -> list[str]:
+    """The keys of services() that are Airflow: standalone, or the Celery mode's components and workers."""
+    if env.get("FLIGHTDECK_EXECUTOR") != Executor.CELERY:
+        return ["airflow"]
+    return [f"airflow-{c}" for c in celery_mode.AIRFLOW_COMPONENTS] + [
+        f"airflow-{w}" for w in celery_mode.worker_names(env)
+    ]
+
+
 def services(env: Mapping[str, str]) -> dict[str, Service]:
-    """The platform's long-lived processes, by key (s3, mlflow, dockerd, registry, airflow), for `env`."""
+    """The platform's long-lived processes, by key, for `env`: s3, mlflow, dockerd, registry and airflow
+    (standalone), or in Celery mode postgres, redis and celery_mode.services()'s Airflow components instead."""
     state = Path(env["FLIGHTDECK_STATE_DIR"])
     run, logs = state / "run", state / "logs"
     s3 = _port(env["FLIGHTDECK_S3_PORT"], "FLIGHTDECK_S3_PORT")
@@ -156,7 +181,7 @@ def services(env: Mapping[str, str]) -> dict[str, Service]:
     mlflow = _port(env["FLIGHTDECK_MLFLOW_PORT"], "FLIGHTDECK_MLFLOW_PORT")
     airflow = _port(env["FLIGHTDECK_AIRFLOW_PORT"], "FLIGHTDECK_AIRFLOW_PORT")
     registry_cfg = state / "registry" / "config.yml"
-    return {
+    out = {
         "s3": Service(
             name="s3",
             label="S3 (SeaweedFS)",
@@ -184,7 +209,7 @@ def services(env: Mapping[str, str]) -> dict[str, Service]:
                 program("mlflow"),
                 "server",
                 "--backend-store-uri",
-                f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
+                mlflow_backend_store(env),
                 "--artifacts-destination",
                 f"s3://{env['FLIGHTDECK_MLFLOW_BUCKET']}/artifacts",
                 "--host",
@@ -234,6 +259,12 @@ def services(env: Mapping[str, str]) -> dict[str, Service]:
             grace_s=AIRFLOW_GRACE_S,
         ),
     }
+    if env.get("FLIGHTDECK_EXECUTOR") == Executor.CELERY:
+        del out["airflow"]
+        out.update(
+            celery_mode.services(env, program("airflow"), airflow_env(env), airflow + AIRFLOW_TRIGGER_LOG_OFFSET)
+        )
+    return out
 
 
 def processes_of(state_dir: str | Path) -> dict[int, str]:
@@ -286,6 +317,8 @@ class EmbeddedPlatform:
         self.run_dir, self.logs = self.state / "run", self.state / "logs"
         self.airflow_home = self.state / "airflow"
         self.services = services(self.env)
+        self.celery = self.env.get("FLIGHTDECK_EXECUTOR") == Executor.CELERY
+        self.airflow_keys = airflow_keys(self.env)
         self.base_image = self.env.get("FLIGHTDECK_BASE_IMAGE") or BASE_IMAGE_DEFAULT
 
     # -- up ---------------------------------------------------------------------------------------------
@@ -298,6 +331,9 @@ class EmbeddedPlatform:
         for folder in (self.run_dir, self.logs, self.state / "s3", self.state / "mlflow", self.airflow_home):
             folder.mkdir(parents=True, exist_ok=True)
         self.s3_up()
+        if self.celery:
+            self.postgres_up()
+            self.redis_up()
         self.mlflow_up()
         self.engine_up()
         self.registry_up()
@@ -346,6 +382,30 @@ class EmbeddedPlatform:
                 raise SupervisorError(f"S3 did not come up; see {service.log_file}\n{log_tail(service.log_file)}")
             time.sleep(1)
         say(f"s3: healthy at {self.env['FLIGHTDECK_S3_ENDPOINT']}")
+
+    def postgres_up(self) -> None:
+        """Postgres (initdb on first start), then Airflow's and MLflow's databases. Raises SupervisorError
+        when it does not accept logins within POSTGRES_START_TIMEOUT_S."""
+        if celery_mode.init_postgres(self.state / "postgres", self.logs / "initdb.log"):
+            say(f"postgres: database cluster created in {self.state / 'postgres'}")
+        service = self.services["postgres"]
+        self._start("postgres")
+        if not wait_until(service.health or (lambda: True), POSTGRES_START_TIMEOUT_S, interval_s=0.5):
+            raise SupervisorError(f"postgres did not start; see {service.log_file}\n{log_tail(service.log_file)}")
+        created = celery_mode.ensure_databases(int(self.env["FLIGHTDECK_POSTGRES_PORT"]))
+        say(
+            f"postgres: healthy on 127.0.0.1:{self.env['FLIGHTDECK_POSTGRES_PORT']}"
+            + (f" (created databases: {', '.join(created)})" if created else "")
+        )
+
+    def redis_up(self) -> None:
+        """Redis, the Celery broker. Raises SupervisorError when it does not answer PING in time."""
+        (self.state / "redis").mkdir(parents=True, exist_ok=True)
+        service = self.services["redis"]
+        self._start("redis")
+        if not wait_until(service.health or (lambda: True), REDIS_START_TIMEOUT_S, interval_s=0.5):
+            raise SupervisorError(f"redis did not start; see {service.log_file}\n{log_tail(service.log_file)}")
+        say(f"redis: healthy on 127.0.0.1:{self.env['FLIGHTDECK_REDIS_PORT']}")
 
     def mlflow_up(self) -> None:
         """The MLflow server (its health is awaited at the end of `up`, while the rest starts)."""
@@ -410,8 +470,23 @@ class EmbeddedPlatform:
         return True
 
     def airflow_up(self) -> None:
-        """Airflow standalone, in AIRFLOW_HOME, with airflow_env() (health awaited at the end of `up`)."""
-        self._start("airflow")
+        """Airflow standalone, in AIRFLOW_HOME, with airflow_env() (health awaited at the end of `up`); in
+        Celery mode `airflow db migrate`, then each component and worker, and every worker answering a ping
+        through the broker within WORKERS_START_TIMEOUT_S (else SupervisorError)."""
+        if not self.celery:
+            self._start("airflow")
+            return
+        if all(running_pid(self.services[k]) is None for k in self.airflow_keys):
+            say("airflow: migrating the metadata database (Postgres)")
+            scheduler = self.services["airflow-scheduler"]
+            celery_mode.migrate_airflow_db(program("airflow"), self.env, scheduler.env, self.logs / "airflow-db.log")
+        for key in self.airflow_keys:
+            self._start(key)
+        names = set(celery_mode.worker_names(self.env))
+        if not wait_until(lambda: names <= celery_mode.workers_answering(self.env), WORKERS_START_TIMEOUT_S):
+            missing = names - celery_mode.workers_answering(self.env)
+            raise SupervisorError(f"celery workers not answering: {', '.join(sorted(missing))} (see {self.logs})")
+        say(f"airflow: celery workers answering: {', '.join(sorted(names))}")
 
     def lb(self, action: str) -> int:
         """Run the LB daemon's CLI (`python -m LB_MODULE start|stop|status`); returns its exit code."""
@@ -423,7 +498,8 @@ class EmbeddedPlatform:
         first), then S3. Each service gets SIGTERM, then SIGKILL after its grace. Data stays."""
         if self.lb("stop") != 0:
             say("load balancer: stop failed (see above); stopping the rest")
-        say(stop(self.services["airflow"]))
+        for key in self.airflow_keys:
+            say(stop(self.services[key]))
         say(stop(self.services["mlflow"]))
         say(stop(self.services["registry"]))
         dockerd = self.services["dockerd"]
@@ -440,6 +516,9 @@ class EmbeddedPlatform:
             say(stop(dockerd))
         else:
             say("docker engine: not started by us, left running")
+        if self.celery:
+            say(stop(self.services["redis"]))
+            say(stop(self.services["postgres"]))
         say(stop(self.services["s3"]))
 
     # -- status / urls ----------------------------------------------------------------------------------
@@ -449,8 +528,20 @@ class EmbeddedPlatform:
         checks: list[tuple[str, Callable[[], bool], str]] = [
             ("s3", self._s3_ready, self.env["FLIGHTDECK_S3_ENDPOINT"]),
             ("mlflow", self.services["mlflow"].health or (lambda: False), self.env["MLFLOW_TRACKING_URI"]),
-            ("airflow", self.services["airflow"].health or (lambda: False), self.env["FLIGHTDECK_AIRFLOW_URL"]),
+            (
+                "airflow",
+                self.services[self.airflow_keys[0]].health or (lambda: False),
+                self.env["FLIGHTDECK_AIRFLOW_URL"],
+            ),
         ]
+        if self.celery:
+            pg, rd = self.env["FLIGHTDECK_POSTGRES_PORT"], self.env["FLIGHTDECK_REDIS_PORT"]
+            checks += [
+                ("postgres", self.services["postgres"].health or (lambda: False), f"127.0.0.1:{pg}"),
+                ("redis", self.services["redis"].health or (lambda: False), f"127.0.0.1:{rd}"),
+            ]
+            answering = celery_mode.workers_answering(self.env)
+            checks += [(f"celery {w}", lambda w=w: w in answering, "") for w in celery_mode.worker_names(self.env)]
         all_up = True
         for name, check, detail in checks:
             ok = check()

@@ -53,6 +53,8 @@ class Service:
     cwd: working directory (default: the caller's).
     health: returns True once the service answers (None: no check of its own).
     grace_s: seconds `stop` waits after SIGTERM before SIGKILL.
+    stop_signal: what `stop` sends first (SIGTERM; Postgres takes SIGINT, its fast shutdown, as SIGTERM would
+        wait for every client to disconnect).
     match: a substring of /proc/PID/cmdline that proves a pid is this service and not a reused pid
         (default: the program's file name).
     label: the name in messages (default: `name`).
@@ -68,6 +70,7 @@ class Service:
     cwd: Path | None = None
     health: Callable[[], bool] | None = None
     grace_s: float = 20.0
+    stop_signal: int = signal.SIGTERM
     match: str = ""
     label: str = ""
 
@@ -216,8 +219,9 @@ def _reap(pid: int) -> None:
 
 
 def stop(service: Service, poll_s: float = 0.5) -> str:
-    """SIGTERM the service's process group; once its leader has exited (or `service.grace_s` seconds have
-    passed) the rest of the group gets up to SETTLE_S seconds more, then SIGKILL; remove the pid file.
+    """SIGTERM (or `service.stop_signal`) the service's process group; once its leader has exited (or
+    `service.grace_s` seconds have passed) the rest of the group gets up to SETTLE_S seconds more, then
+    SIGKILL; remove the pid file.
 
     Waiting on the leader is what the former platform.sh did: Airflow standalone's leader dies on SIGTERM at once
     while a component of its group may take the whole grace, so waiting on every member would make each
@@ -230,7 +234,7 @@ def stop(service: Service, poll_s: float = 0.5) -> str:
         service.pid_file.unlink(missing_ok=True)
         return f"{service.name}: not running (stale pid file)"
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, service.stop_signal)
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + service.grace_s
