@@ -13,9 +13,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+
+import requests
 
 from flightdeck.supervisor import embedded, process
 
@@ -24,8 +29,14 @@ HEALTH_TIMEOUT_S = {"s3": 60.0, "mlflow": 120.0, "airflow": 300.0}
 
 
 def instance() -> embedded.EmbeddedPlatform:
-    """The platform instance of this environment (FLIGHTDECK_STATE_DIR and ports as the tests see them)."""
-    return embedded.EmbeddedPlatform()
+    """The platform instance of this environment (FLIGHTDECK_STATE_DIR and ports as the tests see them), with
+    the virtualenv's bin folder first on PATH as `python -m flightdeck.supervisor` has it (Airflow standalone
+    starts its components as `airflow` from PATH)."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if venv_bin not in path.split(os.pathsep):
+        path = venv_bin + os.pathsep + path
+    return embedded.EmbeddedPlatform({**os.environ, "PATH": path})
 
 
 def _ours(platform: embedded.EmbeddedPlatform, pid: int) -> None:
@@ -140,3 +151,46 @@ def restart(key: str, timeout_s: float | None = None) -> float:
 
         wait_airflow(timeout)
     return time.monotonic() - t0
+
+
+class LbPoller:
+    """Polls /version through the LB in a thread: versions served, and each failure with its time."""
+
+    def __init__(self, lb: str) -> None:
+        self.lb = lb
+        self.versions: Counter[str] = Counter()
+        self.failures: list[tuple[float, str]] = []
+        self.requests = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        s = requests.Session()
+        while not self._stop.is_set():
+            self.requests += 1
+            try:
+                r = s.get(f"{self.lb}/version", timeout=5)
+                if r.status_code == 200:
+                    self.versions[str(r.json()["model_version"])] += 1
+                else:
+                    self.failures.append((time.monotonic(), f"/version {r.status_code}"))
+            except requests.RequestException as e:
+                self.failures.append((time.monotonic(), type(e).__name__))
+            time.sleep(0.02)
+
+    def __enter__(self) -> LbPoller:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def serving_version(lb: str) -> str | None:
+    """The model version the LB serves on /version, or None when it does not answer 200."""
+    try:
+        r = requests.get(f"{lb}/version", timeout=5)
+        return str(r.json()["model_version"]) if r.status_code == 200 else None
+    except (requests.RequestException, ValueError, KeyError):
+        return None
