@@ -6,7 +6,7 @@ ENV := source scripts/env.sh &&
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status urls demo test test-celery test-fast lint lock bench bench-serving bench-serving-tabular bench-retrain bench-deploy bench-data-scale bench-batch-predict bench-serving-capture land-batch clean
+.PHONY: help install up down status urls demo test test-celery test-fast lint lock bench bench-serving bench-serving-tabular bench-retrain bench-deploy bench-data-scale bench-batch-predict bench-serving-capture bench-executors land-batch clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ bench-batch-predict: up ## batch_predict of 1M rows (Parquet, CSV) from S3: rows
 
 bench-serving-capture: up ## the model server with capture on vs off at 1 row: the throughput cost
 	@$(ENV) $(PY) bench/serving_capture/run.py
+
+bench-executors: install ## N parallel retrains: LocalExecutor vs Celery with 1 and 2 workers (restarts the platform in each mode; leaves it down)
+	@$(ENV) $(PY) bench/executors/run.py $(if $(RUNS),--runs $(RUNS),)
 
 .PHONY: compose-e2e
 compose-e2e: install ## docker-compose.yaml for real: build, up (healthy), retrain + deploy via its REST API, a prediction, down; phase times
