@@ -126,15 +126,16 @@ CMD ["--help"]
 # REPO_ROOT is the project tree (build contexts, params.yaml, dvc.yaml).
 #   docker build --target airflow --build-arg GIT_SHA=$(git rev-parse HEAD) -t flightdeck-airflow .
 FROM python:3.11-slim AS airflow
-ARG GIT_SHA=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore \
     DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1
 RUN apt-get update -q \
  && apt-get install -y -q --no-install-recommends haproxy git curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt /opt/flightdeck/requirements.txt
+# With bytecode: the processes run as uid 50000, which cannot write __pycache__ into the venv, so without .pyc
+# files every scheduler, task and MLflow worker process would compile its imports from source at each start.
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-compile -r /opt/flightdeck/requirements.txt
+ && /opt/venv/bin/pip install -r /opt/flightdeck/requirements.txt
 COPY pyproject.toml params.yaml dvc.yaml Dockerfile .dockerignore /opt/flightdeck/
 COPY include /opt/flightdeck/include
 COPY serving /opt/flightdeck/serving
@@ -144,6 +145,8 @@ COPY scripts /opt/flightdeck/scripts
 RUN /opt/venv/bin/pip install --no-deps -e /opt/flightdeck \
  && useradd --uid 50000 --gid 0 --create-home --home-dir /opt/airflow airflow \
  && mkdir -p /opt/flightdeck/state /opt/airflow/shared /opt/airflow/s3-data && chown -R 50000:0 /opt/flightdeck /opt/airflow
+# the commit last: a new GIT_SHA must not invalidate the cached apt and pip layers above
+ARG GIT_SHA=""
 ENV PATH=/opt/venv/bin:$PATH \
     AIRFLOW_HOME=/opt/airflow \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/flightdeck/dags \
