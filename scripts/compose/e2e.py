@@ -28,18 +28,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = os.environ.get("FLIGHTDECK_COMPOSE_PROJECT", "flightdeck-compose")
 
-# Ports clear of the embedded platform's (8333-8339, 18333+, 5001, 8080, 8793, 8794, 5050, 8090, 8401+, 5432)
+# Ports clear of the embedded platform's (8333-8339, 18333+, 5001, 8080, 8793, 8794, 5050, 8090, 8401+, 5432) and
+# of the other platforms seen on the shared development machine (5201-5350, 8200-8699, 8801+, 8993, 9401+)
 PORTS = {
-    "FLIGHTDECK_POSTGRES_PORT": "5532",
-    "FLIGHTDECK_S3_PORT": "8733",
-    "FLIGHTDECK_MLFLOW_PORT": "5401",
-    "FLIGHTDECK_AIRFLOW_PORT": "8480",
-    "FLIGHTDECK_REGISTRY_PORT": "5450",
-    "FLIGHTDECK_LB_PORT": "8690",
-    "FLIGHTDECK_LB_SLOT_BASE": "8700",  # model containers on 8701.. and 8801.., the S3 relay on 8799
-    "FLIGHTDECK_WORKER_LOG_PORT": "8693",
-    "FLIGHTDECK_TRIGGER_LOG_PORT": "8694",
-    "FLIGHTDECK_SCHEDULER_HEALTH_PORT": "8695",
+    "FLIGHTDECK_POSTGRES_PORT": "7532",
+    "FLIGHTDECK_S3_PORT": "7733",
+    "FLIGHTDECK_MLFLOW_PORT": "7401",
+    "FLIGHTDECK_AIRFLOW_PORT": "7480",
+    "FLIGHTDECK_REGISTRY_PORT": "7450",
+    "FLIGHTDECK_LB_PORT": "7690",
+    "FLIGHTDECK_LB_SLOT_BASE": "7700",  # model containers on 7701.. and 7801.., the S3 relay on 7799
+    "FLIGHTDECK_WORKER_LOG_PORT": "7693",
+    "FLIGHTDECK_TRIGGER_LOG_PORT": "7694",
+    "FLIGHTDECK_SCHEDULER_HEALTH_PORT": "7695",
 }
 SERVICES = (
     "postgres",
