@@ -170,6 +170,22 @@ def check_data(synced: dict[str, Any], *, aws_conn_id: str | None = "aws_default
     return False
 
 
+def _dvc_logs_to_this_process() -> None:
+    """Point DVC's console handlers at this process's stdout and stderr (warnings and errors).
+
+    `import dvc` binds them to the streams of the process that imported it: with the executor's preload
+    (LocalExecutor or a Celery worker) that is a parent of this task process, so DVC's lines would miss the
+    task log, and under Celery the parent's stream can be closed here, where DVC's handler raises on a failed
+    write and fails the stage ("I/O operation on closed file", seen on a restarted worker)."""
+    from dvc.logger import LoggerHandler
+
+    for name in ("dvc", "dvc_objects", "dvc_data"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, LoggerHandler):
+                # assigned, not setStream(): that flushes the old stream first, which may be closed
+                handler.stream = sys.stderr if handler.level >= logging.WARNING else sys.stdout
+
+
 def run_dvc_repro(root: Any) -> None:
     """`dvc repro` in the workspace, through DVC's Python API in this process (the stage commands still
     run as DVC's subprocesses): DVC logs each stage ("Running stage 'prepare':", its command) and the
@@ -181,6 +197,7 @@ def run_dvc_repro(root: Any) -> None:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
+    _dvc_logs_to_this_process()
     log.info("running dvc repro in %s", root)
     saved_path = os.environ.get("PATH", "")
     # Stage commands call `python`: it must be this interpreter (the venv's), wherever PATH points.

@@ -33,3 +33,25 @@ def test_a_failing_stage_raises_naming_the_stage(tmp_path):
     with pytest.raises(DvcReproFailed, match="greet") as err:
         run_dvc_repro(_repo(tmp_path, "import sys\nsys.exit(3)\n"))
     assert "3" in str(err.value)
+
+
+def test_dvc_handlers_bound_to_a_closed_parent_stream_write_to_this_process(tmp_path, capfd):
+    # a preloading parent (a Celery worker) imported DVC: its handlers hold the parent's stream, closed here
+    import io
+
+    from dvc.logger import LoggerHandler
+
+    handlers = [h for h in logging.getLogger("dvc").handlers if isinstance(h, LoggerHandler)]
+    assert handlers, "import dvc sets up its console handlers"
+    saved = [h.stream for h in handlers]
+    closed = io.StringIO()
+    closed.close()
+    try:
+        for handler in handlers:
+            handler.stream = closed
+        run_dvc_repro(_repo(tmp_path, "open('out.txt', 'w').write('ok')\n"))  # raised LoggingException before
+        assert "Running stage 'greet'" in capfd.readouterr().out
+        assert all(h.stream is not closed for h in handlers)
+    finally:
+        for handler, stream in zip(handlers, saved, strict=True):
+            handler.stream = stream

@@ -22,6 +22,7 @@ from flightdeck.supervisor.process import (
     running_pid,
     start,
     stop,
+    wait_until,
     write_pid,
 )
 
@@ -262,3 +263,20 @@ def test_an_exited_leader_left_a_zombie_is_not_running(tmp_path):
     t0 = time.monotonic()
     assert stop(service) == "quick: not running (stale pid file)"
     assert time.monotonic() - t0 < 1
+
+
+def test_processes_of_finds_a_service_that_renamed_itself_by_its_process_group(tmp_path):
+    # Celery workers and Airflow's api-server set their title, which overwrites the environment /proc shows:
+    # the service and the child it forked are found through the group its pid file names.
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    )
+    service = _sleeper(tmp_path, code=code)
+    pid = start(service, {"PATH": os.environ.get("PATH", "")})  # no FLIGHTDECK_STATE_DIR in its environment
+    try:
+        assert wait_until(lambda: len(embedded.processes_of(tmp_path)) == 2, 10, interval_s=0.1)
+        assert pid in embedded.processes_of(tmp_path)
+        assert embedded.processes_of(tmp_path / "elsewhere") == {}
+    finally:
+        stop(service)

@@ -36,6 +36,7 @@ from flightdeck.supervisor.process import (
     SupervisorError,
     http_ok,
     log_tail,
+    read_pid,
     running_pid,
     start,
     stop,
@@ -268,14 +269,19 @@ def services(env: Mapping[str, str]) -> dict[str, Service]:
 
 
 def processes_of(state_dir: str | Path) -> dict[int, str]:
-    """Processes (pid -> command line) whose environment has FLIGHTDECK_STATE_DIR=`state_dir`: whatever one
-    platform instance started, by any command line (this process excluded; others' processes unreadable)."""
+    """Processes (pid -> command line) whose environment has FLIGHTDECK_STATE_DIR=`state_dir`, or whose process
+    group is one a pid file of `state_dir`/run names: whatever one platform instance started, by any command
+    line (this process excluded; others' processes unreadable). The groups catch processes that renamed
+    themselves (Celery workers, Airflow's api-server): setproctitle overwrites the environment /proc shows."""
     marker = f"FLIGHTDECK_STATE_DIR={state_dir}".encode()
+    groups = {pid for pid in map(read_pid, Path(state_dir, "run").glob("*.pid")) if pid is not None}
     found: dict[int, str] = {}
     for env_file in Path("/proc").glob("[0-9]*/environ"):
         pid = int(env_file.parent.name)
         try:
-            if pid != os.getpid() and marker in env_file.read_bytes().split(b"\0"):
+            if pid == os.getpid():
+                continue
+            if marker in env_file.read_bytes().split(b"\0") or os.getpgid(pid) in groups:
                 found[pid] = (env_file.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
