@@ -234,7 +234,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     env = compose_env()
-    check_ports_free(env)
+    if not sh([*compose_cmd(), "ps", "-q"], env, capture=True).stdout.split():  # (else: this stack, --keep'ed)
+        check_ports_free(env)
     times: dict[str, float] = {}
     total = time.monotonic()
     ok = False
