@@ -139,12 +139,9 @@ def wait_healthy(env: dict[str, str], timeout: float) -> dict[str, str]:
             last = states
         if all(states[s] == "healthy" for s in SERVICES) and states["airflow-init"] == "exited(0)":
             return states
-        if (
-            any(v in ("unhealthy", "missing") for v in states.values())
-            or states["airflow-init"].startswith("exited(")
-            and states["airflow-init"] != "exited(0)"
-        ):
-            raise SystemExit(f"the stack did not come up: {states}")
+        init = states["airflow-init"]
+        if init.startswith("exited(") and init != "exited(0)":  # (a healthcheck may flap under load: wait on)
+            raise SystemExit(f"airflow-init failed: {states}")
         if time.monotonic() > deadline:
             raise SystemExit(f"not every service healthy after {timeout:.0f} s: {states}")
         time.sleep(3)
