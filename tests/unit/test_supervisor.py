@@ -226,6 +226,7 @@ def test_each_service_command_ports_and_files():
     assert list(airflow.ports) == [9180, 9893, 9894] and airflow.grace_s == 30
     assert s["registry"].ports == [9050] and s["registry"].port_variable == "FLIGHTDECK_REGISTRY"
     assert s["dockerd"].name == "docker engine" and s["dockerd"].grace_s == 30
+    assert s["dockerd"].command[1:] == ["--live-restore"]
     assert [x.grace_s for x in (weed, mlflow, s["registry"])] == [20, 20, 20]
 
 

@@ -230,7 +230,8 @@ def services(env: Mapping[str, str]) -> dict[str, Service]:
         ),
         "dockerd": Service(
             name="docker engine",
-            command=[program("dockerd")],
+            # containers keep running while the engine restarts (an upgrade, a crash): the LB keeps serving
+            command=[program("dockerd"), "--live-restore"],
             pid_file=run / "dockerd.pid",
             log_file=logs / "dockerd.log",
             grace_s=DOCKERD_GRACE_S,
