@@ -92,9 +92,11 @@ CMD ["gunicorn", "-c", "serving/gunicorn.conf.py", "--no-control-socket", "servi
 FROM python:3.11-slim AS train-deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 COPY requirements.txt /tmp/req/requirements.txt
+# setuptools stays (the lock pins it, and MLflow records it in a model's python_env.yaml); pip goes, as in the
+# worker's uv-made venv.
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-compile --no-deps -r /tmp/req/requirements.txt \
- && /opt/venv/bin/pip uninstall -y -q pip setuptools \
+ && /opt/venv/bin/pip uninstall -y -q pip \
  && find /opt/venv -type d -name tests -prune -exec rm -rf {} + \
  && find /opt/venv -name '*.pyi' -delete
 

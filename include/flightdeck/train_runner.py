@@ -126,8 +126,9 @@ class TrainRequest:
         return f"{self.prefix}/result.json"
 
     def to_json(self) -> str:
-        """The request as JSON (every field)."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """The request as JSON (every field). Key order is kept, as Airflow's XCom keeps it: the schema's
+        columns are a mapping whose order is the model's feature order (its signature, its input example)."""
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TrainRequest:
@@ -206,7 +207,7 @@ def run_request(request_uri: str, *, aws_conn_id: str | None = "aws_default") ->
     summary = retrain.train_in_process(
         request.synced, dag_id=request.dag_id, run_id=request.run_id, aws_conn_id=aws_conn_id
     )
-    store.write(request.result_key, json.dumps(summary, sort_keys=True).encode())
+    store.write(request.result_key, json.dumps(summary).encode())
     return summary
 
 
@@ -603,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FlightdeckError as exc:
         print(f"train step failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print(RESULT_LINE_PREFIX + json.dumps(summary, sort_keys=True), flush=True)
+    print(RESULT_LINE_PREFIX + json.dumps(summary), flush=True)
     return 0
 
 

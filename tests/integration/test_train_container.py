@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,7 @@ PER_RUN_TAGS = {
     "mlflow.runName": "<dataset>-<data version>-<end of the Airflow run id>: follows airflow.run_id",
     "mlflow.source.name": "the entry point of the process that logged: pytest here, flightdeck.train_runner there",
     "mlflow.user": "the OS user of that process: the worker's, the image's non-root `train`",
-    "mlflow.source.git.commit": "MLflow's guess from the entry point's folder (absent in the image, no .git); "
-    "the lineage's commit is our git_sha tag, compared",
-    "mlflow.log-model.history": "the logged model's id, uuid and creation time",
+    "flightdeck.model_uri": "models:/<logged model id>: an id per logged model (its shape is compared)",
 }
 # MLmodel fields that are per logged model.
 PER_RUN_MODEL_FIELDS = {
@@ -53,14 +53,22 @@ PER_RUN_MODEL_FIELDS = {
     "model_id": "the logged model's id (m-...)",
     "utc_time_created": "when it was logged",
     "artifact_path": "MLflow 3 stores the logged model under its id",
+    "model_size_bytes": "the size of model.skops, which follows its bytes (below)",
 }
+# model.skops, the fitted model, is compared as a model (parameters, every fitted array, predictions on the
+# holdout), not byte for byte: skops names each array and object by its memory address in the process that
+# saved it (id()), so one model saved by two processes gives two different files.
+SKOPS_FILE = "model.skops"
 
 
 @pytest.fixture(scope="module")
 def synced(platform, tmp_path_factory):
-    """New data landed in a private namespace, synced and through the data gate (what train gets)."""
+    """New data landed in a private namespace, synced and through the data gate (what train gets). The commit
+    is pinned (FLIGHTDECK_GIT_SHA, as in an image) to HEAD now: others commit to this checkout while the test
+    runs, and the two sides must not read two different HEADs."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLIGHTDECK_STATE_DIR", str(tmp_path_factory.mktemp("worker-state")))
+        mp.setenv("FLIGHTDECK_GIT_SHA", settings.git_sha())
         cfg = pipeline_config.load("breast_cancer", model_name=MODEL, namespace=NS)
         land.land(cfg, ObjectStore())
         out = retrain.sync_data("breast_cancer", model_name=MODEL, namespace=NS)
@@ -71,8 +79,8 @@ def synced(platform, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(synced):
     """The step on the worker, then in a container, each as its own dag run on the same synced data."""
-    on_worker = retrain.train(synced, dag_id=DAG_ID, run_id=f"worker__{NS}", runner="worker")
-    in_container = retrain.train(synced, dag_id=DAG_ID, run_id=f"container__{NS}", runner="container")
+    on_worker = retrain.train(synced, dag_id=DAG_ID, run_id=f"manual__{NS}-worker", runner="worker")
+    in_container = retrain.train(synced, dag_id=DAG_ID, run_id=f"manual__{NS}-container", runner="container")
     return {"worker": on_worker, "container": in_container}
 
 
@@ -113,7 +121,27 @@ def _strip_python(doc: dict[str, Any], found: list[str], where: str) -> dict[str
     return walk(doc, "")
 
 
-def _contents(cl, run_id: str, model_uri: str, dest: Path) -> dict[str, Any]:
+def _fitted(model: Any, holdout: Any) -> dict[str, Any]:
+    """The fitted pipeline as comparable values: its parameters, every fitted array of every step (sha256 of
+    the bytes, dtype and shape included) and its predicted probabilities on the holdout (sha256 of the bytes)."""
+    import numpy as np
+
+    arrays: dict[str, str] = {}
+    for step_name, step in [("", model), *model.named_steps.items()]:
+        for attr, value in sorted(vars(step).items()):
+            if attr.endswith("_") and isinstance(value, np.ndarray) and value.dtype != object:
+                arrays[f"{step_name}.{attr}"] = hashlib.sha256(
+                    f"{value.dtype}{value.shape}".encode() + np.ascontiguousarray(value).tobytes()
+                ).hexdigest()
+    proba = np.ascontiguousarray(model.predict_proba(holdout))
+    return {
+        "params": repr(sorted(model.get_params(deep=True).items(), key=lambda kv: kv[0])),
+        "arrays": arrays,
+        "predict_proba_sha256": hashlib.sha256(proba.tobytes()).hexdigest(),
+    }
+
+
+def _contents(cl, run_id: str, model_uri: str, dest: Path, holdout: Any) -> dict[str, Any]:
     """Everything the run logged, in comparable form (see the module docstring for what is left out)."""
     import mlflow
 
@@ -130,9 +158,10 @@ def _contents(cl, run_id: str, model_uri: str, dest: Path) -> dict[str, Any]:
             model[name] = _strip_python(doc, python, "MLmodel")
         elif name in ("python_env.yaml", "conda.yaml"):
             model[name] = _strip_python(yaml.safe_load(path.read_text()), python, name)
-        else:
+        elif name != SKOPS_FILE:
             model[name] = _sha(str(path))
     info = mlflow.models.get_model_info(model_uri)
+    fitted = mlflow.sklearn.load_model(model_uri)
     return {
         "params": dict(run.data.params),
         "metrics": dict(run.data.metrics),
@@ -148,6 +177,7 @@ def _contents(cl, run_id: str, model_uri: str, dest: Path) -> dict[str, Any]:
             for c in children
         ),
         "signature": info.signature.to_dict(),
+        "fitted_model": _fitted(fitted, holdout),
         "model_files": model,
         "python": sorted(python),
     }
@@ -156,8 +186,14 @@ def _contents(cl, run_id: str, model_uri: str, dest: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def compared(trained, synced, tmp_path_factory):
     cl = tracking.client()
+    from flightdeck.data.schema import model_frame, read_typed
+    from flightdeck.data.sync import Workspace
+
+    cfg = retrain.run_config(synced)
+    ws = Workspace(cfg, ObjectStore())
+    holdout = model_frame(read_typed(ws.holdout_path, cfg.schema), cfg.schema)
     sides = {
-        side: _contents(cl, out["mlflow_run_id"], out["model_uri"], tmp_path_factory.mktemp(side))
+        side: _contents(cl, out["mlflow_run_id"], out["model_uri"], tmp_path_factory.mktemp(side), holdout)
         for side, out in trained.items()
     }
     fields = [k for k in sides["worker"] if k not in ("per_run_tags", "python")]
@@ -189,12 +225,21 @@ def test_container_run_has_the_workers_tags_lineage_included(compared, synced):
     assert container["tags"] == worker["tags"]
     tags = worker["tags"]
     assert tags[tracking.TAG_DATA_VERSION] == synced["data_version"]
-    assert tags[tracking.TAG_GIT_SHA] == settings.git_sha() != "unknown"
+    assert tags[tracking.TAG_GIT_SHA] == os.environ["FLIGHTDECK_GIT_SHA"] != "unknown"
+    # exactly the excluded tags differ (and nothing else), each present on both sides
+    differing = {
+        k
+        for k in {**worker["per_run_tags"], **container["per_run_tags"]}
+        if worker["per_run_tags"].get(k) != container["per_run_tags"].get(k)
+    }
+    assert differing == set(PER_RUN_TAGS)
     assert tags[tracking.TAG_DAG_ID] == DAG_ID and tags[tracking.TAG_COMPLETE] == "true"
     assert tags[tracking.TAG_NAMESPACE] == NS and tags[tracking.TAG_PARAMS_HASH] == synced["params_hash"]
     # the excluded tags are exactly per-run ones: each side has its own run id
-    assert worker["per_run_tags"]["airflow.run_id"] == f"worker__{NS}"
-    assert container["per_run_tags"]["airflow.run_id"] == f"container__{NS}"
+    for side in (worker, container):
+        assert re.fullmatch(r"models:/m-[0-9a-f]{32}", side["per_run_tags"][tracking.TAG_MODEL_URI])
+    assert worker["per_run_tags"]["airflow.run_id"] == f"manual__{NS}-worker"
+    assert container["per_run_tags"]["airflow.run_id"] == f"manual__{NS}-container"
 
 
 def test_container_run_has_the_workers_artifacts_and_nested_runs(compared):
@@ -210,6 +255,7 @@ def test_container_run_has_the_workers_artifacts_and_nested_runs(compared):
 def test_container_model_has_the_workers_signature_files_and_requirements(compared):
     worker, container = compared["worker"], compared["container"]
     assert container["signature"] == worker["signature"]
+    assert container["fitted_model"] == worker["fitted_model"] and len(worker["fitted_model"]["arrays"]) >= 4
     assert set(container["model_files"]) == set(worker["model_files"])
     assert container["model_files"] == worker["model_files"]
     # the interpreter: the same minor release; the patch release is the one recorded difference
@@ -224,11 +270,15 @@ def test_the_step_returns_the_same_summary_on_either_runner(trained):
 
 
 def test_a_retried_container_step_reuses_the_complete_run(trained, synced):
-    again = retrain.train(synced, dag_id=DAG_ID, run_id=f"container__{NS}", runner="container")
-    assert again == trained["container"]
+    again = retrain.train(synced, dag_id=DAG_ID, run_id=f"manual__{NS}-container", runner="container")
+    first = trained["container"]
+    assert (again["mlflow_run_id"], again["model_uri"]) == (first["mlflow_run_id"], first["model_uri"])
+    # a reused run reports every metric it holds (metrics.json's plus train_rows, best_cv_score), as on the worker
+    assert first["metrics"].items() <= again["metrics"].items()
+    assert {k: v for k, v in again.items() if k != "metrics"} == {k: v for k, v in first.items() if k != "metrics"}
     cl = tracking.client()
     cfg = retrain.run_config(synced)
-    runs = tracking.find_runs(cl, cfg, {tracking.TAG_RUN_ID: f"container__{NS}"})
+    runs = tracking.find_runs(cl, cfg, {tracking.TAG_RUN_ID: f"manual__{NS}-container"})
     assert [r.info.run_id for r in runs] == [trained["container"]["mlflow_run_id"]]
 
 

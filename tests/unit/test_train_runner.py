@@ -246,3 +246,13 @@ def test_user_code_datasets_are_refused_off_the_worker(monkeypatch):
     monkeypatch.setattr(train_runner, "train_in_container", lambda *a, **k: pytest.fail("must not run"))
     with pytest.raises(pipeline_config.ConfigError, match=r"train.code_path 'examples/my_model'.*runner: worker"):
         retrain.train(SYNCED, run_id="r1", runner="container")
+
+
+def test_request_keeps_the_schema_column_order():
+    """The schema's column order is the model's feature order: a sorted round trip reordered the container's
+    signature (found by test_train_container.py's field-by-field comparison)."""
+    columns = {"mean_radius": {"type": "number"}, "area_error": {"type": "number"}, "diagnosis": {"type": "integer"}}
+    synced = {**SYNCED, "schema": {"schema": {"columns": columns}, "target": "diagnosis", "task": "classification"}}
+    req = TrainRequest(synced=synced, dag_id="retrain", run_id="r", git_sha="a" * 40)
+    back = TrainRequest.from_json(req.to_json())
+    assert list(back.synced["schema"]["schema"]["columns"]) == ["mean_radius", "area_error", "diagnosis"]
