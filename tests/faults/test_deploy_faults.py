@@ -81,6 +81,12 @@ def _wait_task(airflow, run: str, tasks: tuple[str, ...], states: tuple[str, ...
     raise AssertionError(f"none of {tasks} reached {states} in {timeout_s} s: {airflow.task_states(DAG, run)}")
 
 
+def _try_numbers(airflow, run: str, states: tuple[str, ...]) -> dict[str, int]:
+    """task -> try number of the run's task instances in one of `states`."""
+    tis = airflow.get(f"/dags/{DAG}/dagRuns/{run}/taskInstances", limit=100)["task_instances"]
+    return {ti["task_id"]: ti["try_number"] for ti in tis if ti["state"] in states}
+
+
 def _tries(airflow, run: str) -> dict[str, int]:
     tis = airflow.get(f"/dags/{DAG}/dagRuns/{run}/taskInstances", limit=100)["task_instances"]
     return {ti["task_id"]: ti["try_number"] for ti in tis if ti["try_number"] > 1}
@@ -94,16 +100,19 @@ def test_scheduler_killed_mid_deploy_run_finishes_lb_serves_one_record(platform,
         run = _deploy(airflow, {"model": target, "strategy": "blue_green"})
         hit = _wait_task(airflow, run, ("push", "register", "start_new"), ("running",), 600)
         killed = faults.kill_airflow_component("scheduler")
+        orphans = _try_numbers(airflow, run, ("running", "queued"))  # what the dead scheduler had in flight
         t_kill = time.monotonic()
         restarted_in = faults.restart("airflow")
         # the new scheduler resets the dead one's task instances (its heartbeat is older than
-        # scheduler_health_check_threshold by now) and runs them again; a task left stuck is cleared
+        # scheduler_health_check_threshold by now) and runs them again; an orphan left stuck is cleared
         cleared: list[str] = []
         deadline = time.monotonic() + 120
         while airflow.run_state(DAG, run) in ("queued", "running") and time.monotonic() < deadline:
             time.sleep(2)
         if airflow.run_state(DAG, run) in ("queued", "running"):
-            stuck = [t for t, s in airflow.task_states(DAG, run).items() if s in ("running", "queued", "restarting")]
+            # stuck: still in flight with the try it had when the scheduler died (never reset nor retried)
+            now = _try_numbers(airflow, run, ("running", "queued", "restarting"))
+            stuck = [t for t, n in now.items() if orphans.get(t) == n]
             for task in stuck:
                 airflow.clear_task(DAG, run, task, include_downstream=True)
             cleared = stuck
