@@ -98,7 +98,10 @@ def airflow_component(component: str) -> int:
 
 def kill_airflow_component(component: str, timeout_s: float = 10.0) -> int:
     """SIGKILL Airflow standalone's `component` child (only that process: its forked workers stay, as on
-    a crash of the component's main process) and wait until it is gone; returns its pid."""
+    a crash of the component's main process) and wait until it is gone; returns its pid. In Celery mode the
+    component is a service of its own (`airflow-<component>`): its process group is killed."""
+    if instance().celery:
+        return kill(f"airflow-{component}", timeout_s)
     pid = airflow_component(component)
     os.kill(pid, signal.SIGKILL)
 
@@ -127,12 +130,18 @@ def restart(key: str, timeout_s: float | None = None) -> float:
         raise ValueError(f"restart of {key!r}: one of {RESTARTABLE}")
     t0 = time.monotonic()
     platform = instance()
-    service = platform.services[key]
-    pid = process.running_pid(service)
-    if pid is not None:
-        _ours(platform, pid)
-    process.stop(service)  # a dead group: removes the stale pid file
-    _keep_log(service)
+    # In Celery mode "airflow" is its components and workers: those still running are left alone, and
+    # `airflow_up` starts whichever are down. Otherwise a still-running group (standalone) is stopped first.
+    keep_running = key == "airflow" and platform.celery
+    for service in [platform.services[k] for k in (platform.airflow_keys if key == "airflow" else [key])]:
+        pid = process.running_pid(service)
+        if pid is not None and keep_running:
+            continue
+        if pid is not None:
+            _ours(platform, pid)
+        process.stop(service)  # a dead group: removes the stale pid file
+        _keep_log(service)
+    service = platform.services[platform.airflow_keys[0] if key == "airflow" else key]
     up: dict[str, Callable[[], None]] = {
         "s3": platform.s3_up,
         "mlflow": platform.mlflow_up,
