@@ -40,10 +40,14 @@ urls: ## print the UI links and credentials
 demo: up ## the main job: platform up -> retrain -> deploy -> a live prediction through the load balancer
 	@$(ENV) $(PY) scripts/demo.py
 
-test: up ## install, start (or reuse) the platform, run every test
+# What CI runs (.ci/run): every test on the embedded platform (LocalExecutor), then, when no PYTEST_ARGS narrow
+# the run, the Celery mode's CI share (CELERY_CI_TESTS; `make test-celery` runs the whole Celery suite by hand).
+CELERY_CI_TESTS ?= tests/e2e/test_celery_mode.py tests/faults/test_celery_faults.py
+test: up ## install, start (or reuse) the platform, run every test; then the Celery mode's share (stops the platform)
 	@$(ENV) $(PY) -m pytest -p no:cacheprovider -ra --durations=25 --timeout=1200 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): a failure, not a pass" >&2; fi; \
 	exit $$rc
+	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-celery CELERY_TESTS="$(CELERY_CI_TESTS)"; fi
 
 # Celery mode: the same platform with Airflow on Postgres, Redis and Celery workers (its own state folder,
 # the same ports: the embedded platform is stopped first). Runs the retrain and deploy e2e suites there and
