@@ -166,6 +166,10 @@ def run_flows(env: dict[str, str], times: dict[str, float]) -> None:
     from flightdeck.data.store import ObjectStore
 
     s = settings.load()
+    # the provider's aws_default (ObjectStore's S3Hook) aimed at the stack's S3, whatever the shell had
+    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = settings.aws_connection_json(
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], s.s3_endpoint, env["AWS_DEFAULT_REGION"]
+    )
     cat = sh([*compose_cmd(), "exec", "-T", "airflow-apiserver", "cat", env_password_file()], env, capture=True).stdout
     password = json.loads(cat)["admin"]
     client = AirflowClient(s.airflow_url, "admin", password)
