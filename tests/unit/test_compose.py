@@ -169,10 +169,15 @@ def test_addresses_match_what_the_code_reads(resolved):
             assert f'"{key}"' in code, f"{key} is set in docker-compose.yaml but nothing reads it"
     ports = {n: [_port(p) for p in s.get("ports", [])] for n, s in resolved["services"].items()}
     assert env["FLIGHTDECK_S3_ENDPOINT"] == f"http://127.0.0.1:{ports['s3'][0][1]}"
-    assert env["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{ports['mlflow'][0][1]}"
+    # MLflow is on the host's network (its presigned S3 URLs must work for the tasks): its own --port
+    mlflow = resolved["services"]["mlflow"]
+    assert mlflow["network_mode"] == "host"
+    command = mlflow["command"] if isinstance(mlflow["command"], str) else " ".join(mlflow["command"])
+    assert f"--port {env['MLFLOW_TRACKING_URI'].rsplit(':', 1)[1]} " in command
+    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == env["FLIGHTDECK_S3_ENDPOINT"]
     assert env["FLIGHTDECK_REGISTRY"] == f"127.0.0.1:{ports['registry'][0][1]}"
     assert f"@127.0.0.1:{ports['postgres'][0][1]}/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    for name in ("s3", "mlflow", "registry", "postgres"):
+    for name in ("s3", "registry", "postgres"):
         assert [host for host, _ in ports[name]] == ["127.0.0.1"], f"{name} must listen on loopback only"
     assert resolved["services"]["airflow-scheduler"]["pid"] == "service:deploy-lb"
     assert any(
