@@ -49,7 +49,7 @@ test: up ## install, start (or reuse) the platform, run every test; then the Cel
 	@$(ENV) $(PY) -m pytest -p no:cacheprovider -ra --durations=25 --timeout=1200 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): a failure, not a pass" >&2; fi; \
 	exit $$rc
-	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-celery CELERY_TESTS="$(CELERY_CI_TESTS)"; fi
+	@$(if $(PYTEST_ARGS),true,$(MAKE) --no-print-directory test-celery CELERY_TESTS="$(CELERY_CI_TESTS)")
 
 # Celery mode: the same platform with Airflow on Postgres, Redis and Celery workers (its own state folder,
 # the same ports: the embedded platform is stopped first). Runs the retrain and deploy e2e suites there and

@@ -10,9 +10,10 @@ first batch, and N retrain runs are triggered at once through the REST API. Prin
 - task start latency: each task instance's queued -> start (`queued_when` -> `start_date`, Airflow's own
   times), median and p95 over every task of every run; and the run's wall time, median.
 
-Parallelism is the same in every mode: the LocalExecutor's 4 slots; Celery 2 slots per worker (the
-scheduler's parallelism 4 caps the 2-worker case the same). Figures depend on the machine's load: run it on
-an idle machine and read the ratios, which are measured side by side.
+Task slots: the LocalExecutor 4 (parallelism 4); Celery 2 per worker, so 2 with one worker and 4 with two
+(the scheduler's parallelism 4 caps both): the 1-worker row has half the slots, as a one-worker deployment
+does. Figures depend on the machine's load: run it on an idle machine and read the ratios, which are measured
+side by side.
 
     make bench-executors   (or .venv/bin/python bench/executors/run.py [--runs 4] [--modes local,celery-1,celery-2])
 

@@ -17,7 +17,6 @@ supervisor (`up` is idempotent and starts only what is down) before the test end
 from __future__ import annotations
 
 import os
-import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -93,12 +92,18 @@ def _up() -> None:
     faults.instance().up()  # starts only what is down, waits for every component and worker
 
 
-def _fault_mid_train(airflow, label: str, fault: Callable[[dict], None]) -> tuple[str, dict]:
+def _fault_mid_train(
+    airflow, label: str, fault: Callable[[dict], None], restore: Callable[[str], None] | None = None
+) -> tuple[str, dict]:
+    """Trigger a retrain of a fresh lineage, apply `fault` to its running `train` task instance, bring the
+    platform back up (`restore(run_id)` first when given: it decides when), finish the run and count."""
     cfg, conf = _lineage(label)
     run_id = airflow.trigger(DAG, conf)
     running = _when_running(airflow, run_id, "train")
     try:
         fault(running)
+        if restore is not None:
+            restore(run_id)
     finally:
         _up()
     how = _finish(airflow, run_id)
@@ -110,17 +115,26 @@ def _fault_mid_train(airflow, label: str, fault: Callable[[dict], None]) -> tupl
 
 
 def test_a_worker_killed_mid_task_is_retried_on_a_live_worker(airflow):
-    killed: dict[str, str] = {}
+    killed: dict[str, object] = {}
 
     def kill_worker(ti: dict) -> None:
         killed["worker"] = ti["hostname"]
-        pid = faults.service_pid(f"airflow-{ti['hostname']}")
-        os.killpg(pid, signal.SIGKILL)
-        assert process.wait_until(lambda: not process.group_alive(pid), 10, interval_s=0.05)
-        time.sleep(5)  # no worker of that name for a while: the retry may not wait for its restart
+        killed["groups"] = faults.kill_with_tasks(f"airflow-{ti['hostname']}")
 
-    how, train = _fault_mid_train(airflow, "worker", kill_worker)
-    assert train["try_number"] >= 2, train  # the killed try was failed for its lost heartbeat, then retried
+    def after_the_retry_started(run_id: str) -> None:
+        # the killed worker stays down until the retry runs, so the retry can only be on a live one
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            ti = _task_instance(airflow, run_id, "train")
+            if ti["try_number"] >= 2 and ti["state"] in ("running", "success"):
+                return
+            time.sleep(1)
+        raise AssertionError(f"train was not retried within 600 s: {_task_instance(airflow, run_id, 'train')}")
+
+    how, train = _fault_mid_train(airflow, "worker", kill_worker, restore=after_the_retry_started)
+    assert how == "by retries"
+    assert train["try_number"] >= 2 and train["hostname"] != killed["worker"], (killed, train)
+    assert not any(process.group_alive(g) for g in killed["groups"]), "a process of the killed try survived"
 
 
 def test_postgres_restarted_mid_run_the_run_finishes(airflow):

@@ -64,6 +64,21 @@ def kill(key: str, timeout_s: float = 10.0) -> int:
     return pid
 
 
+def kill_with_tasks(key: str, timeout_s: float = 10.0) -> list[int]:
+    """SIGKILL service `key`'s process group and the groups its running tasks moved to (as a crashed machine
+    would end them all); returns every group killed once all are gone."""
+    pid = service_pid(key)
+    groups = [pid, *process.outside_groups(pid)]
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if not process.wait_until(lambda: not any(process.group_alive(g) for g in groups), timeout_s, interval_s=0.05):
+        raise AssertionError(f"{key}: groups {groups} still alive {timeout_s} s after SIGKILL")
+    return groups
+
+
 def _children(parent: int) -> dict[int, list[str]]:
     """pid -> argv of the live (not zombie) children of `parent`."""
     children: dict[int, list[str]] = {}

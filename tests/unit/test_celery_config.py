@@ -9,12 +9,13 @@ from celery.signals import import_modules
 from flightdeck import celery_config, preloading_executor
 
 
-def test_the_config_is_airflows_default():
+def test_the_config_is_airflows_default_in_a_copy():
     assert celery_config.CELERY_CONFIG == DEFAULT_CELERY_CONFIG
+    assert celery_config.CELERY_CONFIG is not DEFAULT_CELERY_CONFIG  # ours to extend, Airflow's left alone
 
 
 def test_the_worker_start_signal_preloads_the_task_modules(monkeypatch):
-    seen: list[tuple[str, ...]] = []
-    monkeypatch.setattr(celery_config, "preload", lambda: seen.append(preloading_executor.PRELOAD_MODULES) or {})
+    imported: list[tuple[str, ...]] = []
+    monkeypatch.setattr(preloading_executor.importlib, "import_module", lambda name: imported.append(name))
     import_modules.send(sender=None)
-    assert seen == [preloading_executor.PRELOAD_MODULES]
+    assert tuple(imported) == preloading_executor.PRELOAD_MODULES

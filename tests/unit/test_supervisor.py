@@ -281,3 +281,32 @@ def test_processes_of_finds_a_service_that_renamed_itself_by_its_process_group(t
         assert embedded.processes_of(tmp_path / "elsewhere") == {}
     finally:
         stop(service)
+
+
+def test_stop_reaches_a_task_that_moved_to_a_group_of_its_own(tmp_path):
+    # as Airflow's task supervisor does with each task: the grandchild leaves the service's process group
+    code = (
+        "import os, subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import os, time; os.setpgid(0, 0); time.sleep(60)']); "
+        "open(sys.argv[1], 'w').write(str(p.pid)); time.sleep(60)"
+    )
+    marker = tmp_path / "task.pid"
+    service = Service(
+        name="worker",
+        command=[sys.executable, "-c", code, str(marker)],
+        pid_file=tmp_path / "run" / "worker.pid",
+        log_file=tmp_path / "logs" / "worker.log",
+        match="time.sleep(60)",
+        stop_descendants=True,
+    )
+    pid = start(service)
+    try:
+        assert wait_until(lambda: marker.exists() and marker.read_text().isdigit(), 10, interval_s=0.05)
+        task = int(marker.read_text())
+        assert wait_until(lambda: os.getpgid(task) == task, 10, interval_s=0.05), "the task has its own group"
+        assert stop(service) == "worker: stopped"
+        assert not group_alive(pid) and not group_alive(task), "the task outlived its worker"
+    finally:
+        for group in (pid, int(marker.read_text()) if marker.exists() else pid):
+            if group_alive(group):
+                os.killpg(group, 9)

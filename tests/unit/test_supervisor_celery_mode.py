@@ -82,7 +82,7 @@ def test_celery_mode_runs_postgres_redis_and_airflow_components_instead_of_stand
     assert s["airflow-triggerer"].ports == [9180 + embedded.AIRFLOW_TRIGGER_LOG_OFFSET]
 
 
-def test_each_worker_has_its_own_name_scratch_root_and_log_port():
+def test_each_worker_has_its_own_name_and_scratch_root_and_serves_no_logs():
     s = embedded.services(embedded.full_environment({**CELERY, "FLIGHTDECK_CELERY_WORKERS": "3"}))
     workers = [s[f"airflow-worker-{i}"] for i in (1, 2, 3)]
     assert [w.env["FLIGHTDECK_WORKER_NAME"] for w in workers] == ["worker-1", "worker-2", "worker-3"]
@@ -90,9 +90,23 @@ def test_each_worker_has_its_own_name_scratch_root_and_log_port():
         f"/srv/fd-celery/workers/worker-{i}/workspace" for i in (1, 2, 3)
     ]
     assert len({w.env["TMPDIR"] for w in workers}) == 3
-    assert [w.ports for w in workers] == [[9901], [9902], [9903]]
-    assert workers[0].command[1:] == ["celery", "worker", "--celery-hostname", "worker-1@%h", "--without-gossip"]
+    # a running task's log cannot be fetched from worker-N (not a resolvable host): read from S3 once it ends
+    assert [list(w.ports) for w in workers] == [[], [], []] and all("--skip-serve-logs" in w.command for w in workers)
+    assert workers[0].command[1:5] == ["celery", "worker", "--celery-hostname", "worker-1@%h"]
     assert workers[0].env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] == "flightdeck.settings.worker_hostname"
+    assert all(w.stop_descendants for w in workers), "a stopped worker takes its running tasks with it"
+
+
+def test_down_stops_the_scheduler_first_and_the_api_server_last():
+    platform = embedded.EmbeddedPlatform(CELERY)
+    assert platform._airflow_stop_order() == [
+        "airflow-scheduler",
+        "airflow-worker-1",
+        "airflow-worker-2",
+        "airflow-triggerer",
+        "airflow-dag-processor",
+        "airflow-api-server",
+    ]
 
 
 @pytest.mark.parametrize("count", ["0", "two", "-1"])

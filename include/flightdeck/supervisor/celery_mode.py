@@ -29,10 +29,11 @@ from flightdeck.supervisor.process import Service, SupervisorError, http_ok
 DATABASES = ("airflow", "mlflow")  # one role and one database of the same name each
 POSTGRES_GRACE_S = 30
 REDIS_GRACE_S = 10
-WORKER_GRACE_S = 30  # a worker finishes its running tasks on SIGTERM (Celery's warm shutdown) until this
+WORKER_GRACE_S = 30  # seconds from SIGTERM (to the worker and its running tasks) to SIGKILL
 WORKER_CONCURRENCY = 2  # task slots per worker (2 cores: 2 workers x 2 = the LocalExecutor's parallelism 4)
-# Each Celery worker's log server (it serves a running task's log); after the task, the log is read from S3.
-WORKER_LOG_PORT_OFFSET = 720  # worker i listens on the API port + 720 + i (8801, 8802 for 8080)
+# Stop order: nothing new scheduled, then the workers (their tasks still reach the execution API), the rest,
+# and the api-server last.
+STOP_ORDER = ("scheduler", "worker", "triggerer", "dag-processor", "api-server")
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
@@ -246,28 +247,37 @@ def services(
             pid_file=run / f"airflow-{component}.pid",
             log_file=logs / f"airflow-{component}.log",
             grace_s=WORKER_GRACE_S,
+            stop_descendants=True,  # its tasks run in process groups of their own
             match="airflow api"
             if component == "api-server"
             else f"airflow {component}",  # it renames itself "airflow api_server ..."
         )
-    for i, name in enumerate(worker_names(env), start=1):
+    for name in worker_names(env):
         scratch = state / "workers" / name
         out[f"airflow-{name}"] = Service(
             name=f"airflow {name}",
-            command=[airflow, "celery", "worker", "--celery-hostname", f"{name}@%h", "--without-gossip"],
+            # --skip-serve-logs: Airflow would fetch a running task's log from http://worker-N:<its own port>,
+            # a name that does not resolve here; the log is read from S3 once the task ends.
+            command=[
+                airflow,
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"{name}@%h",
+                "--without-gossip",
+                "--skip-serve-logs",
+            ],
             env={
                 **common,
                 "FLIGHTDECK_WORKER_NAME": name,
                 "FLIGHTDECK_WORKSPACE_DIR": str(scratch / "workspace"),
                 "TMPDIR": str(scratch / "tmp"),
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(api_port + WORKER_LOG_PORT_OFFSET + i),
             },
             cwd=state / "airflow",
-            ports=[api_port + WORKER_LOG_PORT_OFFSET + i],
-            port_variable="FLIGHTDECK_AIRFLOW_PORT",
             pid_file=run / f"airflow-{name}.pid",
             log_file=logs / f"airflow-{name}.log",
             grace_s=WORKER_GRACE_S,
+            stop_descendants=True,  # its tasks run in process groups of their own
             match="celery worker",
         )
     return out

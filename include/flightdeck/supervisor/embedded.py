@@ -259,6 +259,7 @@ def services(env: Mapping[str, str]) -> dict[str, Service]:
             pid_file=run / "airflow.pid",
             log_file=logs / "airflow.log",
             grace_s=AIRFLOW_GRACE_S,
+            stop_descendants=True,  # its tasks run in process groups of their own
         ),
     }
     if env.get("FLIGHTDECK_EXECUTOR") == Executor.CELERY:
@@ -488,6 +489,9 @@ class EmbeddedPlatform:
             scheduler = self.services["airflow-scheduler"]
             celery_mode.migrate_airflow_db(program("airflow"), self.env, scheduler.env, self.logs / "airflow-db.log")
         for key in self.airflow_keys:
+            for folder in ("FLIGHTDECK_WORKSPACE_DIR", "TMPDIR"):  # a worker's scratch root
+                if folder in self.services[key].env:
+                    Path(self.services[key].env[folder]).mkdir(parents=True, exist_ok=True)
             self._start(key)
         names = set(celery_mode.worker_names(self.env))
         if not wait_until(lambda: names <= celery_mode.workers_answering(self.env), WORKERS_START_TIMEOUT_S):
@@ -505,8 +509,9 @@ class EmbeddedPlatform:
         first), then S3. Each service gets SIGTERM, then SIGKILL after its grace. Data stays."""
         if self.lb("stop") != 0:
             say("load balancer: stop failed (see above); stopping the rest")
-        for key in self.airflow_keys:
+        for key in self._airflow_stop_order():
             say(stop(self.services[key]))
+        self._stop_strays()
         say(stop(self.services["mlflow"]))
         say(stop(self.services["registry"]))
         dockerd = self.services["dockerd"]
@@ -528,6 +533,31 @@ class EmbeddedPlatform:
             say(stop(self.services["postgres"]))
         say(stop(self.services["s3"]))
 
+    def _airflow_stop_order(self) -> list[str]:
+        """Airflow's keys in celery_mode.STOP_ORDER (standalone: its one key)."""
+        rank = {part: i for i, part in enumerate(celery_mode.STOP_ORDER)}
+        return sorted(self.airflow_keys, key=lambda k: next((r for p, r in rank.items() if p in k), len(rank)))
+
+    def _stop_strays(self) -> None:
+        """Stop what a pid file names but no service of this environment is (e.g. worker-3 of an `up` with more
+        FLIGHTDECK_CELERY_WORKERS): its process group and the tasks it started."""
+        known = {s.pid_file for s in self.services.values()}
+        for pid_file in sorted(self.run_dir.glob("*.pid")):
+            if pid_file in known or pid_file.parent != self.run_dir:
+                continue
+            pid = read_pid(pid_file)
+            stray = Service(
+                name=pid_file.stem,
+                command=["?"],
+                pid_file=pid_file,
+                log_file=self.logs / f"{pid_file.stem}.log",
+                grace_s=AIRFLOW_GRACE_S,
+                stop_descendants=True,
+                match=" ",  # any command line: the pid file is ours, the group it leads is ours
+            )
+            say(stop(stray) if pid is not None else f"{pid_file.stem}: not running (stale pid file)")
+            pid_file.unlink(missing_ok=True)
+
     # -- status / urls ----------------------------------------------------------------------------------
     def status(self) -> bool:
         """Print one line per service (up/DOWN and its address) and the LB's own status; True if all are up."""
@@ -546,6 +576,11 @@ class EmbeddedPlatform:
             checks += [
                 ("postgres", self.services["postgres"].health or (lambda: False), f"127.0.0.1:{pg}"),
                 ("redis", self.services["redis"].health or (lambda: False), f"127.0.0.1:{rd}"),
+            ]
+            checks += [
+                (self.services[k].name, lambda k=k: running_pid(self.services[k]) is not None, "process")
+                for k in self.airflow_keys
+                if "worker" not in k
             ]
             answering = celery_mode.workers_answering(self.env)
             checks += [(f"celery {w}", lambda w=w: w in answering, "") for w in celery_mode.worker_names(self.env)]
@@ -595,6 +630,20 @@ class EmbeddedPlatform:
         say(f"  State        {self.state}   logs in {self.logs}")
 
 
+def other_mode(platform: EmbeddedPlatform) -> EmbeddedPlatform | None:
+    """The platform of the other executor mode in its default state folder, when `platform` is in its own
+    default folder and the other one has pid files (`make down` without FLIGHTDECK_EXECUTOR stops it too)."""
+    mode = Executor(platform.env["FLIGHTDECK_EXECUTOR"])
+    if platform.state != settings.REPO_ROOT / settings.STATE_FOLDER[mode]:
+        return None
+    other_mode = Executor.CELERY if mode == Executor.LOCAL else Executor.LOCAL
+    if not any((settings.REPO_ROOT / settings.STATE_FOLDER[other_mode] / "run").glob("*.pid")):
+        return None
+    derived = ("FLIGHTDECK_STATE_DIR", "FLIGHTDECK_WORKSPACE_DIR")
+    env = {k: v for k, v in platform.env.items() if k not in derived}
+    return EmbeddedPlatform({**env, "FLIGHTDECK_EXECUTOR": other_mode.value})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m flightdeck.supervisor up|down|status|urls` (default status). Exit 0 on success; 1 when a
     service fails to start or stop, or `status` finds one down; 2 for a wrong action."""
@@ -615,6 +664,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             platform.up()
         elif args.action == "down":
             platform.down()
+            other = other_mode(platform)
+            if other is not None:
+                say(f"the other mode's platform runs ({other.state}): stopping it too")
+                other.down()
         elif args.action == "urls":
             platform.urls()
         else:

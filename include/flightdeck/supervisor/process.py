@@ -55,6 +55,8 @@ class Service:
     grace_s: seconds `stop` waits after SIGTERM before SIGKILL.
     stop_signal: what `stop` sends first (SIGTERM; Postgres takes SIGINT, its fast shutdown, as SIGTERM would
         wait for every client to disconnect).
+    stop_descendants: `stop` also signals the groups its descendants moved to (outside_groups): Airflow's
+        running tasks. Off for the Docker engine, whose containers live on (--live-restore) or are removed.
     match: a substring of /proc/PID/cmdline that proves a pid is this service and not a reused pid
         (default: the program's file name).
     label: the name in messages (default: `name`).
@@ -71,6 +73,7 @@ class Service:
     health: Callable[[], bool] | None = None
     grace_s: float = 20.0
     stop_signal: int = signal.SIGTERM
+    stop_descendants: bool = False
     match: str = ""
     label: str = ""
 
@@ -187,6 +190,34 @@ def _stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[2])
 
 
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live (not zombie) process."""
+    out: dict[int, int] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            data = stat_file.read_text()
+        except OSError:
+            continue
+        fields = data[data.rindex(")") + 2 :].split()  # state, ppid, ...
+        if fields[0] != "Z":
+            out[int(stat_file.parent.name)] = int(fields[1])
+    return out
+
+
+def outside_groups(pgid: int) -> set[int]:
+    """The process groups, other than `pgid`, of the descendants of group `pgid`'s processes: what a signal to
+    the group misses. Airflow's task supervisor moves each task into a group of its own (a Celery worker's,
+    the LocalExecutor's), so stopping the component alone would orphan its running tasks."""
+    parents = _parents()
+    members = {pid for pid in parents if (_stat(pid) or ("Z", -1))[1] == pgid}
+    found: set[int] = set()
+    frontier = set(members)
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found | members}
+        found |= frontier
+    return {g for g in ((_stat(pid) or ("Z", pgid))[1] for pid in found) if g != pgid}
+
+
 def group_alive(pgid: int) -> bool:
     """True while a process of the process group `pgid` runs. Zombies do not count: an exited service
     re-parented to a PID 1 that reaps late (as on this machine) would otherwise look alive until then."""
@@ -219,7 +250,8 @@ def _reap(pid: int) -> None:
 
 
 def stop(service: Service, poll_s: float = 0.5) -> str:
-    """SIGTERM (or `service.stop_signal`) the service's process group; once its leader has exited (or
+    """SIGTERM (or `service.stop_signal`) the service's process group and the groups of its descendants that
+    left it (outside_groups: running tasks); once its leader has exited (or
     `service.grace_s` seconds have passed) the rest of the group gets up to SETTLE_S seconds more, then
     SIGKILL; remove the pid file.
 
@@ -233,10 +265,13 @@ def stop(service: Service, poll_s: float = 0.5) -> str:
     if pid is None or not pid_is(pid, service.cmdline_token):
         service.pid_file.unlink(missing_ok=True)
         return f"{service.name}: not running (stale pid file)"
-    try:
-        os.killpg(pid, service.stop_signal)
-    except ProcessLookupError:
-        pass
+    # found now: once their parents are gone they are re-parented to init
+    tasks = outside_groups(pid) if service.stop_descendants else set()
+    for pgid in [pid, *tasks]:
+        try:
+            os.killpg(pgid, service.stop_signal)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + service.grace_s
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(poll_s)
@@ -244,14 +279,15 @@ def stop(service: Service, poll_s: float = 0.5) -> str:
     while time.monotonic() < settle and group_alive(pid):
         _reap(pid)
         time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    kill_deadline = time.monotonic() + KILL_WAIT_S  # SIGKILL is not instant: wait until the group is gone
+    for pgid in [pid, *tasks]:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    kill_deadline = time.monotonic() + KILL_WAIT_S  # SIGKILL is not instant: wait until the groups are gone
     while time.monotonic() < kill_deadline:
         _reap(pid)
-        if not group_alive(pid):
+        if not any(group_alive(g) for g in [pid, *tasks]):
             break
         time.sleep(0.05)
     service.pid_file.unlink(missing_ok=True)
