@@ -7,8 +7,11 @@ is restarted; an engine started by anyone else is shared and left alone: the tes
 
 Without dockerd's `--live-restore` (or `"live-restore": true` in /etc/docker/daemon.json) a restart stops
 every container, the live model's too: the LB then has nothing to serve until a revision is started again
-(the containers have no restart policy). The poller's failures are counted and printed; they are asserted
-to be zero only when the engine runs with live-restore.
+(the containers have no restart policy). The platform's dockerd runs with `--live-restore`: the serving
+containers keep running (same ids) across the restart, but Docker's userland proxy, which publishes their
+ports on 127.0.0.1, goes down with the engine, so the LB fails for the restart and until its health checks
+see the slots again (measured: ~70 requests of ~1,400 over a few seconds). With live-restore the failures are
+asserted to lie inside that window, none after; without it they are only counted and printed.
 
 Counts: the build task's tries (>= 2); the registry's tags for the new version (exactly one) and their
 manifest digests (one per image: the tag's digest is the one the deployment record pins); deployment
@@ -70,6 +73,17 @@ def _live_restore() -> bool:
     return bool(docker.from_env().info().get("LiveRestoreEnabled"))
 
 
+def _serving_containers() -> list[str]:
+    """Ids of the running containers of the local deploy target (the live revision's)."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        return [c.id for c in client.containers.list(filters={"label": "org.flightdeck.target=local"})]
+    finally:
+        client.close()
+
+
 def _tag_digests(registry: str, repository: str) -> dict[str, str]:
     """tag -> manifest digest of every tag of `repository` in the registry (API v2)."""
     tags = requests.get(f"http://{registry}/v2/{repository}/tags/list", timeout=10).json().get("tags") or []
@@ -99,6 +113,11 @@ def test_engine_restart_during_build_is_retried_one_image_per_digest(platform, a
     live_restore = _live_restore()
     platform_ = faults.instance()
     dockerd = platform_.services["dockerd"]
+    from flightdeck.deploy.local import platform_backend
+
+    check = platform_backend().lb.check
+    settle_s = check.healthy_threshold * check.interval_ms / 1000 + 2.0  # rise checks, once ports are back
+    serving = _serving_containers()
     with faults.LbPoller(platform.lb_url) as poller:
         run = airflow.trigger(
             DAG, {"model_name": MODEL, "target": "local", "model": version, "strategy": "blue_green", **FAST}
@@ -110,6 +129,7 @@ def test_engine_restart_during_build_is_retried_one_image_per_digest(platform, a
         process.stop(dockerd)
         platform_.engine_up()
         restart_s = time.monotonic() - t_restart
+        still_serving = _serving_containers()
         state = airflow.wait(DAG, run, timeout=900)
         served_after = faults.serving_version(platform.lb_url)
     tries = _tries(airflow, run)
@@ -134,4 +154,6 @@ def test_engine_restart_during_build_is_retried_one_image_per_digest(platform, a
     assert served_after == version
     assert new == [rec.deployment_id(run)] and len(after) == len(set(after)), new
     if live_restore:
-        assert poller.failures == [], poller.failures[:10]
+        assert serving and set(serving) <= set(still_serving), (serving, still_serving)  # kept running
+        late = [f for f in poller.failures if f[0] > t_restart + restart_s + settle_s]
+        assert late == [], f"LB failures after the restart window ({restart_s + settle_s:.1f} s): {late[:10]}"

@@ -47,7 +47,7 @@ ROOT = settings.REPO_ROOT
 # The LB daemon's CLI (start|stop|status), owned by the deploy code; scripts/lb.sh runs the same module.
 LB_MODULE = "flightdeck.deploy.lb_service"
 BASE_IMAGE_DEFAULT = "python:3.11-slim"  # the Dockerfile's FROM, built offline under that name
-MANAGED_LABEL = "flightdeck.managed=true"  # the deploy code's containers
+MANAGED_LABEL = "org.flightdeck.target"  # the local deploy target labels its containers with it (deploy/local.py)
 
 # Timeouts and graces, in seconds (the values of the former scripts/platform.sh).
 S3_START_TIMEOUT_S = 60
