@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,18 +146,11 @@ def wait_healthy(env: dict[str, str], timeout: float) -> dict[str, str]:
         time.sleep(3)
 
 
-def http_json(url: str, payload: dict | None = None) -> dict:
-    data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.load(resp)
-
-
 def run_flows(env: dict[str, str], times: dict[str, float]) -> None:
     """Retrain, deploy and predict through the stack, as a user: the REST API of its Airflow and its LB."""
     os.environ.update({k: v for k, v in env.items() if k.startswith(("FLIGHTDECK_", "AWS_", "MLFLOW_"))})
     sys.path.insert(0, str(ROOT / "scripts"))
-    from demo import run_dag, unpause_and_settle  # the same REST calls as `make demo`
+    from demo import http_json, run_dag, unpause_and_settle  # the same REST calls as `make demo`
 
     from flightdeck import pipeline_config, settings
     from flightdeck.airflow_client import AirflowClient
