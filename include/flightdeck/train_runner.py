@@ -48,8 +48,9 @@ REQUEST_PREFIX = "train-runs"
 RESULT_LINE_PREFIX = "FLIGHTDECK_TRAIN_RESULT "  # the summary as the container's last stdout line (for a human)
 CONTAINER_NAME = "train"  # the container in the ECS task definition
 # What a container off the worker is given from the worker's environment (settings.environment()): where
-# S3, MLflow and the buckets are; never the state dir (the container's workspace is its own, rebuilt from S3).
-_PLATFORM_ENV = re.compile(r"^(FLIGHTDECK_(?!STATE_DIR$).+|MLFLOW_.+|AWS_DEFAULT_REGION)$")
+# S3, MLflow and the buckets are; never the worker's folders (state dir, workspace root): the container's
+# workspace is its own, rebuilt from S3.
+_PLATFORM_ENV = re.compile(r"^(FLIGHTDECK_(?!STATE_DIR$|WORKSPACE_DIR$).+|MLFLOW_.+|AWS_DEFAULT_REGION)$")
 # Credentials: local keys of the embedded S3 reach a local container; an ECS task uses its task role.
 _CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AIRFLOW_CONN_AWS_DEFAULT")
 

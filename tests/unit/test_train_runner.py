@@ -109,6 +109,7 @@ def test_request_round_trips_and_is_keyed_by_dataset_run_and_attempt():
 def test_container_environment_carries_the_platform_not_the_state_dir():
     environ = {
         "FLIGHTDECK_STATE_DIR": "/worker/state",
+        "FLIGHTDECK_WORKSPACE_DIR": "/worker/state/workers/worker-1/workspace",
         "FLIGHTDECK_S3_PORT": "8533",
         "FLIGHTDECK_MLFLOW_PORT": "5201",
         "PATH": "/usr/bin",
@@ -118,7 +119,12 @@ def test_container_environment_carries_the_platform_not_the_state_dir():
     assert env["FLIGHTDECK_S3_ENDPOINT"] == "http://127.0.0.1:8533"
     assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5201"
     assert env["FLIGHTDECK_DATA_BUCKET"] == "flightdeck-data"
-    assert "FLIGHTDECK_STATE_DIR" not in env and "PATH" not in env and "HOME" not in env
+    assert (
+        "FLIGHTDECK_STATE_DIR" not in env
+        and "FLIGHTDECK_WORKSPACE_DIR" not in env
+        and "PATH" not in env
+        and "HOME" not in env
+    )
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AIRFLOW_CONN_AWS_DEFAULT"} & set(env)
     local = train_runner.container_environment(environ, credentials=True)
     assert local["AWS_ACCESS_KEY_ID"] == "flightdeck"
