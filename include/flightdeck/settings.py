@@ -44,6 +44,7 @@ class Executor(StrEnum):
 # Each mode keeps its own state folder: MLflow's store differs (SQLite or Postgres), and S3 data or deployment
 # records that name runs of one store must not meet the other.
 STATE_FOLDER = {Executor.LOCAL: ".flightdeck", Executor.CELERY: ".flightdeck-celery"}
+CELERY_WORKERS_DEFAULT = "2"  # FLIGHTDECK_CELERY_WORKERS
 
 
 def _env(name: str, default: str) -> str:
@@ -116,7 +117,7 @@ def environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     if executor == Executor.CELERY:
         put("FLIGHTDECK_POSTGRES_PORT", "5432")
         put("FLIGHTDECK_REDIS_PORT", "6379")
-        put("FLIGHTDECK_CELERY_WORKERS", "2")
+        put("FLIGHTDECK_CELERY_WORKERS", CELERY_WORKERS_DEFAULT)
     return {k: v for k, v in out.items() if v}
 
 

@@ -20,6 +20,7 @@ import pytest
 from flightdeck import pipeline_config, tracking
 from flightdeck.data import land
 from flightdeck.data.store import ObjectStore
+from flightdeck.supervisor import celery_mode
 
 pytestmark = [
     pytest.mark.e2e,
@@ -30,7 +31,7 @@ pytestmark = [
 
 NS = f"celery-{uuid.uuid4().hex[:8]}"
 MODEL = f"e2e-celery-{NS}"
-WORKERS = [f"worker-{i}" for i in range(1, int(os.environ.get("FLIGHTDECK_CELERY_WORKERS", "2")) + 1)]
+WORKERS = celery_mode.worker_names(os.environ)
 STATE: dict[str, str] = {}
 
 

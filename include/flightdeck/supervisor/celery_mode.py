@@ -24,6 +24,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from flightdeck.settings import CELERY_WORKERS_DEFAULT
 from flightdeck.supervisor.process import Service, SupervisorError, http_ok
 
 DATABASES = ("airflow", "mlflow")  # one role and one database of the same name each
@@ -52,7 +53,7 @@ def _as_postgres_user(command: Sequence[str]) -> list[str]:
 
 def worker_names(env: Mapping[str, str]) -> list[str]:
     """worker-1 .. worker-N for FLIGHTDECK_CELERY_WORKERS=N (N >= 1, else SupervisorError)."""
-    raw = env.get("FLIGHTDECK_CELERY_WORKERS", "2")
+    raw = env.get("FLIGHTDECK_CELERY_WORKERS", CELERY_WORKERS_DEFAULT)
     if not raw.isdigit() or int(raw) < 1:
         raise SupervisorError(f"FLIGHTDECK_CELERY_WORKERS={raw!r}: give a number of workers, 1 or more")
     return [f"worker-{i}" for i in range(1, int(raw) + 1)]
