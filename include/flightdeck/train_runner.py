@@ -31,9 +31,8 @@ import logging
 import os
 import re
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -495,31 +494,33 @@ def run_ecs_task(
     logs: Any,
     waiter_delay: int = 6,
     waiter_max_attempts: int = 600,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
-    """Register (or reuse) the task definition, run one task, wait until it stops (polling describe_tasks
-    every `waiter_delay` s, at most `waiter_max_attempts` times, as the `tasks_stopped` waiter does), copy its
-    awslogs lines into this log, and return them. `ecs`/`logs`: boto3 clients (EcsHook / AwsLogsHook .conn).
+    """Register (or reuse) the task definition, run one task, wait until it stops (botocore's `tasks_stopped`
+    waiter, as the Amazon provider's EcsRunTaskOperator uses: every `waiter_delay` s, at most
+    `waiter_max_attempts` times), copy its awslogs lines into this log, and return them. `ecs`/`logs`: boto3
+    clients (EcsHook / AwsLogsHook .conn).
 
     Raises TrainTaskFailed when the task is not placed (run_task failures), does not stop in time, or its
     container stops with a non-zero or no exit code (the stop reason and the last log lines in the message)."""
+    from botocore.exceptions import WaiterError
+
     arn = ensure_task_definition(ecs, task)
     answer = ecs.run_task(**task.run_task_request(arn))
     if answer.get("failures") or not answer.get("tasks"):
         raise TrainTaskFailed(f"ECS did not start the train task: {answer.get('failures')}")
     task_arn = answer["tasks"][0]["taskArn"]
     log.info("ECS train task %s started on %s (%s)", task_arn, task.cfg.cluster, arn)
-    described: dict[str, Any] = {}
-    for _ in range(waiter_max_attempts):
-        described = ecs.describe_tasks(cluster=task.cfg.cluster, tasks=[task_arn])["tasks"][0]
-        if described.get("lastStatus") == "STOPPED":
-            break
-        sleep(waiter_delay)
-    else:
-        raise TrainTaskFailed(
-            f"ECS train task {task_arn} did not stop within {waiter_delay * waiter_max_attempts} s "
-            f"(last status {described.get('lastStatus')})"
+    try:
+        ecs.get_waiter("tasks_stopped").wait(
+            cluster=task.cfg.cluster,
+            tasks=[task_arn],
+            WaiterConfig={"Delay": waiter_delay, "MaxAttempts": waiter_max_attempts},
         )
+    except WaiterError as exc:
+        raise TrainTaskFailed(
+            f"ECS train task {task_arn} did not stop within {waiter_delay * waiter_max_attempts} s: {exc}"
+        ) from exc
+    described = ecs.describe_tasks(cluster=task.cfg.cluster, tasks=[task_arn])["tasks"][0]
     lines = task_log_lines(logs, task.cfg.log_group, task.log_stream(task_arn))
     for line in lines:
         log.info("[ecs %s] %s", task_arn.rsplit("/", 1)[-1], line)
